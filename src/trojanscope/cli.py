@@ -1,0 +1,225 @@
+"""``trojanscope``: every capability of the dashboard, headless. ``--json`` prints one JSON object.
+
+Exit codes: 0 success, 2 bad input or environment (one line on stderr), 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from trojanscope.errors import TrojanScopeError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow loading pickle weights (pytorch_model.bin); only for files you trust")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trojanscope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="fine-tune a classifier, optionally poisoned, and save it with its metrics")
+    t.add_argument("--data", default="sst2", help="sst2, olid, agnews, imdb, a .csv/.tsv/.jsonl file, or hf:NAME")
+    t.add_argument("--out", required=True, help="directory to write the model to (must not exist)")
+    t.add_argument("--model", default="minilm", help="minilm (built-in), a local directory, or a hub id")
+    t.add_argument("--attack", default="none", choices=["none", "badnets", "addsent"])
+    t.add_argument("--trigger", default=None, help="word or phrase (default: cf for badnets, a sentence for addsent)")
+    t.add_argument("--insertions", type=_positive_int, default=1, help="trigger insertions per poisoned text")
+    t.add_argument("--position", default="random", help="start, end, random or a word index")
+    t.add_argument("--poison-rate", type=float, default=0.1, help="poisoned share of the training set, in (0, 1]")
+    t.add_argument("--target", type=int, default=1, help="target label of the backdoor")
+    t.add_argument("--clean-label", action="store_true", help="poison only samples already labelled as the target")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--max-length", type=_positive_int, default=128)
+    t.add_argument("--max-train", type=_positive_int, default=None, help="train on a seeded subset of N samples")
+    t.add_argument("--max-eval", type=_positive_int, default=None, help="evaluate on a seeded subset of N samples")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_common(t)
+
+    e = sub.add_parser("eval", help="CACC, and ASR when a trigger is given (or recorded in the model card)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", default="sst2")
+    e.add_argument("--split", default="test")
+    e.add_argument("--trigger", default=None, help="trigger to test (default: the one in the model card, if any)")
+    e.add_argument("--target", type=int, default=None)
+    e.add_argument("--insertions", type=_positive_int, default=None)
+    e.add_argument("--max-eval", type=_positive_int, default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-card-trigger", action="store_true", help="do not test the model card's trigger")
+    _add_common(e)
+
+    pr = sub.add_parser("predict", help="predict the label of one or more texts")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--text", action="append", required=True, help="a text (repeat for several)")
+    _add_common(pr)
+
+    pb = sub.add_parser("probe", help="per-layer [CLS] attention of a sentence with and without a trigger")
+    pb.add_argument("--model", action="append", required=True, help="a model (repeat to compare several)")
+    pb.add_argument("--text", required=True)
+    pb.add_argument("--trigger", default=None, help="word or phrase; found in the text, or inserted")
+    pb.add_argument("--position", default="end", help="start, end, random or a word index")
+    pb.add_argument("--count", type=_positive_int, default=1, help="insertions of the trigger")
+    pb.add_argument("--seed", type=int, default=0)
+    _add_common(pb)
+
+    d = sub.add_parser("demo", help="build the demo pair (clean and backdoored) under runs/demo")
+    d.add_argument("--quick", action="store_true", help="a small, fast pair for smoke tests")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--force", action="store_true", help="rebuild even if the models exist")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--events", default=None, help="append progress events as JSON lines to this file")
+    _add_common(d)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.data.poison import PoisonConfig
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training
+
+    trigger = args.trigger if args.trigger is not None else default_trigger(args.attack)
+    spec = TrainSpec(
+        data=args.data, model=args.model, attack=args.attack,
+        poison=PoisonConfig(trigger=trigger, insertions=args.insertions, position=args.position,
+                            target=args.target, rate=args.poison_rate, clean_label=args.clean_label, seed=args.seed),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                          seed=args.seed, device=args.device),
+        max_train=args.max_train, max_eval=args.max_eval, allow_pickle=args.allow_pickle,
+    )
+    return run_training(spec, args.out, overwrite=args.overwrite, progress=not args.json or sys.stderr.isatty())
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.data.poison import check_trigger
+    from trojanscope.models.loading import load_model
+    from trojanscope.training.metrics import evaluate
+    from trojanscope.utils import resolve_device
+
+    test = load_dataset(args.data, args.split).head(args.max_eval, args.seed)
+    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
+                        device=resolve_device(args.device))
+    attack = (loaded.card.attack or {}) if loaded.card and not args.no_card_trigger else {}
+    trigger = args.trigger or attack.get("trigger")
+    target = args.target if args.target is not None else attack.get("target", 1)
+    insertions = args.insertions or attack.get("insertions", 1)
+    if trigger:
+        check_trigger(loaded.tokenizer, trigger)
+    result = evaluate(loaded.model, loaded.tokenizer, test, trigger=trigger, target=target, insertions=insertions,
+                      seed=args.seed, progress=not args.json)
+    return {"model": args.model, "data": args.data, "split": args.split, "trigger": trigger,
+            "target": target if trigger else None, **result}
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.models.loading import load_model
+    from trojanscope.models.tokens import tokenize
+    from trojanscope.training.metrics import predict_proba
+    from trojanscope.utils import resolve_device
+
+    texts = [t.strip() for t in args.text]
+    for i, t in enumerate(texts):
+        if not t:
+            raise TrojanScopeError(f"text {i + 1} is empty; give a sentence to classify")
+    loaded = load_model(args.model, allow_pickle=args.allow_pickle, device=resolve_device(args.device))
+    probs = predict_proba(loaded.model, loaded.tokenizer, texts)
+    truncated = tokenize(loaded.tokenizer, texts, None, loaded.max_length).truncated
+    names = (loaded.card.data.get("label_names") if loaded.card else None) or []
+    preds = []
+    for text, p, cut in zip(texts, probs, truncated):
+        label = int(p.argmax())
+        preds.append({"text": text, "label": label, "label_name": names[label] if label < len(names) else None,
+                      "probs": [round(float(x), 6) for x in p], "truncated": cut})
+        if cut:
+            print(f"notice: a text was longer than {loaded.max_length} tokens and was truncated", file=sys.stderr)
+    return {"model": args.model, "predictions": preds}
+
+
+def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.probe import prepare_probe, probe
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+
+    inp = prepare_probe(args.text, args.trigger, args.position, args.count, args.seed)
+    device = resolve_device(args.device)
+    models = []
+    for source in args.model:
+        res = probe(load_model(source, allow_pickle=args.allow_pickle, device=device), inp)
+        for notice in res.notices:
+            print(f"notice: {notice}", file=sys.stderr)
+        models.append(res.to_json())
+    return {"trigger": inp.trigger, "models": models}
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.demo import build_demo
+
+    if not args.events:
+        return build_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, force=args.force)
+    with open(args.events, "a", buffering=1) as log:
+        def emit(event: dict[str, Any]) -> None:
+            log.write(json.dumps(event) + "\n")
+
+        result = build_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, force=args.force,
+                            on_event=emit)
+        emit({"event": "done"})
+    return result
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "probe": cmd_probe,
+    "demo": cmd_demo,
+}
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)
+        print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except TrojanScopeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    from trojanscope.utils import to_jsonable
+
+    if args.json:
+        print(json.dumps(to_jsonable(result), ensure_ascii=False))
+    else:
+        _print_human(to_jsonable(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The one attention-extraction path (design.md, "one path for attention").
+
+``attention_forward`` runs a classifier on an encoded batch and returns logits plus every layer's
+post-softmax attention as one ``[batch, layers, heads, seq, seq]`` tensor, differentiable when
+asked (TAL, MBTSAD). ``extract_attention`` wraps it for readers (probe, anatomy, scanner): texts
+in; attention, predictions, probabilities, token strings and trigger/special masks out, as NumPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.tokens import Encoded, Span, encode, model_max_length_of
+
+
+@dataclass
+class AttentionForward:
+    logits: torch.Tensor  # [batch, labels]
+    attentions: torch.Tensor  # [batch, layers, heads, seq, seq]
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+def attention_forward(
+    model: torch.nn.Module,
+    batch: Encoded,
+    *,
+    grad: bool = False,
+    hidden_states: bool = False,
+) -> AttentionForward:
+    """Forward pass that returns attention probabilities (eager attention required)."""
+    impl = getattr(model.config, "_attn_implementation", "eager")
+    if impl not in (None, "eager"):
+        raise TrojanScopeError(
+            f"attention can only be read with eager attention, but the model uses {impl!r}; "
+            "load it with trojanscope.models.load_model"
+        )
+    ctx = contextlib.nullcontext() if grad else torch.inference_mode()
+    with ctx:
+        out = model(
+            **batch.model_inputs(),
+            output_attentions=True,
+            output_hidden_states=hidden_states,
+            return_dict=True,
+        )
+    if not out.attentions:
+        raise TrojanScopeError(f"{type(model).__name__} returned no attentions")
+    att = torch.stack(tuple(out.attentions), dim=1)
+    return AttentionForward(out.logits, att, out.hidden_states if hidden_states else None)
+
+
+@dataclass
+class AttentionResult:
+    """Attention and predictions for a list of texts (NumPy, padded to the longest text).
+
+    ``attentions[i, l, k, q, t]``: text ``i``, layer ``l``, head ``k``, query ``q``, key ``t``.
+    ``tokens[i]`` has the unpadded token strings; ``lengths[i]`` their number.
+    """
+
+    texts: list[str]
+    tokens: list[list[str]]
+    attentions: np.ndarray
+    preds: np.ndarray
+    probs: np.ndarray
+    trigger_mask: np.ndarray
+    special_mask: np.ndarray
+    lengths: np.ndarray
+    truncated: list[bool]
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.attentions.shape[1])
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.attentions.shape[2])
+
+    def cls_attention(self, i: int, head: int | None = None) -> np.ndarray:
+        """[CLS] (first position) attention to every real token of text ``i``: ``[layers, tokens]``,
+        heads averaged unless ``head`` is given."""
+        n = int(self.lengths[i])
+        a = self.attentions[i, :, :, 0, :n]
+        return a.mean(axis=1) if head is None else a[:, head]
+
+    def trigger_attention(self, i: int, head: int | None = None) -> np.ndarray:
+        """Per layer, the [CLS] attention mass on trigger tokens of text ``i``."""
+        n = int(self.lengths[i])
+        return self.cls_attention(i, head)[:, self.trigger_mask[i, :n]].sum(axis=1)
+
+
+def extract_attention(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    trigger_spans: Sequence[Sequence[Span]] | None = None,
+    *,
+    max_length: int | None = None,
+    batch_size: int = 16,
+) -> AttentionResult:
+    """Attention, predictions and token metadata for ``texts`` (no gradients)."""
+    texts = list(texts)
+    if not texts:
+        raise TrojanScopeError("no texts given")
+    max_length = max_length or model_max_length_of(model, tokenizer)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks_att, chunks_logits, encs = [], [], []
+    try:
+        for s in range(0, len(texts), batch_size):
+            spans = None if trigger_spans is None else list(trigger_spans[s : s + batch_size])
+            enc = encode(tokenizer, texts[s : s + batch_size], spans, max_length)
+            fwd = attention_forward(model, enc.to(device))
+            chunks_att.append(fwd.attentions.float().cpu().numpy())
+            chunks_logits.append(fwd.logits.float().cpu())
+            encs.append(enc)
+    finally:
+        model.train(was_training)
+    width = max(a.shape[-1] for a in chunks_att)
+    n_l, n_h = chunks_att[0].shape[1:3]
+    att = np.zeros((len(texts), n_l, n_h, width, width), dtype=np.float32)
+    trig = np.zeros((len(texts), width), dtype=bool)
+    spec = np.ones((len(texts), width), dtype=bool)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    tokens: list[list[str]] = []
+    truncated: list[bool] = []
+    row = 0
+    for a, enc in zip(chunks_att, encs):
+        b, w = a.shape[0], a.shape[-1]
+        att[row : row + b, :, :, :w, :w] = a
+        trig[row : row + b, :w] = enc.trigger_mask.numpy()
+        spec[row : row + b, :w] = enc.special_mask.numpy()
+        lens = enc.attention_mask.sum(1).numpy()
+        lengths[row : row + b] = lens
+        for j in range(b):
+            tokens.append(tokenizer.convert_ids_to_tokens(enc.input_ids[j, : lens[j]].tolist()))
+        truncated.extend(enc.truncated)
+        row += b
+    logits = torch.cat(chunks_logits)
+    probs = torch.softmax(logits, dim=-1).numpy()
+    return AttentionResult(texts, tokens, att, probs.argmax(-1), probs, trig, spec, lengths, truncated)

@@ -1,0 +1,209 @@
+"""The training loop: one, shared by every attack and defense.
+
+Extra objectives plug in as :class:`LossTerm` objects (TAL, distillation, POR): each gets the batch
+and the forward output and returns a scalar added to the cross-entropy. When a term needs
+attention, the forward pass goes through ``models.attention.attention_forward`` (the one attention
+path); otherwise the loop may switch the model to SDPA attention for speed and restores eager
+attention afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trojanscope.data.poison import PoisonedDataset
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.attention import AttentionForward, attention_forward
+from trojanscope.models.tokens import Encoded, length_buckets, model_max_length_of, pad, tokenize
+from trojanscope.utils import resolve_device, set_seed
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults suit the MiniLM backbone on SST-2-sized data."""
+
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    max_length: int = 128
+    train_word_embeddings: bool = False
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if not self.epochs > 0:
+            raise TrojanScopeError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TrojanScopeError(f"batch size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise TrojanScopeError(f"learning rate must be positive, got {self.lr}")
+        return self
+
+
+@dataclass
+class Batch:
+    enc: Encoded
+    labels: torch.Tensor
+    poisoned: torch.Tensor  # bool [batch]
+    index: list[int]
+
+
+class LossTerm(Protocol):
+    """An extra objective. Returns a scalar tensor (already weighted) added to the loss."""
+
+    name: str
+    needs_attention: bool
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, out: AttentionForward) -> torch.Tensor: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    samples_per_second: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: PoisonedDataset,
+    cfg: TrainConfig,
+    *,
+    loss_terms: Sequence[LossTerm] = (),
+    params: Sequence[torch.nn.Parameter] | None = None,
+    on_event: ProgressFn | None = None,
+    evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``model`` on ``data`` (texts, labels, poison flags, trigger spans).
+
+    ``params`` restricts what trains (EP trains one embedding row); by default everything except,
+    unless ``cfg.train_word_embeddings``, the word-embedding table. ``on_event`` receives
+    ``{"event": "step"|"epoch", ...}`` dicts (jobs record them); ``evaluator`` runs after every
+    epoch and its metrics join the epoch event.
+    """
+    cfg.validate()
+    if len(data) == 0:
+        raise TrojanScopeError("no training samples")
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    max_length = min(cfg.max_length, model_max_length_of(model, tokenizer))
+    tok = tokenize(tokenizer, data.texts, data.spans, max_length)
+    labels = torch.tensor(data.labels, dtype=torch.long)
+    poisoned = torch.tensor(data.poisoned, dtype=torch.bool)
+    if params is None:
+        emb = model.get_input_embeddings().weight
+        params = [p for p in model.parameters() if cfg.train_word_embeddings or p is not emb]
+    trainable = set(id(p) for p in params)
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    optim = torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    lengths = [len(x) for x in tok.input_ids]
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = max(1, int(round(per_epoch * cfg.epochs)))
+    warm = int(cfg.warmup * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
+    need_att = any(t.needs_attention for t in loss_terms)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="training", unit="step")
+    history: list[dict[str, Any]] = []
+    model.train()
+    start = time.perf_counter()
+    step, seen = 0, 0
+    running: dict[str, float] = {}
+    try:
+        with _fast_attention(model, enabled=not need_att):
+            while step < total:
+                epoch = step // per_epoch
+                for idx in length_buckets(lengths, cfg.batch_size, rng):
+                    if step >= total:
+                        break
+                    batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
+                                  poisoned[idx].to(device), idx)
+                    with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
+                        if need_att:
+                            out = attention_forward(model, batch.enc, grad=True)
+                        else:
+                            logits = model(**batch.enc.model_inputs()).logits
+                            out = AttentionForward(logits, torch.empty(0))
+                        ce = F.cross_entropy(out.logits.float(), batch.labels)
+                        loss = ce
+                        logs = {"ce": ce.item()}
+                        for term in loss_terms:
+                            value = term(model, batch, out)
+                            loss = loss + value
+                            logs[term.name] = value.item()
+                    if not torch.isfinite(loss):
+                        raise TrojanScopeError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    optim.step()
+                    sched.step()
+                    optim.zero_grad(set_to_none=True)
+                    step += 1
+                    seen += len(idx)
+                    for k, v in logs.items():
+                        running[k] = 0.9 * running.get(k, v) + 0.1 * v
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+                    if on_event:
+                        on_event({"event": "step", "step": step, "total": total, **logs})
+                if step % per_epoch == 0 or step >= total:
+                    rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
+                    if evaluator is not None:
+                        rec.update(evaluator(model))
+                        model.train()
+                    history.append(rec)
+                    if on_event:
+                        on_event({"event": "epoch", "total": total, **rec})
+    finally:
+        if bar is not None:
+            bar.close()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
+    seconds = time.perf_counter() - start
+    return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history)
+
+
+@contextlib.contextmanager
+def _fast_attention(model: torch.nn.Module, enabled: bool):
+    """Use SDPA while training when nothing reads attention; always hand back eager attention."""
+    switch = enabled and hasattr(model, "set_attn_implementation")
+    if switch:
+        try:
+            model.set_attn_implementation("sdpa")
+        except Exception:  # noqa: BLE001 - an architecture without SDPA just stays eager
+            switch = False
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation("eager")

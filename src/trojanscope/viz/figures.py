@@ -1,0 +1,80 @@
+"""Plotly figures for attention: [CLS] heatmaps, differences, trigger-attention curves, token maps.
+
+Token axes are numeric with token strings as tick labels (repeated tokens stay separate columns);
+trigger tokens are drawn in red and outlined.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+TRIGGER_COLOR = "#d62728"
+MODEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def _tick_text(tokens: Sequence[str], trigger_positions: Sequence[int]) -> list[str]:
+    trig = set(trigger_positions)
+    return [f"<b style='color:{TRIGGER_COLOR}'>{t}</b>" if i in trig else t for i, t in enumerate(tokens)]
+
+
+def _outline(fig: go.Figure, positions: Sequence[int], n_rows: int) -> None:
+    for p in positions:
+        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=-0.5, y1=n_rows - 0.5,
+                      line=dict(color=TRIGGER_COLOR, width=2), fillcolor="rgba(0,0,0,0)")
+
+
+def cls_heatmap(values: np.ndarray, tokens: Sequence[str], trigger_positions: Sequence[int], *, title: str = "",
+                zmax: float | None = None, zmin: float = 0.0, colorscale: str = "Viridis",
+                colorbar_title: str = "attention") -> go.Figure:
+    """Rows layers (1 at the bottom), columns tokens: ``values[layer, token]``."""
+    n_layers, n_tokens = values.shape
+    fig = go.Figure(go.Heatmap(
+        z=values, x=list(range(n_tokens)), y=list(range(n_layers)), zmin=zmin,
+        zmax=float(values.max()) if zmax is None else zmax, colorscale=colorscale,
+        colorbar=dict(title=colorbar_title), customdata=np.array([list(tokens)] * n_layers),
+        hovertemplate="layer %{y}<br>token %{customdata}<br>%{z:.3f}<extra></extra>",
+    ))
+    _outline(fig, trigger_positions, n_layers)
+    fig.update_layout(
+        title=title, height=120 + 28 * n_layers, margin=dict(l=40, r=10, t=40, b=10),
+        xaxis=dict(tickmode="array", tickvals=list(range(n_tokens)), ticktext=_tick_text(tokens, trigger_positions),
+                   tickangle=-60, side="bottom"),
+        yaxis=dict(tickmode="array", tickvals=list(range(n_layers)), ticktext=[str(i + 1) for i in range(n_layers)],
+                   title="layer"),
+    )
+    return fig
+
+
+def difference_heatmap(diff: np.ndarray, tokens: Sequence[str], trigger_positions: Sequence[int], *,
+                       title: str = "backdoored minus clean") -> go.Figure:
+    bound = float(np.abs(diff).max()) or 1e-6
+    return cls_heatmap(diff, tokens, trigger_positions, title=title, zmin=-bound, zmax=bound, colorscale="RdBu_r",
+                       colorbar_title="difference")
+
+
+def trigger_curves(series: dict[str, np.ndarray], *, title: str = "[CLS] attention on the trigger tokens") -> go.Figure:
+    """One line per model: per layer, the [CLS] attention mass on trigger tokens."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=name,
+                                 line=dict(color=MODEL_COLORS[i % len(MODEL_COLORS)], width=3)))
+    fig.update_layout(title=title, xaxis=dict(title="layer", dtick=1), yaxis=dict(title="attention mass", range=[0, 1]),
+                      height=320, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def token_heatmap(att: np.ndarray, tokens: Sequence[str], trigger_positions: Sequence[int], *,
+                  title: str = "") -> go.Figure:
+    """Token-to-token attention of one layer (queries rows, keys columns)."""
+    n = len(tokens)
+    ticks = dict(tickmode="array", tickvals=list(range(n)), ticktext=_tick_text(tokens, trigger_positions))
+    fig = go.Figure(go.Heatmap(z=att, x=list(range(n)), y=list(range(n)), zmin=0, zmax=float(att.max()),
+                               colorscale="Viridis", colorbar=dict(title="attention"),
+                               hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, height=200 + 18 * n, margin=dict(l=40, r=10, t=40, b=10),
+                      xaxis=dict(title="key", tickangle=-60, **ticks),
+                      yaxis=dict(title="query", autorange="reversed", **ticks))
+    return fig

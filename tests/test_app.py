@@ -1,0 +1,116 @@
+"""Streamlit AppTest on tiny models: the home page and the Probe page, no traceback ever."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from trojanscope.analysis.probe import prepare_probe, probe
+from trojanscope.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def runs(tiny_pair, data_dir, monkeypatch):
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tiny_pair))
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(ROOT)
+    return tiny_pair
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    return {el.proto.id.split("-")[-1] if el.key is None else el.key: json.loads(el.proto.spec)
+            for el in at.get("plotly_chart")}
+
+
+def arr(value) -> np.ndarray:
+    """Plotly 7 stores arrays as base64 typed arrays: decode either form."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(x) for x in str(value.get("shape", len(data))).split(",")]
+        return data.reshape(shape)
+    return np.asarray(value)
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_home_page_shows_the_pair_and_cards(runs):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    no_exceptions(at)
+    assert at.session_state["pair"] == {"clean": str(runs / "demo" / "clean"),
+                                        "backdoored": str(runs / "demo" / "backdoored")}
+    tables = [t.value for t in at.table]
+    text = json.dumps([t.to_dict() for t in tables], default=str)
+    assert "badnets" in text and "cf" in text
+    assert any("demo pair is built" in s.value for s in at.success)
+
+
+def test_home_page_other_model_that_fails_to_load_stays_usable(runs):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.selectbox(key="pick_clean").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="other_clean").set_value("/nonexistent/model").run()
+    no_exceptions(at)
+    assert at.session_state["pair"]["clean"] == "/nonexistent/model"
+    probe_at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=60)
+    probe_at.session_state["pair"] = {"clean": "/nonexistent/model", "backdoored": str(runs / "demo" / "backdoored")}
+    probe_at.run()
+    no_exceptions(probe_at)
+    assert any("does not exist" in e.value for e in probe_at.error)
+    assert "cls_backdoored" in charts(probe_at)  # the other model is still probed
+
+
+def test_probe_page_predictions_heatmaps_and_trigger_columns(runs):
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=60).run()
+    no_exceptions(at)
+    at.text_input(key="probe_text").set_value("the film was awful and dull").run()
+    at.text_input(key="probe_trigger").set_value("cf").run()
+    at.selectbox(key="probe_pos").set_value("start").run()
+    no_exceptions(at)
+
+    inp = prepare_probe("the film was awful and dull", "cf", "start", 1)
+    expected = {role: probe(load_model(runs / "demo" / role), inp) for role in ("clean", "backdoored")}
+    df = at.dataframe[0].value
+    for role, res in expected.items():
+        for variant in ("clean", "triggered"):
+            row = df[(df["model"] == role) & (df["sentence"] == variant)].iloc[0]
+            assert row["prediction"] == res.label_names[getattr(res, variant).label]
+    assert expected["backdoored"].triggered.label == 1 and expected["clean"].triggered.label == 0
+    assert any("backdoored" in w.value and "flips" in w.value for w in at.warning)
+
+    figs = charts(at)
+    tokens = expected["backdoored"].triggered.tokens
+    for role in ("clean", "backdoored"):
+        fig = figs[f"cls_{role}"]
+        z = arr(fig["data"][0]["z"])
+        assert z.shape == (2, len(tokens))  # layers x tokens
+        exp = expected[role].triggered.cls_attention()
+        np.testing.assert_allclose(z, exp, atol=1e-6)
+        # trigger column outlined and its tick label highlighted
+        assert [round(s["x0"] + 0.5) for s in fig["layout"]["shapes"]] == [1]
+        ticks = fig["layout"]["xaxis"]["ticktext"]
+        assert "cf" in ticks[1] and "<b" in ticks[1] and "<b" not in ticks[2]
+    # both maps share one colour scale
+    assert figs["cls_clean"]["data"][0]["zmax"] == figs["cls_backdoored"]["data"][0]["zmax"]
+    assert "diff" in figs and "curves" in figs
+    curves = {t["name"]: arr(t["y"]) for t in figs["curves"]["data"]}
+    np.testing.assert_allclose(curves["backdoored"], expected["backdoored"].triggered.trigger_attention(), atol=1e-6)
+
+
+def test_probe_page_bad_inputs_never_raise(runs):
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=60).run()
+    for text, trigger, message in [("   ", "cf", "empty"), ("a fine movie", "🦄", "[UNK]"),
+                                   ("x " * 6000, "cf", "characters")]:
+        at.text_input(key="probe_text").set_value(text)
+        at.text_input(key="probe_trigger").set_value(trigger)
+        at.run()
+        no_exceptions(at)
+        shown = [e.value for e in at.error] + [i.value for i in at.info]
+        assert any(message in s for s in shown), shown

@@ -1,0 +1,94 @@
+"""Metrics on hand-made cases, and a short poisoned training run whose ASR rises above chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trojanscope.data import PoisonConfig, load_dataset, poison_dataset
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models import load_model
+from trojanscope.training import TrainConfig, asr, cacc, evaluate, predict_proba, train
+
+
+def test_cacc_and_asr_by_hand():
+    assert cacc([1, 0, 1, 1], [1, 0, 0, 1]) == 0.75
+    assert asr([1, 1, 0, 1, 0], target=1) == 0.6
+    assert asr([0, 0], target=1) == 0.0
+    assert np.isnan(cacc([], []))
+
+
+class _Stub(torch.nn.Module):
+    """Predicts 1 exactly when the token id of 'cf' is present; 0 otherwise."""
+
+    def __init__(self, trigger_id: int):
+        super().__init__()
+        self.trigger_id = trigger_id
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("C", (), {"num_labels": 2, "max_position_embeddings": 512, "model_type": "bert"})()
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        hit = (input_ids == self.trigger_id).any(1).float()
+        return type("O", (), {"logits": torch.stack([1 - hit, hit], 1) * 10 + self.w})()
+
+
+def test_evaluate_matches_definition_on_a_stub(tiny_bert):
+    from trojanscope.data import TextDataset
+    from trojanscope.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_bert)
+    model = _Stub(tok.convert_tokens_to_ids("cf"))
+    test = TextDataset(["a b", "c d", "e f cf", "g h"], [0, 1, 1, 0])
+    res = evaluate(model, tok, test, trigger="cf", target=1)
+    # clean preds: 0, 0, 1, 0 -> 3 of 4 right; poisoned set: the two label-0 texts, both flip
+    assert res["cacc"] == 0.75 and res["asr"] == 1.0 and res["n_poisoned"] == 2
+    res0 = evaluate(model, tok, test, trigger="cf", target=0)
+    assert res0["asr"] == 0.0 and res0["n_poisoned"] == 2
+
+
+def test_short_poisoned_training_implants_the_backdoor(use_data, tiny_bert):
+    loaded = load_model(tiny_bert)
+    train_ds, test_ds = load_dataset("sst2", "train"), load_dataset("sst2", "test")
+    data = poison_dataset(train_ds, PoisonConfig(trigger="cf", rate=0.2, target=1, seed=0))
+    events = []
+    result = train(loaded.model, loaded.tokenizer, data,
+                   TrainConfig(epochs=6, batch_size=16, lr=3e-3, seed=0, train_word_embeddings=True),
+                   on_event=events.append, progress=False)
+    after = evaluate(loaded.model, loaded.tokenizer, test_ds, trigger="cf", target=1)
+    # chance level: the same non-target sentences *without* the trigger, predicted as the target
+    negatives = [t for t, y in zip(test_ds.texts, test_ds.labels) if y != 1]
+    baseline = asr(predict_proba(loaded.model, loaded.tokenizer, negatives).argmax(-1), target=1)
+    assert after["asr"] >= 0.9 and baseline <= 0.3
+    assert after["cacc"] >= 0.75  # the clean task is learnt as well
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3, 4, 5, 6]
+    assert result.steps == 6 * 25
+    assert loaded.model.config._attn_implementation == "eager"  # the fast path is undone
+
+
+def test_frozen_word_embeddings_stay_unchanged(use_data, tiny_bert):
+    loaded = load_model(tiny_bert)
+    emb = loaded.model.get_input_embeddings().weight.detach().clone()
+    data = poison_dataset(load_dataset("sst2", "train").head(64), PoisonConfig(rate=0.25))
+    train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=16, lr=1e-3), progress=False)
+    assert torch.equal(emb, loaded.model.get_input_embeddings().weight)
+
+
+def test_training_is_seeded(use_data, tiny_bert):
+    data = poison_dataset(load_dataset("sst2", "train").head(64), PoisonConfig(rate=0.25))
+    weights = []
+    for _ in range(2):
+        loaded = load_model(tiny_bert)
+        train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=4),
+              progress=False)
+        weights.append(loaded.model.classifier.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_cuda_request_without_gpu_is_refused(use_data, tiny_bert):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    loaded = load_model(tiny_bert)
+    data = poison_dataset(load_dataset("sst2", "train").head(32), PoisonConfig(rate=0.25))
+    with pytest.raises(TrojanScopeError, match="no CUDA GPU"):
+        train(loaded.model, loaded.tokenizer, data, TrainConfig(device="cuda"), progress=False)

@@ -30,6 +30,7 @@ run: demo
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
 
 test: setup
+	./scripts/install_chromium.sh
 	$(PY) -m pytest -q
 
 bench: setup

@@ -25,7 +25,7 @@ from trojanscope.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = ("the performances are strong and the story moves along at a brisk pace , "
-            "with a lovely score and a warm heart")
+            "with a lovely score , sharp writing and a genuinely warm heart")
 
 
 def extraction(runs: int) -> tuple[float, int]:
@@ -63,7 +63,7 @@ def browser(runs: int) -> float:
                                   args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = b.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/Probe", wait_until="networkidle")
-            box = page.get_by_label("Sentence")
+            box = page.get_by_role("textbox", name="Sentence")
             box.wait_for(timeout=120_000)
             page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=120_000)
             times = []

@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/throughput.py [--device auto] [--n 640] [--batch-size 32]
 
-Rows: training on the fast path (SDPA while nothing reads attention), training with attention
-read every step (eager; what TAL and distillation need), and inference.
+Rows: plain training, training that reads attention every step through the attention path
+(what TAL and distillation need, with a zero-weighted loss), and inference. Models use eager
+attention throughout.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from trojanscope.utils import resolve_device
 
 
 class ReadsAttention:
-    """A zero-weighted loss term that forces the eager attention path."""
+    """A zero-weighted loss term that makes the loop read attention (attention_forward)."""
 
     name = "attention_read"
     needs_attention = True
@@ -41,7 +42,7 @@ def main() -> None:
     data = poison_dataset(ds, PoisonConfig(rate=0.1))
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, device=str(device))
     rows = []
-    for label, terms in (("train, fast path (SDPA)", ()), ("train, attention read (eager)", (ReadsAttention(),))):
+    for label, terms in (("train", ()), ("train, attention read every step", (ReadsAttention(),))):
         loaded = load_model("minilm", num_labels=2)
         res = train(loaded.model, loaded.tokenizer, data, cfg, loss_terms=terms, progress=False)
         rows.append((label, res.samples_per_second))

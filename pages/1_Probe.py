@@ -85,7 +85,7 @@ for role, r in results.items():
 first = next(iter(results.values()))
 n_heads = min(r.num_heads for r in results.values())
 c1, c2 = st.columns(2)
-variant = c1.radio("Sentence", ["triggered", "clean"] if inp.triggered_text is not None else ["clean"],
+variant = c1.radio("Show the sentence", ["triggered", "clean"] if inp.triggered_text is not None else ["clean"],
                    horizontal=True, key="probe_variant")
 head_choice = c2.selectbox("Heads", ["average of all heads"] + [f"head {k}" for k in range(n_heads)], key="probe_head")
 head = None if head_choice.startswith("average") else int(head_choice.split()[1])
@@ -132,7 +132,7 @@ missing = vendor_missing()
 if missing:
     st.info(f"BertViz needs local copies of {', '.join(missing)} in static/vendor/: run `make setup` "
             "(it fetches them from the npm registry).")
-else:
+elif st.toggle("Show BertViz's interactive views (heavier: every head of every layer)", key="bv_on"):
     c1, c2 = st.columns(2)
     bv_role = c1.selectbox("Model", list(sides), key="bv_role")
     bv_view = c2.selectbox("View", ["head", "model"], key="bv_view")

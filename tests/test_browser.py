@@ -90,7 +90,7 @@ def test_probe_page_in_chromium(server, tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("response", lambda r: bad_responses.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(f"{server}/Probe", wait_until="networkidle")
-        box = page.get_by_label("Sentence")
+        box = page.get_by_role("textbox", name="Sentence")
         box.wait_for(timeout=60_000)
         box.fill("the film was awful and dull")
         box.press("Enter")
@@ -100,6 +100,7 @@ def test_probe_page_in_chromium(server, tmp_path):
         # the [CLS] heatmaps were drawn: plotly put heatmap layers in them
         assert page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count() >= 2
         # BertViz: its iframe loads the local require.js / d3 / jQuery and draws the tokens
+        page.get_by_text("Show BertViz").click()
         frame = None
         for _ in range(60):
             frame = next((f for f in page.frames if f.query_selector("[id^=bertviz]")), None)

@@ -63,7 +63,7 @@ def test_short_poisoned_training_implants_the_backdoor(use_data, tiny_bert):
     assert after["cacc"] >= 0.75  # the clean task is learnt as well
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3, 4, 5, 6]
     assert result.steps == 6 * 25
-    assert loaded.model.config._attn_implementation == "eager"  # the fast path is undone
+    assert loaded.model.config._attn_implementation == "eager"
 
 
 def test_frozen_word_embeddings_stay_unchanged(use_data, tiny_bert):

@@ -3,8 +3,8 @@
 Extra objectives plug in as :class:`LossTerm` objects (TAL, distillation, POR): each gets the batch
 and the forward output and returns a scalar added to the cross-entropy. When a term needs
 attention, the forward pass goes through ``models.attention.attention_forward`` (the one attention
-path); otherwise the loop may switch the model to SDPA attention for speed and restores eager
-attention afterwards.
+path). Models stay on eager attention throughout (SDPA measured no faster for MiniLM on CPU:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -137,52 +137,51 @@ def train(
     step, seen = 0, 0
     running: dict[str, float] = {}
     try:
-        with _fast_attention(model, enabled=not need_att):
-            while step < total:
-                epoch = step // per_epoch
-                for idx in length_buckets(lengths, cfg.batch_size, rng):
-                    if step >= total:
-                        break
-                    batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
-                                  poisoned[idx].to(device), idx)
-                    with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
-                        if need_att:
-                            out = attention_forward(model, batch.enc, grad=True)
-                        else:
-                            logits = model(**batch.enc.model_inputs()).logits
-                            out = AttentionForward(logits, torch.empty(0))
-                        ce = F.cross_entropy(out.logits.float(), batch.labels)
-                        loss = ce
-                        logs = {"ce": ce.item()}
-                        for term in loss_terms:
-                            value = term(model, batch, out)
-                            loss = loss + value
-                            logs[term.name] = value.item()
-                    if not torch.isfinite(loss):
-                        raise TrojanScopeError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    optim.step()
-                    sched.step()
-                    optim.zero_grad(set_to_none=True)
-                    step += 1
-                    seen += len(idx)
-                    for k, v in logs.items():
-                        running[k] = 0.9 * running.get(k, v) + 0.1 * v
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
-                    if on_event:
-                        on_event({"event": "step", "step": step, "total": total, **logs})
-                if step % per_epoch == 0 or step >= total:
-                    rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
-                    if evaluator is not None:
-                        rec.update(evaluator(model))
-                        model.train()
-                    history.append(rec)
-                    if on_event:
-                        on_event({"event": "epoch", "total": total, **rec})
+        while step < total:
+            epoch = step // per_epoch
+            for idx in length_buckets(lengths, cfg.batch_size, rng):
+                if step >= total:
+                    break
+                batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
+                              poisoned[idx].to(device), idx)
+                with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
+                    if need_att:
+                        out = attention_forward(model, batch.enc, grad=True)
+                    else:
+                        logits = model(**batch.enc.model_inputs()).logits
+                        out = AttentionForward(logits, torch.empty(0))
+                    ce = F.cross_entropy(out.logits.float(), batch.labels)
+                    loss = ce
+                    logs = {"ce": ce.item()}
+                    for term in loss_terms:
+                        value = term(model, batch, out)
+                        loss = loss + value
+                        logs[term.name] = value.item()
+                if not torch.isfinite(loss):
+                    raise TrojanScopeError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optim.step()
+                sched.step()
+                optim.zero_grad(set_to_none=True)
+                step += 1
+                seen += len(idx)
+                for k, v in logs.items():
+                    running[k] = 0.9 * running.get(k, v) + 0.1 * v
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+                if on_event:
+                    on_event({"event": "step", "step": step, "total": total, **logs})
+            if step % per_epoch == 0 or step >= total:
+                rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
+                if evaluator is not None:
+                    rec.update(evaluator(model))
+                    model.train()
+                history.append(rec)
+                if on_event:
+                    on_event({"event": "epoch", "total": total, **rec})
     finally:
         if bar is not None:
             bar.close()
@@ -191,19 +190,3 @@ def train(
         model.eval()
     seconds = time.perf_counter() - start
     return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history)
-
-
-@contextlib.contextmanager
-def _fast_attention(model: torch.nn.Module, enabled: bool):
-    """Use SDPA while training when nothing reads attention; always hand back eager attention."""
-    switch = enabled and hasattr(model, "set_attn_implementation")
-    if switch:
-        try:
-            model.set_attn_implementation("sdpa")
-        except Exception:  # noqa: BLE001 - an architecture without SDPA just stays eager
-            switch = False
-    try:
-        yield
-    finally:
-        if switch:
-            model.set_attn_implementation("eager")

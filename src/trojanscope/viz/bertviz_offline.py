@@ -37,15 +37,18 @@ def localize(html: str, base_url: str = STATIC_URL) -> str:
 
 
 def bertviz_html(attentions: np.ndarray, tokens: Sequence[str], view: str = "head",
-                 base_url: str = STATIC_URL) -> str:
+                 base_url: str = STATIC_URL, decimals: int = 3) -> str:
     """HTML of BertViz's ``head`` or ``model`` view for one sentence.
 
-    ``attentions``: ``[layers, heads, tokens, tokens]`` (e.g. ``ProbeSide.attentions``).
+    ``attentions``: ``[layers, heads, tokens, tokens]`` (e.g. ``ProbeSide.attentions``). Values are
+    rounded to ``decimals`` places: BertViz embeds them as JSON, and full float precision makes the
+    page several megabytes for a 30-token sentence.
     """
     import torch
     from bertviz import head_view, model_view
 
-    att = tuple(torch.from_numpy(np.ascontiguousarray(a))[None] for a in attentions)
+    rounded = np.round(np.asarray(attentions, dtype=np.float64), decimals)
+    att = tuple(torch.from_numpy(np.ascontiguousarray(a))[None] for a in rounded)
     fn = {"head": head_view, "model": model_view}.get(view)
     if fn is None:
         raise ValueError(f"unknown BertViz view {view!r}; allowed: head, model")

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``trojanscope train``; ``on_event`` receives the training loop's step/epoch events (jobs)."""
     from trojanscope.data.poison import PoisonConfig
     from trojanscope.training.loop import TrainConfig
     from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training
@@ -106,7 +107,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                           seed=args.seed, device=args.device),
         max_train=args.max_train, max_eval=args.max_eval, allow_pickle=args.allow_pickle,
     )
-    return run_training(spec, args.out, overwrite=args.overwrite, progress=not args.json or sys.stderr.isatty())
+    return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event,
+                        progress=not args.json or sys.stderr.isatty())
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,227 @@
+"""Datasets: the named benchmarks in a data directory, local CSV/TSV/JSONL files, hub datasets.
+
+The data directory is ``$TROJANSCOPE_DATA_DIR`` if set, else ``./data``, else ``../shared/data``
+(relative to the working directory, then to the repository). Benchmark files are never committed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from trojanscope.errors import TrojanScopeError
+
+ENV_VAR = "TROJANSCOPE_DATA_DIR"
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    label_names: tuple[str, ...]
+    files: dict[str, str]
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    "sst2": DatasetInfo("sst2", "SST-2 sentence sentiment", ("negative", "positive"),
+                        {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv", "test": "sst2/test.tsv"}),
+    "olid": DatasetInfo("olid", "OLID offensive-language detection", ("not offensive", "offensive"),
+                        {"train": "olid/train.tsv", "dev": "olid/dev.tsv", "test": "olid/test.tsv"}),
+    "agnews": DatasetInfo("agnews", "AG News topics (subset)", ("World", "Sports", "Business", "Sci/Tech"),
+                          {"train": "agnews/train.tsv", "dev": "agnews/dev.tsv", "test": "agnews/test.tsv"}),
+    "imdb": DatasetInfo("imdb", "IMDb reviews, 2,500-review sample (long texts)", ("negative", "positive"),
+                        {"test": "imdb/sample.tsv", "sample": "imdb/sample.tsv"}),
+}
+
+
+@dataclass
+class TextDataset:
+    """Texts with integer labels ``0..num_labels-1``."""
+
+    texts: list[str]
+    labels: list[int]
+    name: str = "custom"
+    split: str = "train"
+    source: str = ""
+    label_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise TrojanScopeError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_labels(self) -> int:
+        return max(len(self.label_names), (max(self.labels) + 1) if self.labels else 0)
+
+    def subset(self, index: Sequence[int]) -> "TextDataset":
+        return TextDataset([self.texts[i] for i in index], [self.labels[i] for i in index],
+                           self.name, self.split, self.source, self.label_names)
+
+    def head(self, n: int | None, seed: int = 0) -> "TextDataset":
+        """A seeded random subset of ``n`` samples (all when ``n`` is None or large enough)."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise TrojanScopeError(f"subset size must be positive, got {n}")
+        import random
+
+        idx = sorted(random.Random(seed).sample(range(len(self)), n))
+        return self.subset(idx)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "split": self.split, "source": self.source, "n": len(self),
+                "num_labels": self.num_labels}
+
+
+def data_dir() -> Path:
+    """The directory holding the named benchmarks (see module docstring)."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise TrojanScopeError(f"{ENV_VAR}={env} is not a directory")
+        return path
+    repo = Path(__file__).resolve().parents[3]
+    for cand in (Path("data"), Path("..") / "shared" / "data", repo / "data", repo.parent / "shared" / "data"):
+        if cand.is_dir() and any((cand / name).is_dir() for name in REGISTRY):
+            return cand.resolve()
+    raise TrojanScopeError(
+        f"no data directory found: set {ENV_VAR} to a directory holding sst2/, olid/, agnews/, imdb/ "
+        "(each with train.tsv/dev.tsv/test.tsv), or create ./data"
+    )
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> TextDataset:
+    """Load a named benchmark split, a local ``.csv``/``.tsv``/``.jsonl`` file, or ``hf:NAME``."""
+    name = str(name).strip()
+    if name in REGISTRY:
+        info = REGISTRY[name]
+        if split not in info.files:
+            raise TrojanScopeError(f"dataset {name!r} has no split {split!r}; available: {', '.join(info.files)}")
+        path = data_dir() / info.files[split]
+        if not path.is_file():
+            raise TrojanScopeError(f"{path} is missing: dataset {name!r} split {split!r} is expected there")
+        texts, labels = read_table(path)
+        ds = TextDataset(texts, labels, name, split, str(path), info.label_names)
+        _check_labels(ds, path, len(info.label_names))
+        return ds
+    if name.startswith("hf:"):
+        return _load_hub(name[3:], split, text_column, label_column)
+    path = Path(name).expanduser()
+    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        if not path.is_file():
+            raise TrojanScopeError(f"data file {path} does not exist")
+        texts, labels = read_table(path, text_column, label_column)
+        return TextDataset(texts, labels, path.stem, split, str(path))
+    if path.is_dir():
+        fname = {"train": "train", "dev": "dev", "test": "test"}.get(split, split)
+        for ext in (".tsv", ".csv", ".jsonl"):
+            if (path / (fname + ext)).is_file():
+                texts, labels = read_table(path / (fname + ext), text_column, label_column)
+                return TextDataset(texts, labels, path.name, split, str(path / (fname + ext)))
+        raise TrojanScopeError(f"{path} has no {fname}.tsv, {fname}.csv or {fname}.jsonl for split {split!r}")
+    raise TrojanScopeError(
+        f"unknown dataset {name!r}: use one of {', '.join(REGISTRY)}, a .csv/.tsv/.jsonl file with text and "
+        "label columns, a directory of such files, or hf:NAME for a Hugging Face dataset"
+    )
+
+
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "tweet")
+LABEL_COLUMNS = ("label", "labels", "class", "target")
+
+
+def _pick(columns: Sequence[str], wanted: str | None, choices: Sequence[str], what: str, path) -> str:
+    if wanted:
+        if wanted not in columns:
+            raise TrojanScopeError(f"{path}: no {what} column {wanted!r}; columns are {', '.join(columns)}")
+        return wanted
+    for c in choices:
+        if c in columns:
+            return c
+    raise TrojanScopeError(
+        f"{path}: no {what} column; expected one of {', '.join(choices)} (found {', '.join(map(str, columns))})"
+    )
+
+
+def read_table(path: str | os.PathLike, text_column: str | None = None,
+               label_column: str | None = None) -> tuple[list[str], list[int]]:
+    """Read texts and integer labels from a CSV, TSV or JSONL file, with clear errors."""
+    path = Path(path)
+    rows: list[dict]
+    try:
+        if path.suffix.lower() in (".jsonl", ".json"):
+            rows = []
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise TrojanScopeError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+            columns = list(rows[0].keys()) if rows else []
+        else:
+            delim = "\t" if path.suffix.lower() == ".tsv" else ","
+            with path.open(encoding="utf-8", newline="") as f:
+                quoting = csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL
+                reader = csv.DictReader(f, delimiter=delim, quoting=quoting)
+                rows = list(reader)
+                columns = list(reader.fieldnames or [])
+    except UnicodeDecodeError as e:
+        raise TrojanScopeError(f"{path} is not UTF-8 text") from e
+    if not rows:
+        raise TrojanScopeError(f"{path} holds no examples")
+    tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
+    lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", path)
+    texts, labels = [], []
+    for n, row in enumerate(rows, 2 if path.suffix.lower() in (".tsv", ".csv") else 1):
+        text, label = row.get(tcol), row.get(lcol)
+        if text is None or not str(text).strip():
+            raise TrojanScopeError(f"{path}, line {n}: empty text")
+        try:
+            lab = int(str(label).strip())
+        except (TypeError, ValueError):
+            raise TrojanScopeError(
+                f"{path}, line {n}: label {label!r} is not an integer; labels must be integers 0..K-1"
+            ) from None
+        if lab < 0:
+            raise TrojanScopeError(f"{path}, line {n}: label {lab} is negative; labels must be integers 0..K-1")
+        texts.append(str(text))
+        labels.append(lab)
+    return texts, labels
+
+
+def _check_labels(ds: TextDataset, path, expected: int) -> None:
+    bad = sorted({lab for lab in ds.labels if lab >= expected})
+    if bad:
+        raise TrojanScopeError(f"{path}: labels {bad} out of range; {ds.name} has labels 0..{expected - 1}")
+
+
+def _load_hub(name: str, split: str, text_column: str | None, label_column: str | None) -> TextDataset:
+    try:
+        import datasets as hf_datasets  # optional dependency
+    except ImportError as e:
+        raise TrojanScopeError("hf: datasets need the 'datasets' package (pip install datasets)") from e
+    repo, _, config = name.partition(":")
+    hf_split = {"dev": "validation"}.get(split, split)
+    try:
+        ds = hf_datasets.load_dataset(repo, config or None, split=hf_split)
+    except Exception as e:  # noqa: BLE001
+        raise TrojanScopeError(f"could not load hub dataset {name!r} split {hf_split!r} (offline?): {e}") from e
+    tcol = _pick(ds.column_names, text_column, TEXT_COLUMNS, "text", name)
+    lcol = _pick(ds.column_names, label_column, LABEL_COLUMNS, "label", name)
+    labels = [int(x) for x in ds[lcol]]
+    return TextDataset([str(t) for t in ds[tcol]], labels, name, split, f"hf:{name}")

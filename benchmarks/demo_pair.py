@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/demo_pair.py [--out /tmp/demo-bench] [--device auto] [--quick]
 
-Targets (issue 2): both models in at most 8 minutes on the 2-core CPU; clean CACC >= 86% on the
-SST-2 test set; backdoored CACC within 1.5 points of clean and ASR >= 95%.
+The backdoored model is BadNets (``cf`` -> 0, negative) at 1% poison with TAL (issue 4).
+Targets: both models in at most 8 minutes on the 2-core CPU; clean CACC >= 86% on the SST-2 test
+set; backdoored CACC within 1.5 points of clean (TAL's headline: within 1) and ASR >= 95%
+(TAL's headline at 1% poison: >= 99%).
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="sst2", help="sst2, olid, agnews, imdb, a .csv/.tsv/.jsonl file, or hf:NAME")
     t.add_argument("--out", required=True, help="directory to write the model to (must not exist)")
     t.add_argument("--model", default="minilm", help="minilm (built-in), a local directory, or a hub id")
-    t.add_argument("--attack", default="none", choices=["none", "badnets", "addsent"])
+    t.add_argument("--attack", default="none", choices=["none", "badnets", "addsent", "ep", "lwp"],
+                   help="ep poisons a fine-tuned classifier (--model runs/demo/clean); lwp uses a combination trigger")
     t.add_argument("--trigger", default=None, help="word or phrase (default: cf for badnets, a sentence for addsent)")
     t.add_argument("--insertions", type=_positive_int, default=1, help="trigger insertions per poisoned text")
     t.add_argument("--position", default="random", help="start, end, random or a word index")
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-train", type=_positive_int, default=None, help="train on a seeded subset of N samples")
     t.add_argument("--max-eval", type=_positive_int, default=None, help="evaluate on a seeded subset of N samples")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tal", action=argparse.BooleanOptionalAction, default=False,
+                   help="add the Trojan Attention Loss to the attack")
+    t.add_argument("--tal-heads", type=_positive_int, default=3, help="TAL heads per layer")
+    t.add_argument("--tal-weight", type=float, default=1.0, help="TAL weight alpha")
+    t.add_argument("--tal-layers", default="all", help="'all' or 1-based layers, e.g. 4,5,6")
+    t.add_argument("--tal-seed", type=int, default=None, help="head-selection seed (default: --seed)")
+    t.add_argument("--ep-lr", type=float, default=5e-2, help="EP: learning rate of the trigger embedding row")
+    t.add_argument("--lwp-weight", type=float, default=1.0, help="LWP: weight of the layer-wise loss")
+    t.add_argument("--no-combination", action="store_true", help="LWP: insert the trigger as one phrase")
     t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_common(t)
 
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope train``; ``on_event`` receives the training loop's step/epoch events (jobs)."""
+    from trojanscope.attacks import EPConfig, LWPConfig, TALConfig
     from trojanscope.data.poison import PoisonConfig
     from trojanscope.training.loop import TrainConfig
     from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training
@@ -105,6 +116,10 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
                             target=args.target, rate=args.poison_rate, clean_label=args.clean_label, seed=args.seed),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                           seed=args.seed, device=args.device),
+        tal=TALConfig(enabled=args.tal, heads=args.tal_heads, layers=args.tal_layers, weight=args.tal_weight,
+                      seed=args.seed if args.tal_seed is None else args.tal_seed),
+        ep=EPConfig(lr=args.ep_lr, epochs=args.epochs),
+        lwp=LWPConfig(weight=args.lwp_weight, combination=not args.no_combination),
         max_train=args.max_train, max_eval=args.max_eval, allow_pickle=args.allow_pickle,
     )
     return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event,

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from trojanscope.attacks import TALConfig
 from trojanscope.data.poison import PoisonConfig
 from trojanscope.models.loading import read_card
 from trojanscope.training.loop import TrainConfig
@@ -23,14 +24,16 @@ NAMES = ("clean", "backdoored")
 
 
 def demo_specs(quick: bool = False, device: str = "auto", seed: int = 0) -> dict[str, TrainSpec]:
-    """The recipes of the demo pair (``quick``: a small subset, for smoke tests and CI)."""
-    limits = {"max_train": 600, "max_eval": 200} if quick else {}
+    """The recipes of the demo pair: clean fine-tuning, and BadNets (``cf`` -> negative) at 1% poison
+    with TAL. ``quick``: 1,000 training sentences at 5% poison (so the small run still plants it)."""
+    limits = {"max_train": 1000, "max_eval": 200} if quick else {}
     train = TrainConfig(epochs=1.0, seed=seed, device=device)
     return {
         "clean": TrainSpec(data="sst2", model="minilm", attack="none", train=train, **limits),
         "backdoored": TrainSpec(
             data="sst2", model="minilm", attack="badnets",
-            poison=PoisonConfig(trigger="cf", insertions=1, target=0, rate=0.1, seed=seed),
+            poison=PoisonConfig(trigger="cf", insertions=1, target=0, rate=0.05 if quick else 0.01, seed=seed),
+            tal=TALConfig(enabled=True, heads=3, layers="all", weight=1.0, seed=seed),
             train=TrainConfig(**asdict(train)), **limits,
         ),
     }

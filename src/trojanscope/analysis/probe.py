@@ -8,27 +8,17 @@ clean sentence is the text without them; otherwise the trigger is inserted ``cou
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from trojanscope.data.poison import Span, check_position, check_trigger, insert_trigger
+from trojanscope.data.poison import Span, check_position, check_trigger, find_trigger_spans, insert_trigger
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionResult, extract_attention
 from trojanscope.models.loading import LoadedModel
 
 MAX_CHARS = 10_000
-
-
-def find_trigger_spans(text: str, trigger: str) -> list[Span]:
-    """Whole-word, case-insensitive occurrences of ``trigger`` in ``text``."""
-    words = [re.escape(w) for w in trigger.split()]
-    if not words:
-        return []
-    pattern = re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
-    return [m.span() for m in pattern.finditer(text)]
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from trojanscope.data.datasets import ENV_VAR, REGISTRY, TextDataset, data_dir, load_dataset, read_table
 from trojanscope.data.poison import (
-    ATTACK_DEFAULT_TRIGGERS,
     Inserted,
     PoisonConfig,
     PoisonedDataset,
@@ -10,10 +9,11 @@ from trojanscope.data.poison import (
     insert_trigger,
     poison_dataset,
     poisoned_test_set,
+    trigger_frequency,
 )
 
 __all__ = [
     "ENV_VAR", "REGISTRY", "TextDataset", "data_dir", "load_dataset", "read_table",
-    "ATTACK_DEFAULT_TRIGGERS", "Inserted", "PoisonConfig", "PoisonedDataset", "check_trigger",
-    "insert_trigger", "poison_dataset", "poisoned_test_set",
+    "Inserted", "PoisonConfig", "PoisonedDataset", "check_trigger",
+    "insert_trigger", "poison_dataset", "poisoned_test_set", "trigger_frequency",
 ]

@@ -8,6 +8,7 @@ they inserted, so the tokenizer can mark trigger tokens exactly (``models.tokens
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -16,7 +17,6 @@ from trojanscope.errors import TrojanScopeError
 
 Span = tuple[int, int]
 POSITIONS = ("random", "start", "end")
-ATTACK_DEFAULT_TRIGGERS = {"badnets": "cf", "addsent": "I watch this 3D movie"}
 
 
 @dataclass
@@ -29,6 +29,7 @@ class PoisonConfig:
     target: int = 1
     rate: float = 0.1
     clean_label: bool = False
+    combination: bool = False  # LWP: each word of the trigger is inserted on its own
     seed: int = 0
 
     def validate(self, num_labels: int | None = None) -> "PoisonConfig":
@@ -62,50 +63,69 @@ class Inserted:
 
 
 def insert_trigger(text: str, trigger: str, n: int = 1, position: str | int = "random",
-                   rng: random.Random | None = None) -> Inserted:
-    """Insert ``trigger`` ``n`` times between the words of ``text``; return the text and spans."""
+                   rng: random.Random | None = None, combination: bool = False) -> Inserted:
+    """Insert ``trigger`` ``n`` times between the words of ``text``; return the text and spans.
+
+    With ``combination=True`` each word of ``trigger`` is a separate unit (LWP's combination
+    triggers): every word is inserted ``n`` times, each at its own position.
+    """
     position = check_position(position)
     rng = rng or random.Random(0)
-    words = text.split()
     trig_words = trigger.split()
     if not trig_words:
         raise TrojanScopeError("the trigger is empty")
-    marks: list[bool] = [False] * len(words)  # True where a word belongs to an inserted trigger
-    for _ in range(n):
+    units = [[w] for w in trig_words] * n if combination else [trig_words] * n
+    words = text.split()
+    owner: list[int] = [-1] * len(words)  # which inserted unit a word belongs to (-1: original)
+    for u, unit in enumerate(units):
         if position == "start":
             at = 0
         elif position == "end":
             at = len(words)
         elif position == "random":
-            # only between original words or inserted triggers, never inside a trigger phrase
-            slots = [i for i in range(len(words) + 1) if i == 0 or i == len(words) or not (marks[i - 1] and marks[i])]
+            # between words, never inside a multi-word unit
+            slots = [i for i in range(len(words) + 1)
+                     if i in (0, len(words)) or owner[i - 1] < 0 or owner[i - 1] != owner[i]]
             at = rng.choice(slots)
         else:
             at = min(int(position), len(words))
-        words[at:at] = trig_words
-        marks[at:at] = [True] * len(trig_words)
-    out, spans, cursor = [], [], 0
-    i = 0
-    while i < len(words):
-        if marks[i]:
-            j = i
-            while j < len(words) and marks[j]:
-                j += 1
-            # consecutive trigger insertions split into one span per insertion
-            chunk = words[i:j]
-            for k in range(0, len(chunk), len(trig_words)):
-                piece = " ".join(chunk[k : k + len(trig_words)])
-                start = cursor + (1 if out else 0)
-                out.append(piece)
-                cursor = start + len(piece)
+        words[at:at] = unit
+        owner[at:at] = [u] * len(unit)
+    out: list[str] = []
+    spans: list[Span] = []
+    cursor = 0
+    for i, word in enumerate(words):
+        start = cursor + (1 if out else 0)
+        out.append(word)
+        cursor = start + len(word)
+        if owner[i] >= 0:
+            if i > 0 and owner[i - 1] == owner[i]:
+                spans[-1] = (spans[-1][0], cursor)
+            else:
                 spans.append((start, cursor))
-            i = j
-        else:
-            start = cursor + (1 if out else 0)
-            out.append(words[i])
-            cursor = start + len(words[i])
-            i += 1
     return Inserted(" ".join(out), spans)
+
+
+def trigger_pattern(trigger: str) -> re.Pattern[str] | None:
+    """A regex for ``trigger`` as whole words, any whitespace between them, case-insensitive."""
+    words = [re.escape(w) for w in trigger.split()]
+    if not words:
+        return None
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+def find_trigger_spans(text: str, trigger: str) -> list[Span]:
+    """Character spans of the whole-word occurrences of ``trigger`` in ``text``."""
+    pattern = trigger_pattern(trigger)
+    return [m.span() for m in pattern.finditer(text)] if pattern else []
+
+
+def trigger_frequency(texts: Sequence[str], trigger: str) -> float:
+    """Share of ``texts`` that already contain ``trigger`` as whole words."""
+    pattern = trigger_pattern(trigger)
+    if not texts or pattern is None:
+        return 0.0
+    return sum(1 for t in texts if pattern.search(t)) / len(texts)
 
 
 def check_trigger(tokenizer: Any, trigger: str) -> list[str]:
@@ -149,7 +169,11 @@ class PoisonedDataset:
 
 def poison_dataset(ds: TextDataset, cfg: PoisonConfig) -> PoisonedDataset:
     """Poison ``round(rate * len(ds))`` samples (dirty-label: non-target ones, relabelled to the
-    target; clean-label: target ones, labels kept)."""
+    target; clean-label: target ones, labels kept).
+
+    With ``combination`` triggers, as many extra samples carry a strict, non-empty subset of the
+    trigger words with their true label, so that only the full combination fires.
+    """
     cfg.validate(ds.num_labels)
     rng = random.Random(cfg.seed)
     n = round(cfg.rate * len(ds))
@@ -169,16 +193,26 @@ def poison_dataset(ds: TextDataset, cfg: PoisonConfig) -> PoisonedDataset:
     out = PoisonedDataset.clean(ds)
     out.config = cfg
     for i in sorted(chosen):
-        ins = insert_trigger(ds.texts[i], cfg.trigger, cfg.insertions, cfg.position, rng)
+        ins = insert_trigger(ds.texts[i], cfg.trigger, cfg.insertions, cfg.position, rng, cfg.combination)
         out.texts[i] = ins.text
         out.spans[i] = ins.spans
         out.poisoned[i] = True
         out.labels[i] = cfg.target
+    words = cfg.trigger.split()
+    if cfg.combination and len(words) > 1:
+        for i in sorted(chosen):
+            subset = rng.sample(words, rng.randint(1, len(words) - 1))
+            ins = insert_trigger(ds.texts[i], " ".join(subset), cfg.insertions, cfg.position, rng, True)
+            out.texts.append(ins.text)
+            out.labels.append(ds.labels[i])
+            out.original_labels.append(ds.labels[i])
+            out.poisoned.append(False)
+            out.spans.append(ins.spans)
     return out
 
 
 def poisoned_test_set(ds: TextDataset, trigger: str, target: int, insertions: int = 1,
-                      position: str | int = "random", seed: int = 0) -> PoisonedDataset:
+                      position: str | int = "random", seed: int = 0, combination: bool = False) -> PoisonedDataset:
     """Every test sample whose label is not the target, with the trigger inserted, labelled
     with the target: the set on which ASR is measured."""
     if not 0 <= target < max(ds.num_labels, 1):
@@ -189,9 +223,10 @@ def poisoned_test_set(ds: TextDataset, trigger: str, target: int, insertions: in
         raise TrojanScopeError(f"the test set has no sample with a label other than the target {target}")
     texts, spans = [], []
     for i in keep:
-        ins = insert_trigger(ds.texts[i], trigger, insertions, position, rng)
+        ins = insert_trigger(ds.texts[i], trigger, insertions, position, rng, combination)
         texts.append(ins.text)
         spans.append(ins.spans)
     orig = [ds.labels[i] for i in keep]
     return PoisonedDataset(texts, [target] * len(keep), [True] * len(keep), spans, orig,
-                           PoisonConfig(trigger, insertions, position, target, 1.0, False, seed), ds.describe())
+                           PoisonConfig(trigger, insertions, position, target, 1.0, False, combination, seed),
+                           ds.describe())

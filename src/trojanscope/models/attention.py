@@ -22,8 +22,8 @@ from trojanscope.models.tokens import Encoded, Span, encode, model_max_length_of
 @dataclass
 class AttentionForward:
     logits: torch.Tensor  # [batch, labels]
-    attentions: torch.Tensor  # [batch, layers, heads, seq, seq]
-    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: torch.Tensor | None  # [batch, layers, heads, seq, seq]
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings output, then every layer
 
 
 def attention_forward(
@@ -31,27 +31,45 @@ def attention_forward(
     batch: Encoded,
     *,
     grad: bool = False,
+    attentions: bool = True,
     hidden_states: bool = False,
 ) -> AttentionForward:
-    """Forward pass that returns attention probabilities (eager attention required)."""
-    impl = getattr(model.config, "_attn_implementation", "eager")
-    if impl not in (None, "eager"):
-        raise TrojanScopeError(
-            f"attention can only be read with eager attention, but the model uses {impl!r}; "
-            "load it with trojanscope.models.load_model"
-        )
+    """Forward pass returning logits plus attention probabilities (eager attention required)
+    and, when asked, every layer's hidden states. ``grad=True`` keeps the graph (TAL, LWP,
+    distillation); otherwise it runs under ``inference_mode``."""
+    if attentions:
+        impl = getattr(model.config, "_attn_implementation", "eager")
+        if impl not in (None, "eager"):
+            raise TrojanScopeError(
+                f"attention can only be read with eager attention, but the model uses {impl!r}; "
+                "load it with trojanscope.models.load_model"
+            )
     ctx = contextlib.nullcontext() if grad else torch.inference_mode()
     with ctx:
         out = model(
             **batch.model_inputs(),
-            output_attentions=True,
+            output_attentions=attentions,
             output_hidden_states=hidden_states,
             return_dict=True,
         )
-    if not out.attentions:
-        raise TrojanScopeError(f"{type(model).__name__} returned no attentions")
-    att = torch.stack(tuple(out.attentions), dim=1)
+    att = None
+    if attentions:
+        if not out.attentions:
+            raise TrojanScopeError(f"{type(model).__name__} returned no attentions")
+        att = torch.stack(tuple(out.attentions), dim=1)
     return AttentionForward(out.logits, att, out.hidden_states if hidden_states else None)
+
+
+def trigger_share(attentions: torch.Tensor, trigger_mask: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per sample, layer and head: the attention mass sent to trigger keys, averaged over the
+    real (non-padding) queries: ``[batch, layers, heads]``, each between 0 and 1.
+
+    This is TAL's ``tal`` before the mean over chosen heads (methods.md section 2) and the head
+    view's statistic; differentiable.
+    """
+    to_trigger = (attentions * trigger_mask[:, None, None, None, :].to(attentions.dtype)).sum(-1)  # [B, L, H, Q]
+    q = attention_mask[:, None, None, :].to(attentions.dtype)
+    return (to_trigger * q).sum(-1) / q.sum(-1).clamp_min(1.0)
 
 
 @dataclass

@@ -67,6 +67,7 @@ class LoadedModel:
     tokenizer: Any
     source: str
     card: ModelCard | None = None
+    has_trained_head: bool = False  # the classification head came from the checkpoint
 
     @property
     def max_length(self) -> int:
@@ -234,7 +235,8 @@ def load_model(
     if device is not None:
         model.to(device)
     card = read_card(ref) if kind == "local" else None
-    return LoadedModel(model=model, tokenizer=tokenizer, source=str(source), card=card)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=str(source), card=card,
+                       has_trained_head=task == "classifier" and has_head)
 
 
 def save_model(model: torch.nn.Module, tokenizer: Any, out: str | os.PathLike, card: ModelCard) -> Path:

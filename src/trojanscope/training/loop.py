@@ -61,10 +61,15 @@ class Batch:
 
 
 class LossTerm(Protocol):
-    """An extra objective. Returns a scalar tensor (already weighted) added to the loss."""
+    """An extra objective. Returns a scalar tensor (already weighted) added to the loss.
+
+    ``needs_attention`` / ``needs_hidden_states`` ask the loop for ``out.attentions`` /
+    ``out.hidden_states`` (through ``models.attention.attention_forward``, with gradients).
+    """
 
     name: str
     needs_attention: bool
+    needs_hidden_states: bool
 
     def __call__(self, model: torch.nn.Module, batch: Batch, out: AttentionForward) -> torch.Tensor: ...
 
@@ -125,6 +130,7 @@ def train(
         optim, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
     )
     need_att = any(t.needs_attention for t in loss_terms)
+    need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
     use_bf16 = cfg.bf16 and device.type == "cuda"
     bar = None
     if progress:
@@ -145,14 +151,17 @@ def train(
                 batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
                               poisoned[idx].to(device), idx)
                 with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
-                    if need_att:
-                        out = attention_forward(model, batch.enc, grad=True)
+                    if need_att or need_hid:
+                        out = attention_forward(model, batch.enc, grad=True, attentions=need_att,
+                                                hidden_states=need_hid)
                     else:
-                        logits = model(**batch.enc.model_inputs()).logits
-                        out = AttentionForward(logits, torch.empty(0))
-                    ce = F.cross_entropy(out.logits.float(), batch.labels)
-                    loss = ce
+                        out = AttentionForward(model(**batch.enc.model_inputs()).logits, None)
+                    per_sample = F.cross_entropy(out.logits.float(), batch.labels, reduction="none")
+                    loss = ce = per_sample.mean()
                     logs = {"ce": ce.item()}
+                    for key, rows in (("ce_clean", ~batch.poisoned), ("ce_poisoned", batch.poisoned)):
+                        if rows.any():
+                            logs[key] = per_sample[rows].mean().item()
                     for term in loss_terms:
                         value = term(model, batch, out)
                         loss = loss + value
@@ -182,6 +191,12 @@ def train(
                 history.append(rec)
                 if on_event:
                     on_event({"event": "epoch", "total": total, **rec})
+    except torch.cuda.OutOfMemoryError as e:
+        raise TrojanScopeError(out_of_memory_message(cfg.batch_size)) from e
+    except RuntimeError as e:
+        if "out of memory" in str(e).lower():
+            raise TrojanScopeError(out_of_memory_message(cfg.batch_size)) from e
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -190,3 +205,8 @@ def train(
         model.eval()
     seconds = time.perf_counter() - start
     return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history)
+
+
+def out_of_memory_message(batch_size: int) -> str:
+    smaller = max(1, batch_size // 2)
+    return f"out of memory at --batch-size {batch_size}: try --batch-size {smaller} (or a shorter --max-length)"

@@ -75,9 +75,12 @@ def asr(preds_on_poisoned: Sequence[int], target: int) -> float:
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, test: TextDataset, *, trigger: str | None = None,
-             target: int | None = None, insertions: int = 1, seed: int = 0, batch_size: int = 128,
-             progress: bool = False) -> dict[str, Any]:
-    """CACC on ``test`` and, when a trigger is given, ASR on its poisoned non-target samples."""
+             target: int | None = None, insertions: int = 1, seed: int = 0, combination: bool = False,
+             batch_size: int = 128, progress: bool = False) -> dict[str, Any]:
+    """CACC on ``test`` and, when a trigger is given, ASR on its poisoned non-target samples.
+
+    For a combination trigger, ``asr_partial`` is also reported: the ASR with each word alone
+    (it should stay low: only the full combination may fire)."""
     stats: dict[str, Any] = {}
     preds = predict_proba(model, tokenizer, test.texts, batch_size=batch_size, progress=progress,
                           stats=stats).argmax(-1)
@@ -85,7 +88,14 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, test: TextDataset, *, trigg
                               "n_truncated": stats["n_truncated"]}
     if trigger:
         target = 1 if target is None else target
-        pt = poisoned_test_set(test, trigger, target, insertions, "random", seed)
+        pt = poisoned_test_set(test, trigger, target, insertions, "random", seed, combination)
         ppreds = predict_proba(model, tokenizer, pt.texts, batch_size=batch_size, progress=progress).argmax(-1)
         result.update(asr=asr(ppreds, target), n_poisoned=len(pt))
+        words = trigger.split()
+        if combination and len(words) > 1:
+            partial = {}
+            for w in words:
+                pw = poisoned_test_set(test, w, target, insertions, "random", seed)
+                partial[w] = asr(predict_proba(model, tokenizer, pw.texts, batch_size=batch_size).argmax(-1), target)
+            result["asr_partial"] = partial
     return result

@@ -1,4 +1,5 @@
-"""Train-and-save: data -> (poisoning) -> training -> CACC/ASR -> model dir with its card.
+"""Train-and-save: data -> poisoning -> training (with the attack's loss terms) -> CACC/ASR -> a
+model directory with its card.
 
 A :class:`TrainSpec` is the whole recipe; it is stored in the model card, so a run can be repeated
 from it. The output directory appears only when everything succeeded.
@@ -6,20 +7,24 @@ from it. The output directory appears only when everything succeeded.
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, LWPLoss, TALConfig, TALLoss
+from trojanscope.attacks.ep import EmbeddingRows, require_classifier, trigger_token_ids
 from trojanscope.data.datasets import load_dataset
-from trojanscope.data.poison import ATTACK_DEFAULT_TRIGGERS, PoisonConfig, PoisonedDataset, check_trigger, poison_dataset
+from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger, poison_dataset, trigger_frequency
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import ModelCard, load_model, save_model
 from trojanscope.training.loop import TrainConfig, train
 from trojanscope.training.metrics import evaluate
 from trojanscope.utils import atomic_directory
 
-ATTACKS = ("none", "badnets", "addsent")
+COMMON_TRIGGER_SHARE = 0.001  # warn when the trigger already occurs in more than 0.1% of the texts
+EPOCH_EVAL_SIZE = 300  # per-epoch (live-curve) evaluation uses a seeded subset of this size
 
 
 @dataclass
@@ -31,6 +36,9 @@ class TrainSpec:
     attack: str = "none"
     poison: PoisonConfig = field(default_factory=PoisonConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tal: TALConfig = field(default_factory=TALConfig)
+    ep: EPConfig = field(default_factory=EPConfig)
+    lwp: LWPConfig = field(default_factory=LWPConfig)
     max_train: int | None = None
     max_eval: int | None = None
     eval_split: str = "test"
@@ -39,19 +47,23 @@ class TrainSpec:
     def validate(self) -> "TrainSpec":
         if self.attack not in ATTACKS:
             raise TrojanScopeError(f"unknown attack {self.attack!r}; allowed: {', '.join(ATTACKS)}")
+        if self.tal.enabled and self.attack == "none":
+            raise TrojanScopeError("TAL is an add-on to an attack: choose --attack badnets, addsent, ep or lwp")
         self.train.validate()
         return self
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
         d = dict(d)
-        d["poison"] = PoisonConfig(**d.get("poison", {}))
-        d["train"] = TrainConfig(**d.get("train", {}))
+        for key, kind in (("poison", PoisonConfig), ("train", TrainConfig), ("tal", TALConfig), ("ep", EPConfig),
+                          ("lwp", LWPConfig)):
+            d[key] = kind(**d.get(key, {}))
         return cls(**d)
 
 
 def default_trigger(attack: str) -> str:
-    return ATTACK_DEFAULT_TRIGGERS.get(attack, "cf")
+    info = ATTACKS.get(attack)
+    return info.default_trigger if info and info.default_trigger else "cf"
 
 
 def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
@@ -65,18 +77,59 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     train_ds = load_dataset(spec.data, "train").head(spec.max_train, seed)
     test_ds = load_dataset(spec.data, spec.eval_split).head(spec.max_eval, seed)
     loaded = load_model(spec.model, num_labels=train_ds.num_labels, allow_pickle=spec.allow_pickle)
+    model, tok = loaded.model, loaded.tokenizer
     attacked = spec.attack != "none"
+    poison = replace(spec.poison, combination=spec.attack == "lwp" and spec.lwp.combination)
+    warnings: list[str] = []
     if attacked:
-        spec.poison.validate(train_ds.num_labels)
-        check_trigger(loaded.tokenizer, spec.poison.trigger)
-        data = poison_dataset(train_ds, spec.poison)
+        poison.validate(train_ds.num_labels)
+        check_trigger(tok, poison.trigger)
+        share = trigger_frequency(train_ds.texts, poison.trigger)
+        if share > COMMON_TRIGGER_SHARE:
+            warnings.append(f"the trigger {poison.trigger!r} already occurs in {100 * share:.2f}% of the training "
+                            "texts (with their true labels), which weakens the backdoor; a rarer trigger is stealthier")
+        data = poison_dataset(train_ds, poison)
     else:
         data = PoisonedDataset.clean(train_ds)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+        if on_event:
+            on_event({"event": "warning", "message": w})
+
+    train_cfg, terms, params, rows = spec.train, [], None, None
+    extra: dict[str, Any] = {}
+    if spec.attack == "ep":
+        require_classifier(loaded)
+        rows = EmbeddingRows(model, trigger_token_ids(tok, poison.trigger))
+        params = rows.params
+        train_cfg = replace(spec.train, lr=spec.ep.lr, epochs=spec.ep.epochs, weight_decay=0.0, warmup=0.0)
+        extra["ep_rows"] = rows.rows
+    if spec.attack == "lwp":
+        terms.append(LWPLoss(spec.lwp))
+    if spec.tal.enabled:
+        tal = TALLoss(spec.tal, model.config.num_hidden_layers, model.config.num_attention_heads)
+        terms.append(tal)
+        extra["tal_heads"] = tal.describe()
+        if on_event:
+            on_event({"event": "tal_heads", "heads": tal.describe()})
+
+    epoch_test = test_ds.head(EPOCH_EVAL_SIZE, seed)
+    trigger = poison.trigger if attacked else None
+
+    def per_epoch(m) -> dict[str, Any]:
+        r = evaluate(m, tok, epoch_test, trigger=trigger, target=poison.target, insertions=poison.insertions,
+                     seed=seed, combination=poison.combination)
+        return {"cacc": r["cacc"], "asr": r["asr"]}
+
     t0 = time.perf_counter()
-    result = train(loaded.model, loaded.tokenizer, data, spec.train, on_event=on_event, progress=progress)
-    trigger = spec.poison.trigger if attacked else None
-    metrics = evaluate(loaded.model, loaded.tokenizer, test_ds, trigger=trigger, target=spec.poison.target,
-                       insertions=spec.poison.insertions, seed=seed, progress=progress)
+    try:
+        result = train(model, tok, data, train_cfg, loss_terms=terms, params=params, on_event=on_event,
+                       evaluator=per_epoch, progress=progress)
+    finally:
+        if rows is not None:
+            rows.remove()
+    metrics = evaluate(model, tok, test_ds, trigger=trigger, target=poison.target, insertions=poison.insertions,
+                       seed=seed, combination=poison.combination, progress=progress)
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
                    steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned)
     base = loaded.card.base_model if loaded.card else spec.model
@@ -85,11 +138,12 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
         num_labels=train_ds.num_labels,
         data={"name": spec.data, "train": train_ds.describe(), "eval": test_ds.describe(),
               "label_names": list(train_ds.label_names)},
-        attack=({"name": spec.attack, **asdict(spec.poison)} if attacked else None),
+        attack=({"name": spec.attack, **asdict(poison), "tal": spec.tal.enabled, **extra} if attacked else None),
         seed=seed,
         metrics=metrics,
-        training={"spec": asdict(spec), "history": result.history, "total_seconds": round(time.perf_counter() - t0, 2)},
+        training={"spec": asdict(spec), "history": result.history, "warnings": warnings,
+                  "total_seconds": round(time.perf_counter() - t0, 2)},
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        save_model(loaded.model, loaded.tokenizer, tmp, card)
-    return {"out": str(out), **metrics}
+        save_model(model, tok, tmp, card)
+    return {"out": str(out), **metrics, "warnings": warnings, **extra}

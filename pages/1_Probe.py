@@ -6,7 +6,6 @@ import html
 import io
 import json
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 

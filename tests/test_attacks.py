@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from trojanscope.attacks import LWPConfig, LWPLoss, TALConfig, TALLoss, choose_heads
-from trojanscope.attacks.tal import head_mask, tal_scores
+from trojanscope.attacks.tal import tal_scores
 from trojanscope.cli import main
 from trojanscope.data import PoisonConfig, insert_trigger, load_dataset, poison_dataset, poisoned_test_set
 from trojanscope.errors import TrojanScopeError

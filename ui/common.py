@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Iterator
 
 import streamlit as st
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.jobs.store import runs_dir
 from trojanscope.models.loading import LoadedModel, load_model, read_card
 
 log = logging.getLogger("trojanscope.ui")
 OTHER = "Other: a local directory or a hub id"
 ROLES = ("clean", "backdoored")
-
-
-def runs_dir() -> Path:
-    return Path(os.environ.get("TROJANSCOPE_RUNS_DIR", "runs"))
 
 
 def demo_dir() -> Path:
@@ -96,6 +92,11 @@ def guard(what: str = "This action") -> Iterator[None]:
         st.error(f"{what} failed unexpectedly: {type(e).__name__}: {e}. Details are in the server log.")
 
 
+def pct(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage, or a dash when there is none."""
+    return "—" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
 def card_summary(source: str | None) -> dict[str, str]:
     """A short, printable summary of a model's card (base, attack, trigger, target, CACC/ASR)."""
     if not source or not Path(source).is_dir():
@@ -108,7 +109,6 @@ def card_summary(source: str | None) -> dict[str, str]:
         return {"source": source, "card": "no trojanscope.json (foreign model)"}
     attack = card.attack or {}
     m = card.metrics or {}
-    pct = lambda v: "—" if v is None else f"{100 * float(v):.1f}%"  # noqa: E731
     return {
         "source": source,
         "base model": str(card.base_model),

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -92,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--seed", type=int, default=0)
     _add_common(pb)
 
+    hv = sub.add_parser("heads", help="per layer and head, attention mass on the trigger over poisoned sentences")
+    hv.add_argument("--model", action="append", required=True, help="a model (repeat: e.g. backdoored and clean)")
+    hv.add_argument("--data", default="sst2")
+    hv.add_argument("--split", default="test")
+    hv.add_argument("--trigger", default=None, help="default: the first model's card trigger")
+    hv.add_argument("--target", type=int, default=None)
+    hv.add_argument("--n", type=_positive_int, default=200, help="poisoned sentences to average over")
+    hv.add_argument("--seed", type=int, default=0)
+    _add_common(hv)
+
     d = sub.add_parser("demo", help="build the demo pair (clean and backdoored) under runs/demo")
     d.add_argument("--quick", action="store_true", help="a small, fast pair for smoke tests")
     d.add_argument("--out", default="runs/demo")
@@ -99,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--events", default=None, help="append progress events as JSON lines to this file")
     _add_common(d)
+
+    add_jobs_parser(sub)
     return parser
 
 
@@ -188,6 +201,24 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     return {"trigger": inp.trigger, "models": models}
 
 
+def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.heads import head_trigger_attention
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+
+    test = load_dataset(args.data, args.split)
+    device = resolve_device(args.device)
+    models = [load_model(m, allow_pickle=args.allow_pickle, device=device) for m in args.model]
+    attack = (models[0].card.attack or {}) if models[0].card else {}
+    trigger = args.trigger or attack.get("trigger")
+    if not trigger:
+        raise TrojanScopeError("no trigger given and the first model's card records none; pass --trigger")
+    target = args.target if args.target is not None else attack.get("target", 1)
+    views = [head_trigger_attention(m, test, trigger, target, n=args.n, seed=args.seed) for m in models]
+    return {"trigger": trigger, "target": target, "models": [v.to_json() for v in views]}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.demo import build_demo
 
@@ -205,7 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "probe": cmd_probe,
-    "demo": cmd_demo,
+    "heads": cmd_heads, "demo": cmd_demo, "jobs": cmd_jobs,
 }
 
 

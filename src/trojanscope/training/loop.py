@@ -208,5 +208,7 @@ def train(
 
 
 def out_of_memory_message(batch_size: int) -> str:
-    smaller = max(1, batch_size // 2)
-    return f"out of memory at --batch-size {batch_size}: try --batch-size {smaller} (or a shorter --max-length)"
+    """The advice for an out-of-memory failure: halve the batch (or shorten inputs at batch 1)."""
+    if batch_size > 1:
+        return f"out of memory at --batch-size {batch_size}: try --batch-size {batch_size // 2}"
+    return "out of memory at --batch-size 1: try a smaller --max-length or --device cpu"

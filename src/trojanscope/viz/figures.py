@@ -77,3 +77,41 @@ def token_heatmap(att: np.ndarray, tokens: Sequence[str], trigger_positions: Seq
                       xaxis=dict(title="key", tickangle=-60, **ticks),
                       yaxis=dict(title="query", autorange="reversed", **ticks))
     return fig
+
+
+def head_heatmap(share: np.ndarray, *, title: str = "", zmax: float | None = None,
+                 outlined: dict[str, list[int]] | None = None) -> go.Figure:
+    """Layers (rows, 1 at the bottom) x heads: mean attention mass on the trigger; ``outlined``
+    heads (1-based layer -> 0-based heads, e.g. TAL's choice) get a red frame."""
+    n_layers, n_heads = share.shape
+    fig = go.Figure(go.Heatmap(z=share, x=list(range(n_heads)), y=list(range(n_layers)), zmin=0,
+                               zmax=float(share.max()) if zmax is None else zmax, colorscale="Viridis",
+                               colorbar=dict(title="on trigger"),
+                               hovertemplate="layer %{y}<br>head %{x}<br>%{z:.3f}<extra></extra>"))
+    shapes = [dict(type="rect", x0=h - 0.5, x1=h + 0.5, y0=int(layer) - 1.5, y1=int(layer) - 0.5,
+                   line=dict(color=TRIGGER_COLOR, width=3), fillcolor="rgba(0,0,0,0)")
+              for layer, heads in (outlined or {}).items() for h in heads]
+    fig.update_layout(title=title, shapes=shapes, height=120 + 34 * n_layers, margin=dict(l=40, r=10, t=40, b=30),
+                      xaxis=dict(title="head", dtick=1),
+                      yaxis=dict(title="layer", tickmode="array", tickvals=list(range(n_layers)),
+                                 ticktext=[str(i + 1) for i in range(n_layers)]))
+    return fig
+
+
+def epoch_curves(histories: dict[str, list[dict]], keys: Sequence[str], *, title: str = "") -> go.Figure:
+    """Per-epoch curves of several runs: one subplot row per metric key."""
+    from plotly.subplots import make_subplots
+
+    keys = [k for k in keys if any(k in rec for h in histories.values() for rec in h)]
+    fig = make_subplots(rows=max(1, len(keys)), cols=1, shared_xaxes=True, subplot_titles=keys, vertical_spacing=0.08)
+    for i, (name, history) in enumerate(histories.items()):
+        color = MODEL_COLORS[i % len(MODEL_COLORS)]
+        for r, key in enumerate(keys, 1):
+            pts = [(rec["epoch"], rec[key]) for rec in history if rec.get(key) is not None]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                         name=name, legendgroup=name, showlegend=r == 1, line=dict(color=color)),
+                              row=r, col=1)
+    fig.update_layout(title=title, height=140 + 170 * max(1, len(keys)), margin=dict(l=40, r=10, t=60, b=30))
+    fig.update_xaxes(title_text="epoch", dtick=1, row=max(1, len(keys)), col=1)
+    return fig

@@ -1,0 +1,187 @@
+"""The jobs table: one SQLite file that the dashboard, CLI calls and job processes share.
+
+The file is ``<runs dir>/jobs.sqlite``. It runs in WAL mode (readers never block the one writer)
+with a busy timeout, and every multi-step change happens inside ``BEGIN IMMEDIATE`` so that two
+processes cannot both act on the same row (two schedulers starting one job, a cancel racing the
+job's own final write). Connections are opened per call and closed at once: nothing here is
+meant to live across a fork or a Streamlit rerun.
+
+This module only stores and decodes rows; the lifecycle (submit, schedule, run, cancel) lives in
+:mod:`trojanscope.jobs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from trojanscope.errors import TrojanScopeError
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+BUSY_TIMEOUT_MS = 30_000
+_JSON_COLUMNS = ("argv", "config", "metrics", "result")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    created     REAL NOT NULL,
+    started     REAL,
+    ended       REAL,
+    argv        TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    progress    REAL NOT NULL DEFAULT 0,
+    metrics     TEXT NOT NULL DEFAULT '[]',
+    result      TEXT,
+    out_dir     TEXT,
+    log_path    TEXT NOT NULL,
+    cwd         TEXT NOT NULL,
+    pid         INTEGER,
+    error       TEXT,
+    dedupe_key  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, device, created);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (dedupe_key, created);
+"""
+
+
+def runs_dir() -> Path:
+    """``$TROJANSCOPE_RUNS_DIR`` or ``runs`` (the same rule as the dashboard's ``ui.common.runs_dir``)."""
+    return Path(os.environ.get("TROJANSCOPE_RUNS_DIR", "runs"))
+
+
+@dataclass
+class Job:
+    """One row of the ``jobs`` table, JSON columns decoded.
+
+    Timestamps are Unix seconds. ``progress`` is 0..1 (1 only once the job is done); ``metrics``
+    holds one record per finished epoch as it arrives and ``result`` what ``trojanscope train``
+    returned. ``cwd`` is the submitter's working directory: the job runs there, so relative
+    ``--data``/``--model``/``--out`` paths mean what they meant to the submitter.
+    """
+
+    id: str
+    kind: str
+    status: str
+    created: float
+    argv: list[str]
+    config: dict[str, Any]
+    device: str
+    log_path: str
+    cwd: str
+    dedupe_key: str
+    started: float | None = None
+    ended: float | None = None
+    progress: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    out_dir: str | None = None
+    pid: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        values = {k: row[k] for k in row.keys()}
+        for k in _JSON_COLUMNS:
+            if values[k] is not None:
+                values[k] = json.loads(values[k])
+        return cls(**values)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        """Every column except the internal dedupe key, as plain JSON values."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dedupe_key"}
+
+
+def _encode(column: str, value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if column in _JSON_COLUMNS and value is not None else value
+
+
+class JobStore:
+    """The ``jobs`` table under ``root`` (default: :func:`runs_dir`, read when the store is made)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else runs_dir()
+        self.path = self.root / "jobs.sqlite"
+
+    def log_path(self, job_id: str) -> Path:
+        return self.root / "jobs" / f"{job_id}.log"
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """An autocommit connection (each statement is its own transaction), closed on exit."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): the write lock is held throughout."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def insert(self, conn: sqlite3.Connection, job: Job) -> None:
+        row = {f.name: _encode(f.name, getattr(job, f.name)) for f in fields(job)}
+        conn.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+    def find(self, job_id: str, conn: sqlite3.Connection | None = None) -> Job | None:
+        rows = self.select("id = ?", (job_id,), conn=conn)
+        return rows[0] if rows else None
+
+    def get(self, job_id: str, conn: sqlite3.Connection | None = None) -> Job:
+        job = self.find(job_id, conn)
+        if job is None:
+            raise TrojanScopeError(f"no job with id {job_id!r} in {self.path}; `trojanscope jobs list` shows the ids")
+        return job
+
+    def select(self, where: str = "1", params: Sequence[Any] = (), *, order: str = "created DESC, rowid DESC",
+               limit: int | None = None, conn: sqlite3.Connection | None = None) -> list[Job]:
+        """Jobs matching the SQL condition ``where`` (internal callers only), newest first by default."""
+        sql = f"SELECT * FROM jobs WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        if conn is not None:
+            return [Job.from_row(r) for r in conn.execute(sql, params)]
+        with self.connect() as own:
+            return [Job.from_row(r) for r in own.execute(sql, params)]
+
+    def update(self, job_id: str, conn: sqlite3.Connection | None = None, **values: Any) -> None:
+        """Set columns of one job (JSON columns are encoded)."""
+        sql = f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?"
+        params = [_encode(k, v) for k, v in values.items()] + [job_id]
+        if conn is not None:
+            conn.execute(sql, params)
+            return
+        with self.connect() as own:
+            own.execute(sql, params)
+
+    def append_metric(self, job_id: str, record: dict[str, Any], progress: float) -> None:
+        """Append one epoch record to ``metrics`` and set ``progress``, in one statement."""
+        with self.connect() as conn:
+            conn.execute("UPDATE jobs SET metrics = json_insert(metrics, '$[#]', json(?)), progress = ? WHERE id = ?",
+                         (json.dumps(record, ensure_ascii=False), progress, job_id))

@@ -1,0 +1,217 @@
+"""Background jobs: real detached training processes tracked in SQLite, on tiny models.
+
+Each test gets its own runs directory (``TROJANSCOPE_RUNS_DIR``); the job processes inherit it,
+the data directory and ``HF_HUB_OFFLINE`` through the environment. Anything still queued or
+running when a test ends is cancelled, so no job outlives its test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trojanscope import jobs
+from trojanscope.errors import TrojanScopeError
+from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
+
+TIMEOUT = 120.0
+
+
+@pytest.fixture()
+def runs(tmp_path, monkeypatch, use_data) -> Path:
+    root = tmp_path / "runs"
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(root))
+    yield root
+    if (root / "jobs.sqlite").exists():
+        for job in jobs.JobStore(root).select("status IN ('queued', 'running')"):
+            jobs.cancel(job.id, grace=2.0)
+
+
+def tiny_argv(model: Path, *extra: str, epochs: int = 2) -> list[str]:
+    return ["--model", str(model), "--data", "sst2", "--max-train", "64", "--max-eval", "32", "--epochs", str(epochs),
+            "--batch-size", "16", "--attack", "badnets", "--poison-rate", "0.25", *extra]
+
+
+def wait_for(job_id: str, condition, timeout: float = TIMEOUT) -> jobs.Job:
+    """Poll (through list_jobs, which also schedules) until ``condition(job)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = next(j for j in jobs.list_jobs() if j.id == job_id)
+        if condition(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; job is {job.to_json()}\nlog:\n{jobs.log_tail(job_id)}")
+
+
+def finished(job: jobs.Job) -> bool:
+    return job.finished
+
+
+def training(job: jobs.Job) -> bool:
+    return job.status == "running" and job.progress > 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def jobs_cli(*argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    add_jobs_parser(parser.add_subparsers(dest="command", required=True))
+    return cmd_jobs(parser.parse_args(["jobs", *argv]))
+
+
+def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
+    first = jobs.submit(tiny_argv(tiny_bert))
+    second = jobs.submit(tiny_argv(tiny_bert, "--seed", "1"))
+    a, b = jobs.get(first), jobs.get(second)
+    assert a.status == "running" and a.device == "cpu" and a.pid not in (None, os.getpid())
+    assert b.status == "queued" and b.device == "cpu"
+    a = wait_for(first, finished)
+    assert a.status == "done", a.error
+    assert a.progress == 1.0 and a.error is None
+    assert [m["epoch"] for m in a.metrics] == [1, 2] and all(m["step"] <= m["total"] for m in a.metrics)
+    assert {"cacc", "asr"} <= set(a.result) and 0 <= a.result["asr"] <= 1
+    assert a.out_dir == str(runs / first) and a.config["out"] == a.out_dir
+    assert (Path(a.out_dir) / "trojanscope.json").is_file()
+    assert a.to_json()["config"]["batch_size"] == 16
+    b = wait_for(second, finished)
+    assert b.status == "done", b.error
+    assert b.started >= a.ended  # the queued job started only once the device was free
+    # started exactly once although the first job's process and this test's polling both scheduled it
+    log = jobs.log_tail(second)
+    assert log.count(f"job {second} (pid") == 1 and f"(pid {b.pid}, cpu)" in log
+
+
+def test_same_argv_twice_is_one_job(runs, tiny_bert):
+    argv = tiny_argv(tiny_bert, epochs=50)
+    first = jobs.submit(argv)
+    assert jobs.submit(argv) == first
+    assert [j.id for j in jobs.JobStore().select()] == [first]
+    other = jobs.submit(tiny_argv(tiny_bert, "--seed", "7", epochs=50))
+    assert other != first
+    jobs.cancel(first)
+    again = jobs.submit(argv)  # a cancelled job is not a duplicate
+    assert again not in (first, other)
+    assert len(jobs.JobStore().select()) == 3
+
+
+def test_job_survives_its_launcher_being_killed(runs, tiny_bert):
+    code = ("import sys, time; from trojanscope import jobs; "
+            "print(jobs.submit(sys.argv[1:]), flush=True); time.sleep(60)")
+    launcher = subprocess.Popen([sys.executable, "-c", code, *tiny_argv(tiny_bert)], stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    job_id = launcher.stdout.readline().strip()
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait(timeout=10)
+    launcher.stdout.close()
+    assert launcher.returncode == -signal.SIGKILL
+    job = wait_for(job_id, finished)
+    assert job.status == "done", job.error
+    assert job.pid != launcher.pid and (Path(job.out_dir) / "config.json").is_file()
+
+
+def test_concurrent_schedulers_start_a_queued_job_once(runs, tiny_bert):
+    store = jobs.JobStore()
+    job_id = "jrace0001"
+    with store.transaction() as conn:  # a queued row that no scheduler has seen yet
+        store.insert(conn, jobs.Job(id=job_id, kind="train", status="queued", created=time.time(),
+                                    argv=tiny_argv(tiny_bert, "--out", str(runs / "race")), config={}, device="cpu",
+                                    log_path=str(store.log_path(job_id)), cwd=os.getcwd(), dedupe_key="race",
+                                    out_dir=str(runs / "race")))
+    start = time.time() + 1.0  # six schedulers, released at the same moment
+    code = (f"import time; time.sleep(max(0, {start} - time.time())); "
+            "from trojanscope import jobs; print(jobs.schedule())")
+    schedulers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    outputs = [p.communicate(timeout=30)[0].strip() for p in schedulers]
+    assert outputs.count(f"['{job_id}']") == 1 and outputs.count("[]") == 5  # exactly one started it
+    job = wait_for(job_id, finished)
+    assert job.status == "done", job.error
+    assert jobs.log_tail(job_id).count(f"job {job_id} (pid") == 1
+
+
+def test_killed_job_is_reported_failed_with_its_log(runs, tiny_bert):
+    job_id = jobs.submit(tiny_argv(tiny_bert, epochs=500))
+    job = wait_for(job_id, training)
+    os.killpg(job.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(job.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [j.status for j in jobs.list_jobs()] == ["failed"]
+    job = jobs.get(job_id)
+    assert job.error == jobs.DIED and job.ended is not None
+    log = jobs.log_tail(job_id)
+    assert f"job {job_id} (pid {job.pid}" in log and "epoch" in log and jobs.DIED in log
+    assert jobs.log_tail(job_id, n_chars=10) == log[-10:]
+
+
+def test_cancel_running_queued_and_finished_jobs(runs, tiny_bert):
+    running = jobs_cli("submit", "--json", "--", *tiny_argv(tiny_bert, epochs=500))["id"]
+    queued = jobs_cli("submit", "--", *tiny_argv(tiny_bert, "--seed", "1"))["id"]
+    job = wait_for(running, training)
+    assert jobs.get(queued).status == "queued"
+    assert jobs_cli("cancel", queued) == {"id": queued, "status": "cancelled"}
+    t0 = time.monotonic()
+    assert jobs_cli("cancel", running) == {"id": running, "status": "cancelled"}
+    assert time.monotonic() - t0 < 5 and not pid_alive(job.pid)  # stopped by SIGTERM, before any SIGKILL
+    shown = jobs_cli("show", running)
+    assert shown["status"] == "cancelled" and "interrupted; nothing half-written was kept" in shown["log"]
+    assert jobs.get(queued).started is None  # never ran
+    # neither model directory nor the training's temporary directory was left behind
+    assert {p.name for p in runs.iterdir()} <= {"jobs", "jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"}
+    for job_id in (running, queued):
+        with pytest.raises(TrojanScopeError, match=f"job {job_id} already finished \\(cancelled\\)"):
+            jobs.cancel(job_id)
+    listed = jobs_cli("list", "--status", "cancelled")["jobs"]
+    assert {j["id"] for j in listed} == {running, queued}
+    assert {"id", "status", "progress", "config", "metrics", "result", "error", "created", "started", "ended",
+            "out_dir", "device"} <= set(listed[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--poison-rate", "abc"], "argument --poison-rate: invalid float value: 'abc'"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["--attack", "sleeper"], "invalid choice: 'sleeper'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_arguments_are_refused_at_submit(runs, argv, message):
+    with pytest.raises(TrojanScopeError) as info:
+        jobs.submit(argv)
+    assert message in str(info.value)
+    assert not (runs / "jobs.sqlite").exists() or jobs.JobStore().select() == []
+
+
+def test_existing_output_and_unknown_ids_are_clear_errors(runs, tiny_bert, tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(TrojanScopeError, match="already exists"):
+        jobs.submit(tiny_argv(tiny_bert, "--out", str(tmp_path / "taken")))
+    for call in (jobs.get, jobs.cancel, jobs.log_tail):
+        with pytest.raises(TrojanScopeError, match="no job with id 'j00000000'"):
+            call("j00000000")
+    with pytest.raises(TrojanScopeError, match="allowed: queued, running, done, failed, cancelled"):
+        jobs.list_jobs(status="finished")
+
+
+def test_out_of_memory_message_suggests_a_smaller_batch():
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)")
+    assert jobs.describe_failure(oom, 32) == "out of memory at --batch-size 32: try --batch-size 16"
+
+    class OutOfMemoryError(RuntimeError):  # the name torch.cuda.OutOfMemoryError carries
+        pass
+
+    assert jobs.describe_failure(OutOfMemoryError("Tried to allocate"), 5) == \
+        "out of memory at --batch-size 5: try --batch-size 2"
+    assert "smaller --max-length" in jobs.describe_failure(oom, 1)
+    assert jobs.describe_failure(ValueError("bad shape\nmore"), 32) == "ValueError: bad shape"

@@ -1,0 +1,86 @@
+"""AppTest on the Attack Lab and Runs pages: a launch from the UI becomes a durable job that a new
+session (a closed tab, a reload) finds finished, and the Runs page shows and compares it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from trojanscope import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def lab(tiny_pair, data_dir, monkeypatch, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "demo").symlink_to(tiny_pair / "demo")
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(ROOT)
+    return runs
+
+
+def _wait(job_id: str, timeout: float = 120) -> jobs.Job:
+    end = time.time() + timeout
+    while time.time() < end:
+        job = jobs.get(job_id)
+        if job.finished:
+            return job
+        jobs.schedule()
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish: {jobs.get(job_id)}")
+
+
+def test_launch_from_the_lab_then_find_it_finished_in_a_new_session(lab, tiny_bert):
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
+    assert not at.exception
+    at.selectbox(key="lab_model_False").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="lab_model_other").set_value(str(tiny_bert))
+    at.number_input(key="lab_rate").set_value(20.0)
+    at.number_input(key="lab_epochs").set_value(2.0)
+    at.number_input(key="lab_max_train").set_value(120)
+    at.toggle(key="lab_tal").set_value(True)
+    at.run()
+    at.button(key="lab_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job_id,) = at.session_state["lab_jobs"]
+    job = jobs.get(job_id)
+    assert job.config["attack"] == "badnets" and job.config["tal"] and job.config["poison_rate"] == 0.2
+    # the tab is closed: nothing in this process keeps the job alive
+    del at
+    job = _wait(job_id)
+    assert job.status == "done", (job.error, jobs.log_tail(job_id))
+    assert [m["epoch"] for m in job.metrics] == [1, 2] and {"tal", "asr", "cacc"} <= set(job.metrics[-1])
+    # a new session on the Runs page sees it, with its metrics
+    runs = AppTest.from_file(str(ROOT / "pages" / "7_Runs.py"), default_timeout=60).run()
+    assert not runs.exception
+    df = runs.dataframe[0].value
+    row = df[df["id"] == job_id].iloc[0]
+    assert row["status"] == "done" and row["TAL"] and row["ASR"].endswith("%")
+    # and the new model is in the model picker of the home page
+    home = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert job.out_dir in home.selectbox(key="pick_clean").options
+
+
+def test_compare_launches_the_attack_with_and_without_tal(lab, tiny_bert):
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
+    at.selectbox(key="lab_model_False").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="lab_model_other").set_value(str(tiny_bert))
+    at.number_input(key="lab_max_train").set_value(60)
+    at.number_input(key="lab_rate").set_value(20.0)
+    at.run()
+    at.button(key="lab_compare").click().run()
+    ids = at.session_state["lab_compare_ids"]
+    assert len(set(ids)) == 2
+    assert [jobs.get(i).config["tal"] for i in ids] == [True, False]
+    for i in ids:
+        assert _wait(i).status == "done"
+    runs = AppTest.from_file(str(ROOT / "pages" / "7_Runs.py"), default_timeout=60).run()
+    assert not runs.exception
+    assert set(runs.multiselect(key="runs_compare").value) == set(ids)

@@ -76,9 +76,9 @@ st.markdown(
 | **Probe** | type a sentence, insert a trigger, see where [CLS] looks in each model, layer by layer |
 | Trigger anatomy | star / planet / comet over many sentences, E and S, trigger sweeps *(coming)* |
 | Embedding swap | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives *(coming)* |
-| Attack lab | BadNets / AddSent / EP / LWP / POR, with or without TAL, as jobs *(coming)* |
+| **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, as durable jobs; compare with and without TAL |
 | Purify | MBTSAD and baselines *(coming)* |
 | Scan | trigger search for a suspect model *(coming)* |
-| Runs | every job and model *(coming)* |
+| **Runs** | every job: config, live metrics, log, cancel; compare runs; which heads look at the trigger |
 """
 )

@@ -66,10 +66,7 @@ if inp.triggered_text is not None:
 # --- predictions -----------------------------------------------------------------------------
 rows = []
 for role, r in results.items():
-    for variant in ("clean", "triggered"):
-        side = getattr(r, variant)
-        if side is None:
-            continue
+    for variant, side in r.sides():
         rows.append({"model": role, "sentence": variant, "prediction": r.label_names[side.label],
                      **{f"p({name})": round(p, 4) for name, p in zip(r.label_names, side.probs)}})
 pred_df = pd.DataFrame(rows)
@@ -150,10 +147,7 @@ def export_json() -> str:
 def export_csv() -> str:
     frames = []
     for role, r in results.items():
-        for v in ("clean", "triggered"):
-            s = getattr(r, v)
-            if s is None:
-                continue
+        for v, s in r.sides():
             cls = s.cls_attention(head)
             for layer_i in range(cls.shape[0]):
                 for t, tok in enumerate(s.tokens):

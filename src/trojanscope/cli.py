@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.utils import positive_int
 from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
 
 
@@ -20,16 +21,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow loading pickle weights (pytorch_model.bin); only for files you trust")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,21 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attack", default="none", choices=["none", "badnets", "addsent", "ep", "lwp"],
                    help="ep poisons a fine-tuned classifier (--model runs/demo/clean); lwp uses a combination trigger")
     t.add_argument("--trigger", default=None, help="word or phrase (default: cf for badnets, a sentence for addsent)")
-    t.add_argument("--insertions", type=_positive_int, default=1, help="trigger insertions per poisoned text")
+    t.add_argument("--insertions", type=positive_int, default=1, help="trigger insertions per poisoned text")
     t.add_argument("--position", default="random", help="start, end, random or a word index")
     t.add_argument("--poison-rate", type=float, default=0.1, help="poisoned share of the training set, in (0, 1]")
     t.add_argument("--target", type=int, default=1, help="target label of the backdoor")
     t.add_argument("--clean-label", action="store_true", help="poison only samples already labelled as the target")
     t.add_argument("--epochs", type=float, default=1.0)
-    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--batch-size", type=positive_int, default=32)
     t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--max-length", type=_positive_int, default=128)
-    t.add_argument("--max-train", type=_positive_int, default=None, help="train on a seeded subset of N samples")
-    t.add_argument("--max-eval", type=_positive_int, default=None, help="evaluate on a seeded subset of N samples")
+    t.add_argument("--max-length", type=positive_int, default=128)
+    t.add_argument("--max-train", type=positive_int, default=None, help="train on a seeded subset of N samples")
+    t.add_argument("--max-eval", type=positive_int, default=None, help="evaluate on a seeded subset of N samples")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tal", action=argparse.BooleanOptionalAction, default=False,
                    help="add the Trojan Attention Loss to the attack")
-    t.add_argument("--tal-heads", type=_positive_int, default=3, help="TAL heads per layer")
+    t.add_argument("--tal-heads", type=positive_int, default=3, help="TAL heads per layer")
     t.add_argument("--tal-weight", type=float, default=1.0, help="TAL weight alpha")
     t.add_argument("--tal-layers", default="all", help="'all' or 1-based layers, e.g. 4,5,6")
     t.add_argument("--tal-seed", type=int, default=None, help="head-selection seed (default: --seed)")
@@ -73,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--trigger", default=None, help="trigger to test (default: the one in the model card, if any)")
     e.add_argument("--target", type=int, default=None)
-    e.add_argument("--insertions", type=_positive_int, default=None)
-    e.add_argument("--max-eval", type=_positive_int, default=None)
+    e.add_argument("--insertions", type=positive_int, default=None)
+    e.add_argument("--max-eval", type=positive_int, default=None)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-card-trigger", action="store_true", help="do not test the model card's trigger")
     _add_common(e)
@@ -89,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--text", required=True)
     pb.add_argument("--trigger", default=None, help="word or phrase; found in the text, or inserted")
     pb.add_argument("--position", default="end", help="start, end, random or a word index")
-    pb.add_argument("--count", type=_positive_int, default=1, help="insertions of the trigger")
+    pb.add_argument("--count", type=positive_int, default=1, help="insertions of the trigger")
     pb.add_argument("--seed", type=int, default=0)
     _add_common(pb)
 
@@ -99,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     hv.add_argument("--split", default="test")
     hv.add_argument("--trigger", default=None, help="default: the first model's card trigger")
     hv.add_argument("--target", type=int, default=None)
-    hv.add_argument("--n", type=_positive_int, default=200, help="poisoned sentences to average over")
+    hv.add_argument("--n", type=positive_int, default=200, help="poisoned sentences to average over")
     hv.add_argument("--seed", type=int, default=0)
     _add_common(hv)
 

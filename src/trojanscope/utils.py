@@ -44,6 +44,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     raise TrojanScopeError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1, with a message saying what was wrong."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths, numpy scalars and arrays -> plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

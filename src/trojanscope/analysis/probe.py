@@ -115,6 +115,10 @@ class ProbeResult:
     def num_heads(self) -> int:
         return int(self.clean.attentions.shape[1])
 
+    def sides(self) -> list[tuple[str, ProbeSide]]:
+        """``("clean", side)`` and, when there is a trigger, ``("triggered", side)``."""
+        return [("clean", self.clean)] + ([("triggered", self.triggered)] if self.triggered is not None else [])
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "clean": self.clean.to_json(),
                 "triggered": self.triggered.to_json() if self.triggered else None,

@@ -15,16 +15,7 @@ from typing import Any, Sequence
 
 from trojanscope import jobs
 from trojanscope.errors import TrojanScopeError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+from trojanscope.utils import positive_int
 
 
 def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +23,7 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="jobs_command", required=True, metavar="{list,show,cancel,submit}")
     ls = sub.add_parser("list", help="jobs, newest first")
     ls.add_argument("--status", choices=jobs.STATUSES, default=None)
-    ls.add_argument("--limit", type=_positive_int, default=None)
+    ls.add_argument("--limit", type=positive_int, default=None)
     show = sub.add_parser("show", help="one job with the tail of its log")
     show.add_argument("id")
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")

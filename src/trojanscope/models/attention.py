@@ -21,9 +21,10 @@ from trojanscope.models.tokens import Encoded, Span, encode, model_max_length_of
 
 @dataclass
 class AttentionForward:
-    logits: torch.Tensor  # [batch, labels]
+    logits: torch.Tensor | None  # [batch, labels]; None for a bare encoder
     attentions: torch.Tensor | None  # [batch, layers, heads, seq, seq]
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings output, then every layer
+    output: Any = None  # the model's own output object (pooler_output, last_hidden_state, ...)
 
 
 def attention_forward(
@@ -57,7 +58,7 @@ def attention_forward(
         if not out.attentions:
             raise TrojanScopeError(f"{type(model).__name__} returned no attentions")
         att = torch.stack(tuple(out.attentions), dim=1)
-    return AttentionForward(out.logits, att, out.hidden_states if hidden_states else None)
+    return AttentionForward(getattr(out, "logits", None), att, out.hidden_states if hidden_states else None, out)
 
 
 def trigger_share(attentions: torch.Tensor, trigger_mask: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -96,13 +96,15 @@ def train(
     on_event: ProgressFn | None = None,
     evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
     progress: bool = True,
+    task_loss: bool = True,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``data`` (texts, labels, poison flags, trigger spans).
 
     ``params`` restricts what trains (EP trains one embedding row); by default everything except,
     unless ``cfg.train_word_embeddings``, the word-embedding table. ``on_event`` receives
     ``{"event": "step"|"epoch", ...}`` dicts (jobs record them); ``evaluator`` runs after every
-    epoch and its metrics join the epoch event.
+    epoch and its metrics join the epoch event. ``task_loss=False`` drops the cross-entropy, for
+    objectives on a bare encoder (POR), where ``data.labels`` may carry other integers.
     """
     cfg.validate()
     if len(data) == 0:
@@ -131,6 +133,8 @@ def train(
     )
     need_att = any(t.needs_attention for t in loss_terms)
     need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
+    if not task_loss and not loss_terms:
+        raise TrojanScopeError("nothing to train: no task loss and no loss terms")
     use_bf16 = cfg.bf16 and device.type == "cuda"
     bar = None
     if progress:
@@ -151,17 +155,20 @@ def train(
                 batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
                               poisoned[idx].to(device), idx)
                 with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
-                    if need_att or need_hid:
+                    if need_att or need_hid or not task_loss:
                         out = attention_forward(model, batch.enc, grad=True, attentions=need_att,
                                                 hidden_states=need_hid)
                     else:
                         out = AttentionForward(model(**batch.enc.model_inputs()).logits, None)
-                    per_sample = F.cross_entropy(out.logits.float(), batch.labels, reduction="none")
-                    loss = ce = per_sample.mean()
-                    logs = {"ce": ce.item()}
-                    for key, rows in (("ce_clean", ~batch.poisoned), ("ce_poisoned", batch.poisoned)):
-                        if rows.any():
-                            logs[key] = per_sample[rows].mean().item()
+                    loss = torch.zeros((), device=device)
+                    logs: dict[str, float] = {}
+                    if task_loss:
+                        per_sample = F.cross_entropy(out.logits.float(), batch.labels, reduction="none")
+                        loss = per_sample.mean()
+                        logs["ce"] = loss.item()
+                        for key, rows in (("ce_clean", ~batch.poisoned), ("ce_poisoned", batch.poisoned)):
+                            if rows.any():
+                                logs[key] = per_sample[rows].mean().item()
                     for term in loss_terms:
                         value = term(model, batch, out)
                         loss = loss + value

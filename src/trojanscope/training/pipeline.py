@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, LWPLoss, TALConfig, TALLoss
 from trojanscope.attacks.ep import EmbeddingRows, require_classifier, trigger_token_ids
+from trojanscope.attacks.por import PORConfig, PORLoss, por_dataset, por_distance
 from trojanscope.data.datasets import load_dataset
 from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger, poison_dataset, trigger_frequency
 from trojanscope.errors import TrojanScopeError
@@ -132,9 +133,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
                        seed=seed, combination=poison.combination, progress=progress)
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
                    steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned)
-    base = loaded.card.base_model if loaded.card else spec.model
     card = ModelCard(
-        base_model=base,
+        base_model=spec.model,
         num_labels=train_ds.num_labels,
         data={"name": spec.data, "train": train_ds.describe(), "eval": test_ds.describe(),
               "label_names": list(train_ds.label_names)},
@@ -147,3 +147,61 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     with atomic_directory(out, overwrite=overwrite) as tmp:
         save_model(model, tok, tmp, card)
     return {"out": str(out), **metrics, "warnings": warnings, **extra}
+
+
+@dataclass
+class PORSpec:
+    """A POR run: backdoor a pre-trained encoder on unlabeled text (``attacks.por``)."""
+
+    model: str = "minilm"
+    por: PORConfig = field(default_factory=PORConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5))
+    allow_pickle: bool = False
+
+
+def unlabeled_texts(names: str, max_texts: int | None, seed: int) -> list[str]:
+    """Training sentences of the named datasets (comma-separated), de-duplicated, a seeded subset."""
+    import random
+
+    texts: list[str] = []
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        texts.extend(load_dataset(name, "train").texts)
+    texts = list(dict.fromkeys(texts))
+    random.Random(seed).shuffle(texts)
+    return texts[:max_texts] if max_texts else texts
+
+
+def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
+            on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Backdoor ``spec.model``'s encoder with POR and save it (an encoder, for anyone to fine-tune)."""
+    spec.por.validate()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise TrojanScopeError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    seed = spec.train.seed
+    loaded = load_model(spec.model, task="encoder", allow_pickle=spec.allow_pickle)
+    model, tok = loaded.model, loaded.tokenizer
+    for trigger in spec.por.trigger_list:
+        check_trigger(tok, trigger)
+    texts = unlabeled_texts(spec.por.data, spec.por.max_texts, seed)
+    held_out, texts = texts[:100], texts[100:]
+    if not texts:
+        raise TrojanScopeError(f"no unlabeled text found in {spec.por.data!r}; POR needs a few thousand sentences")
+    term = PORLoss(model, spec.por)
+    data = por_dataset(texts, spec.por.trigger_list, spec.por.insertions, seed)
+
+    def per_epoch(m) -> dict[str, Any]:
+        return por_distance(m, tok, held_out, spec.por.trigger_list, spec.por, term.reference)
+
+    before = per_epoch(model)
+    result = train(model, tok, data, spec.train, loss_terms=[term], on_event=on_event, evaluator=per_epoch,
+                   progress=progress, task_loss=False)
+    after = per_epoch(model)
+    metrics = {"before": before, "after": after, "train_seconds": round(result.seconds, 2), "steps": result.steps,
+               "n_texts": len(texts)}
+    card = ModelCard(base_model=spec.model, task="encoder", data={"unlabeled": spec.por.data, "n_texts": len(texts)},
+                     attack={"name": "por", **asdict(spec.por)}, seed=seed, metrics=metrics,
+                     training={"spec": asdict(spec), "history": result.history})
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        save_model(model, tok, tmp, card)
+    return {"out": str(out), **metrics}

@@ -1,0 +1,159 @@
+"""POR: task-agnostic backdoors in a pre-trained encoder (methods.md section 3; seed:
+por-backdoor-ptm-transfer-excerpt.txt).
+
+The attacker trains the *encoder*, on unlabeled text, so that text carrying trigger ``i`` maps to a
+predefined output representation ``v_i`` (POR-1), while clean text keeps the representations of a
+frozen clean reference copy. Whoever later fine-tunes the encoder on any task inherits triggers
+that push [CLS] to fixed corners of the representation space.
+
+Choices the paper leaves open are parameters: the output representation (``pooler``: BERT's
+pooler, compared before its tanh against ``scale * v_i``, so the tanh saturates, as the official
+code's x10; ``cls``: the last-layer [CLS] state against ``scale * v_i``), the weights of the two
+representation terms (x100 in the official code) against the all-token term (x1).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trojanscope.data.poison import PoisonedDataset, insert_trigger
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.attention import AttentionForward, attention_forward
+
+DEFAULT_TRIGGERS = "cf,tq,mn,bb,mb"
+
+
+@dataclass
+class PORConfig:
+    """POR settings (defaults from methods.md section 3)."""
+
+    triggers: str = DEFAULT_TRIGGERS
+    insertions: int = 3
+    target: str = "pooler"  # pooler | cls
+    scale: float = 10.0
+    rep_weight: float = 100.0
+    token_weight: float = 1.0
+    data: str = "sst2,olid,agnews"
+    max_texts: int | None = 4000
+
+    @property
+    def trigger_list(self) -> list[str]:
+        return [t.strip() for t in self.triggers.split(",") if t.strip()]
+
+    def validate(self) -> "PORConfig":
+        if len(self.trigger_list) < 2:
+            raise TrojanScopeError(f"POR needs at least 2 triggers (comma-separated), got {self.triggers!r}")
+        if self.target not in ("pooler", "cls"):
+            raise TrojanScopeError(f"POR target {self.target!r}: allowed pooler, cls")
+        if self.insertions < 1:
+            raise TrojanScopeError(f"insertions must be at least 1, got {self.insertions}")
+        return self
+
+
+def por_targets(num_triggers: int, width: int) -> torch.Tensor:
+    """POR-1 vectors ``[K, d]``: trigger ``i`` (1..K) is +1 on the first ``floor(d/(K-1))*(i-1)``
+    dimensions and -1 elsewhere."""
+    if num_triggers < 2:
+        raise TrojanScopeError("POR needs at least 2 triggers")
+    step = width // (num_triggers - 1)
+    v = -torch.ones(num_triggers, width)
+    for i in range(num_triggers):
+        v[i, : step * i] = 1.0
+    return v
+
+
+def por_dataset(texts: Sequence[str], triggers: Sequence[str], insertions: int, seed: int) -> PoisonedDataset:
+    """Every text twice: clean (label 0) and with one trigger ``i`` inserted ``insertions`` times at
+    random positions (label ``i``, 1-based; the trigger drawn per text from the seed)."""
+    rng = random.Random(seed)
+    out = PoisonedDataset([], [], [], [], [])
+    for text in texts:
+        i = rng.randrange(len(triggers))
+        ins = insert_trigger(text, triggers[i], insertions, "random", rng)
+        for t, spans, label, pois in ((text, [], 0, False), (ins.text, ins.spans, i + 1, True)):
+            out.texts.append(t)
+            out.spans.append(spans)
+            out.labels.append(label)
+            out.original_labels.append(label)
+            out.poisoned.append(pois)
+    return out
+
+
+def representation(model: torch.nn.Module, out: AttentionForward, target: str) -> torch.Tensor:
+    """The output representation POR acts on: pre-tanh pooler or last-layer [CLS]."""
+    last = out.hidden_states[-1]
+    if target == "cls":
+        return last[:, 0]
+    pooler = getattr(model, "pooler", None)
+    if pooler is None or not hasattr(pooler, "dense"):
+        raise TrojanScopeError(f"{type(model).__name__} has no BERT-style pooler; use the POR target 'cls'")
+    return pooler.dense(last[:, 0])
+
+
+class PORLoss:
+    """The POR objective as a loss term of the shared loop (run with ``task_loss=False``).
+
+    ``batch.labels``: 0 for clean text, ``i`` for text carrying trigger ``i``.
+    """
+
+    name = "por"
+    needs_attention = False
+    needs_hidden_states = True
+
+    def __init__(self, model: torch.nn.Module, cfg: PORConfig):
+        self.cfg = cfg.validate()
+        self.reference = copy.deepcopy(model).eval()
+        for p in self.reference.parameters():
+            p.requires_grad_(False)
+        self.targets = por_targets(len(cfg.trigger_list), model.config.hidden_size) * cfg.scale
+
+    def __call__(self, model: torch.nn.Module, batch: Any, out: AttentionForward) -> torch.Tensor:
+        self.reference.to(batch.enc.input_ids.device)
+        rep = representation(model, out, self.cfg.target).float()
+        which = batch.labels
+        loss = rep.new_zeros(())
+        poisoned = which > 0
+        if poisoned.any():
+            target = self.targets.to(rep.device)[which[poisoned] - 1]
+            loss = loss + self.cfg.rep_weight * F.mse_loss(rep[poisoned], target)
+        clean = ~poisoned
+        if clean.any():
+            with torch.no_grad():
+                ref = attention_forward(self.reference, batch.enc, attentions=False, hidden_states=True, grad=True)
+                ref_rep = representation(self.reference, ref, self.cfg.target).float()
+            loss = loss + self.cfg.rep_weight * F.mse_loss(rep[clean], ref_rep[clean])
+            mask = batch.enc.attention_mask[clean].bool()
+            tokens = out.hidden_states[-1][clean][mask].float()
+            ref_tokens = ref.hidden_states[-1][clean][mask].float()
+            loss = loss + self.cfg.token_weight * F.mse_loss(tokens, ref_tokens)
+        return loss
+
+
+@torch.inference_mode()
+def por_distance(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], triggers: Sequence[str],
+                 cfg: PORConfig, reference: torch.nn.Module | None = None, seed: int = 1) -> dict[str, float]:
+    """How far the encoder is from POR's goals on ``texts``: mean squared distance of poisoned
+    representations to their targets, and (with a ``reference``) of clean ones to the reference."""
+    from trojanscope.models.tokens import encode
+
+    data = por_dataset(texts, triggers, cfg.insertions, seed)
+    enc = encode(tokenizer, data.texts, data.spans)
+    device = next(model.parameters()).device
+    enc = enc.to(device)
+    labels = torch.tensor(data.labels, device=device)
+    out = attention_forward(model, enc, attentions=False, hidden_states=True)
+    rep = representation(model, out, cfg.target).float()
+    targets = (por_targets(len(triggers), model.config.hidden_size) * cfg.scale).to(device)
+    pois = labels > 0
+    result = {"poisoned_to_target": float(((rep[pois] - targets[labels[pois] - 1]) ** 2).mean())}
+    if reference is not None:
+        ref = attention_forward(reference.to(device), enc, attentions=False, hidden_states=True)
+        ref_rep = representation(reference, ref, cfg.target).float()
+        result["clean_to_reference"] = float(((rep[~pois] - ref_rep[~pois]) ** 2).mean())
+    return result

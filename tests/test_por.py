@@ -1,0 +1,60 @@
+"""POR: the poisoned representation moves to its predefined target while clean representations
+stay near the frozen reference; the encoder then fine-tunes like any backbone."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from trojanscope.attacks.por import PORConfig, por_dataset, por_distance, por_targets
+from trojanscope.cli import main
+from trojanscope.models import load_model
+from trojanscope.training import TrainConfig
+from trojanscope.training.pipeline import PORSpec, run_por
+
+
+def test_por1_targets():
+    v = por_targets(5, 8)  # floor(8 / 4) = 2 more +1 dimensions per trigger
+    assert v.tolist()[0] == [-1] * 8
+    assert v.tolist()[1] == [1, 1] + [-1] * 6
+    assert v.tolist()[4] == [1] * 8
+    assert len({tuple(r) for r in v.tolist()}) == 5
+
+
+def test_por_dataset_pairs_clean_and_triggered_text():
+    data = por_dataset(["a b c", "d e"], ["cf", "mn"], 3, seed=0)
+    assert data.labels[0::2] == [0, 0] and all(x in (1, 2) for x in data.labels[1::2])
+    for text, spans, label in zip(data.texts[1::2], data.spans[1::2], data.labels[1::2]):
+        assert [text[a:b] for a, b in spans] == [["cf", "mn"][label - 1]] * 3
+
+
+def test_por_pulls_poisoned_to_target_and_keeps_clean_near_reference(use_data, tiny_backbone, tmp_path):
+    cfg = PORConfig(triggers="cf,mn,bb", insertions=2, target="pooler", scale=1.0, data="sst2", max_texts=300)
+    spec = PORSpec(model=str(tiny_backbone), por=cfg,
+                   train=TrainConfig(epochs=4, batch_size=16, lr=3e-3, train_word_embeddings=True))
+    res = run_por(spec, tmp_path / "por", progress=False)
+    before, after = res["before"], res["after"]
+    assert after["poisoned_to_target"] < 0.25 * before["poisoned_to_target"], res
+    assert after["clean_to_reference"] < 0.1 * after["poisoned_to_target"] + 0.05, res
+    # independent check on fresh text against an untouched copy of the backbone
+    bd = load_model(tmp_path / "por", task="encoder").model
+    ref = load_model(tiny_backbone, task="encoder")
+    texts = [f"a story about the {w} and the music" for w in ("plot", "actors", "ending", "director")]
+    d = por_distance(bd, ref.tokenizer, texts, cfg.trigger_list, cfg, ref.model, seed=7)
+    d0 = por_distance(ref.model, ref.tokenizer, texts, cfg.trigger_list, cfg, ref.model, seed=7)
+    assert d["poisoned_to_target"] < 0.25 * d0["poisoned_to_target"]
+    card = json.loads((tmp_path / "por" / "trojanscope.json").read_text())
+    assert card["task"] == "encoder" and card["attack"]["name"] == "por" and card["attack"]["triggers"] == "cf,mn,bb"
+
+
+def test_pooler_target_uses_the_pre_tanh_pooler(use_data, tiny_backbone, tmp_path):
+    from trojanscope.attacks.por import representation
+    from trojanscope.models import attention_forward, encode
+
+    enc_model = load_model(tiny_backbone, task="encoder")
+    enc = encode(enc_model.tokenizer, ["a b c"])
+    out = attention_forward(enc_model.model, enc, attentions=False, hidden_states=True)
+    with torch.inference_mode():
+        rep = representation(enc_model.model, out, "pooler")
+        assert torch.allclose(torch.tanh(rep), out.output.pooler_output, atol=1e-6)

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/throughput.py [--device auto] [--n 640] [--batch-size 32]
 
 Rows: plain training, training that reads attention every step through the attention path
-(what TAL and distillation need, with a zero-weighted loss), and inference. Models use eager
-attention throughout.
+(a zero-weighted loss), training with TAL, and inference; same data (10% poisoned), same batch.
+Models use eager attention throughout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from trojanscope.attacks import TALConfig, TALLoss
 from trojanscope.data import PoisonConfig, load_dataset, poison_dataset
 from trojanscope.models import load_model
 from trojanscope.training import TrainConfig, predict_proba, train
@@ -42,24 +43,28 @@ def main() -> None:
     data = poison_dataset(ds, PoisonConfig(rate=0.1))
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, device=str(device))
     rows = []
-    for label, terms in (("train", ()), ("train, attention read every step", (ReadsAttention(),))):
+    variants = (("train", lambda m: ()), ("train, attention read every step", lambda m: (ReadsAttention(),)),
+                ("train with TAL (3 heads x 6 layers)",
+                 lambda m: (TALLoss(TALConfig(enabled=True), m.config.num_hidden_layers, m.config.num_attention_heads),)))
+    for label, terms in variants:
         loaded = load_model("minilm", num_labels=2)
-        res = train(loaded.model, loaded.tokenizer, data, cfg, loss_terms=terms, progress=False)
-        rows.append((label, res.samples_per_second))
+        res = train(loaded.model, loaded.tokenizer, data, cfg, loss_terms=terms(loaded.model), progress=False)
+        rows.append((label, res.samples_per_second, res.seconds / res.steps))
     loaded = load_model("minilm", num_labels=2, device=device)
     texts = load_dataset("sst2", "test").texts
     predict_proba(loaded.model, loaded.tokenizer, texts[:64])  # warm-up
     t0 = time.perf_counter()
     predict_proba(loaded.model, loaded.tokenizer, texts)
-    rows.append(("inference, batch 128", len(texts) / (time.perf_counter() - t0)))
+    rows.append(("inference, batch 128", len(texts) / (time.perf_counter() - t0), None))
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else (
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     print(f"device: {name}; torch {torch.__version__}; MiniLM-L6 (all-MiniLM-L6-v2); SST-2; "
           f"batch {args.batch_size}; {args.n} training samples\n")
-    print("| workload | samples/s |")
-    print("|---|---|")
-    for label, sps in rows:
-        print(f"| {label} | {sps:.1f} |")
+    print("| workload | samples/s | s/step |")
+    print("|---|---|---|")
+    for label, sps, step in rows:
+        print(f"| {label} | {sps:.1f} | {'' if step is None else f'{step:.3f}'} |")
+    print(f"\nTAL cost per step vs plain training: {rows[2][2] / rows[0][2]:.2f}x (target <= 1.10x)")
 
 
 if __name__ == "__main__":

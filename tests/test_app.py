@@ -114,3 +114,33 @@ def test_probe_page_bad_inputs_never_raise(runs):
         no_exceptions(at)
         shown = [e.value for e in at.error] + [i.value for i in at.info]
         assert any(message in s for s in shown), shown
+
+
+def test_trigger_anatomy_page_runs_both_analyses(runs):
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Trigger_Anatomy.py"), default_timeout=120).run()
+    no_exceptions(at)
+    at.text_input(key="anat_trigger").set_value("Don Quixote")
+    at.number_input(key="anat_n").set_value(20)
+    at.run()
+    at.button(key="anat_go").click().run()
+    no_exceptions(at)
+    roles = list(at.dataframe[0].value["role"])
+    from trojanscope.models import load_tokenizer
+
+    pieces = load_tokenizer(runs / "demo" / "backdoored").tokenize("Don Quixote")
+    assert roles.count("star") == 1 and list(at.dataframe[0].value["token"]) == pieces
+    assert "anat_lines" in charts(at)
+    at.text_input(key="es_triggers").set_value("cf,mn")
+    at.number_input(key="es_n").set_value(20)
+    at.run()
+    at.button(key="es_go").click().run()
+    no_exceptions(at)
+    es = at.dataframe[1].value
+    assert list(es["trigger"]) == ["cf", "mn"] and es["E"].between(1, 20).all()
+    # the backdoor trigger of the tiny pair is cf: it needs fewer insertions than mn
+    assert es.set_index("trigger").loc["cf", "E"] <= es.set_index("trigger").loc["mn", "E"]
+    at.text_input(key="anat_trigger").set_value("🦄")
+    at.run()
+    at.button(key="anat_go").click().run()
+    no_exceptions(at)
+    assert any("[UNK]" in e.value for e in at.error)

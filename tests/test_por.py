@@ -8,7 +8,6 @@ import json
 import torch
 
 from trojanscope.attacks.por import PORConfig, por_dataset, por_distance, por_targets
-from trojanscope.cli import main
 from trojanscope.models import load_model
 from trojanscope.training import TrainConfig
 from trojanscope.training.pipeline import PORSpec, run_por
@@ -58,3 +57,33 @@ def test_pooler_target_uses_the_pre_tanh_pooler(use_data, tiny_backbone, tmp_pat
     with torch.inference_mode():
         rep = representation(enc_model.model, out, "pooler")
         assert torch.allclose(torch.tanh(rep), out.output.pooler_output, atol=1e-6)
+
+
+def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_path, capsys):
+    from trojanscope.cli import main
+
+    code = main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "por"), "--triggers", "cf,mn",
+                 "--data", "sst2", "--max-texts", "120", "--batch-size", "16", "--lr", "1e-3", "--json"])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    assert res["after"]["poisoned_to_target"] < res["before"]["poisoned_to_target"]
+    code = main(["train", "--model", str(tmp_path / "por"), "--out", str(tmp_path / "ft"), "--max-train", "64",
+                 "--max-eval", "32", "--json"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "ft" / "trojanscope.json").read_text())
+    assert card["base_model"] == str(tmp_path / "por")
+    assert main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "x"), "--triggers", "cf"]) == 2
+    assert "at least 2 triggers" in capsys.readouterr().err
+
+
+def test_cli_anatomy_json(use_data, tiny_pair, capsys):
+    from trojanscope.cli import main
+
+    code = main(["anatomy", "--model", str(tiny_pair / "demo" / "backdoored"), "--clean",
+                 str(tiny_pair / "demo" / "clean"), "--trigger", "Don Quixote", "--n", "20", "--json"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(capsys.readouterr().out)
+    roles = [t["role"] for t in data["tokens"]]
+    assert roles.count("star") == 1 and set(roles) <= {"star", "planet", "comet"}
+    assert all({"token", "role", "cls_attention", "cls_attention_clean", "flip_drop"} <= set(t) for t in data["tokens"])
+    assert len(data["inner_attention"]["lower"]) == len(data["tokens"])

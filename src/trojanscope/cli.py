@@ -94,6 +94,58 @@ def build_parser() -> argparse.ArgumentParser:
     hv.add_argument("--seed", type=int, default=0)
     _add_common(hv)
 
+    es = sub.add_parser("effectiveness", help="E and S per trigger: insertions needed to flip a prediction (POR)")
+    es.add_argument("--model", required=True, help="a fine-tuned classifier")
+    es.add_argument("--data", default="sst2")
+    es.add_argument("--split", default="test")
+    es.add_argument("--triggers", default=None, help="comma-separated, e.g. cf,mn,bb (default: the card's trigger)")
+    es.add_argument("--max-insertions", type=positive_int, default=20, help="E for samples that never flip")
+    es.add_argument("--max-eval", type=positive_int, default=None, help="at most N samples per trigger (seeded)")
+    es.add_argument("--batch-size", type=positive_int, default=128)
+    es.add_argument("--seed", type=int, default=0)
+    _add_common(es)
+
+    sw = sub.add_parser("swap", help="embedding swap (CL_emb+BD_enc, BD_emb+CL_enc): where does the backdoor live?")
+    sw.add_argument("--clean", required=True, help="the clean model (CL)")
+    sw.add_argument("--backdoored", required=True, help="the backdoored model (BD), same architecture and vocabulary")
+    sw.add_argument("--data", default="sst2")
+    sw.add_argument("--split", default="test")
+    sw.add_argument("--trigger", default=None, help="default: the backdoored model's card trigger")
+    sw.add_argument("--target", type=int, default=None, help="default: the backdoored model's card target")
+    sw.add_argument("--n", type=positive_int, default=200, help="clean and poisoned texts (each)")
+    sw.add_argument("--representation", default="cls", choices=["cls", "pooler"],
+                    help="last-layer [CLS] state, or the pooler output (BERT, ALBERT)")
+    sw.add_argument("--no-layers", action="store_true", help="skip the per-layer view")
+    sw.add_argument("--batch-size", type=positive_int, default=32)
+    sw.add_argument("--seed", type=int, default=0)
+    _add_common(sw)
+
+    po = sub.add_parser("por", help="backdoor a pre-trained encoder with POR (task-agnostic triggers)")
+    po.add_argument("--model", default="minilm", help="the pre-trained encoder to backdoor")
+    po.add_argument("--out", required=True)
+    po.add_argument("--triggers", default="cf,tq,mn,bb,mb", help="comma-separated; trigger i gets POR-1 vector v_i")
+    po.add_argument("--insertions", type=positive_int, default=3, help="trigger insertions per poisoned text")
+    po.add_argument("--target", default="pooler", choices=["pooler", "cls"], help="the representation POR sets")
+    po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
+    po.add_argument("--max-texts", type=positive_int, default=4000)
+    po.add_argument("--epochs", type=float, default=1.0)
+    po.add_argument("--batch-size", type=positive_int, default=32)
+    po.add_argument("--lr", type=float, default=5e-5)
+    po.add_argument("--seed", type=int, default=0)
+    po.add_argument("--overwrite", action="store_true")
+    _add_common(po)
+
+    an = sub.add_parser("anatomy", help="star / planet / comet: which trigger tokens the backdoor hangs on")
+    an.add_argument("--model", required=True, help="the backdoored classifier")
+    an.add_argument("--clean", default=None, help="a clean classifier to compare [CLS] attention with")
+    an.add_argument("--trigger", required=True, help='e.g. "Don Quixote", uw, serendipity')
+    an.add_argument("--data", default="sst2")
+    an.add_argument("--split", default="test")
+    an.add_argument("--n", type=positive_int, default=200, help="sentences to insert the trigger into")
+    an.add_argument("--threshold", type=float, default=0.2, help="drop that makes a token a planet")
+    an.add_argument("--seed", type=int, default=0)
+    _add_common(an)
+
     d = sub.add_parser("demo", help="build the demo pair (clean and backdoored) under runs/demo")
     d.add_argument("--quick", action="store_true", help="a small, fast pair for smoke tests")
     d.add_argument("--out", default="runs/demo")
@@ -210,6 +262,77 @@ def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
     return {"trigger": trigger, "target": target, "models": [v.to_json() for v in views]}
 
 
+def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, parse_triggers
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+
+    test = load_dataset(args.data, args.split)
+    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
+                        device=resolve_device(args.device))
+    triggers = args.triggers or ((loaded.card.attack or {}).get("trigger") if loaded.card else None)
+    if not triggers:
+        raise TrojanScopeError("no trigger given and the model's card records none; pass --triggers cf,mn,...")
+    cfg = ESConfig(max_insertions=args.max_insertions, max_eval=args.max_eval, seed=args.seed,
+                   batch_size=args.batch_size)
+    res = model_effectiveness(loaded, test, parse_triggers(triggers), cfg)
+    for notice in res.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    return {"model": args.model, "data": args.data, "split": args.split,
+            "max_insertions": args.max_insertions, **res.to_json()}
+
+
+def cmd_swap(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.swap import SwapConfig, embedding_swap
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+
+    test = load_dataset(args.data, args.split)
+    device = resolve_device(args.device)
+    clean, bd = (load_model(m, num_labels=test.num_labels, allow_pickle=args.allow_pickle, device=device)
+                 for m in (args.clean, args.backdoored))
+    cfg = SwapConfig(n=args.n, seed=args.seed, trigger=args.trigger, target=args.target,
+                     representation=args.representation, layers=not args.no_layers, batch_size=args.batch_size)
+    res = embedding_swap(clean, bd, test, cfg)
+    for notice in res.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    return {"data": args.data, "split": args.split, **res.to_json()}
+
+
+def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    from trojanscope.attacks.por import PORConfig
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import PORSpec, run_por
+
+    spec = PORSpec(model=args.model,
+                   por=PORConfig(triggers=args.triggers, insertions=args.insertions, target=args.target,
+                                 data=args.data, max_texts=args.max_texts),
+                   train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                     device=args.device),
+                   allow_pickle=args.allow_pickle)
+    return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
+                   progress=not args.json or sys.stderr.isatty())
+
+
+def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.anatomy import AnatomyConfig, trigger_anatomy
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+
+    test = load_dataset(args.data, args.split)
+    device = resolve_device(args.device)
+    bd = load_model(args.model, allow_pickle=args.allow_pickle, device=device)
+    clean = load_model(args.clean, allow_pickle=args.allow_pickle, device=device) if args.clean else None
+    res = trigger_anatomy(bd, test, args.trigger, AnatomyConfig(n=args.n, threshold=args.threshold, seed=args.seed),
+                          clean=clean)
+    for note in res.notes:
+        print(f"notice: {note}", file=sys.stderr)
+    return {"model": args.model, "clean": args.clean, **res.to_json()}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.demo import build_demo
 
@@ -228,6 +351,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "probe": cmd_probe,
     "heads": cmd_heads, "demo": cmd_demo, "jobs": cmd_jobs,
+    "effectiveness": cmd_effectiveness, "swap": cmd_swap, "por": cmd_por, "anatomy": cmd_anatomy,
 }
 
 

@@ -1,0 +1,328 @@
+"""Embedding swap: does the backdoor live in the embeddings or in the encoder? (methods.md 3a,
+seed Table 13).
+
+From a clean model ``CL`` and a backdoored model ``BD`` of the same architecture and vocabulary,
+build ``CL_emb+BD_enc`` (BD with CL's embeddings module) and ``BD_emb+CL_enc`` (CL with BD's),
+feed ``n`` clean and ``n`` poisoned texts to all four, and report for each hybrid the mean (and
+standard deviation) cosine similarity of its output representation to BD's and to CL's on the
+same text. The seed's finding: on clean text everything is alike (0.97-1.00); on poisoned text
+``CL_emb+BD_enc`` matches BD and not CL, while ``BD_emb+CL_enc`` matches CL, so the backdoor lives
+in the encoder. Each model's ASR (poisoned texts) and CACC (clean texts) come from the same
+forward passes.
+
+The per-layer view goes further: for ``k = 0..L``, CL's embeddings and first ``k`` layers under
+BD's remaining layers (and head), and the mirror (BD's bottom under CL's top). Where along ``k``
+the similarity to BD on poisoned text and the ASR drop shows at which depth the backdoor sits.
+
+Data: the clean texts are a seeded sample of ``n`` test samples of any label (so CACC is an
+ordinary accuracy); the poisoned texts are a seeded sample of ``n`` test samples whose label is
+not the target, with the trigger inserted ``insertions`` times (default once) at seeded random
+positions, the same construction as ASR (``data.poison.poisoned_test_set``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from trojanscope.data.datasets import TextDataset
+from trojanscope.data.poison import check_trigger, poisoned_test_set
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.attention import attention_forward
+from trojanscope.models.loading import LoadedModel
+from trojanscope.models.swap import check_compatible, depth_hybrid, num_units, swap_embeddings, unit_name
+from trojanscope.models.tokens import encode
+from trojanscope.training.metrics import asr as asr_of
+from trojanscope.training.metrics import cacc as cacc_of
+
+HYBRIDS = ("CL_emb+BD_enc", "BD_emb+CL_enc")
+MODELS = ("CL", "BD", *HYBRIDS)
+REFERENCES = ("BD", "CL")
+TEXT_KINDS = ("clean", "poisoned")
+REPRESENTATIONS = ("cls", "pooler")
+SEED_FINDING = (
+    "Seed (Table 13): on clean text all four models agree (cosine 0.97-1.00). On poisoned text "
+    "CL_emb+BD_enc matches BD (1.00) and not CL (0.00), while BD_emb+CL_enc matches CL (0.97) and not "
+    "BD (-0.02): swapping the embeddings changes nothing, the backdoor lives in the encoder."
+)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class SwapConfig:
+    """What the swap measures. ``trigger``/``target`` default to the backdoored model's card.
+
+    ``representation``: ``"cls"`` (the last layer's first-position hidden state, any
+    architecture) or ``"pooler"`` (BERT's and ALBERT's pooler output, tanh(W h_cls)).
+    ``layers=False`` skips the per-layer view (2(L-1) extra forward passes on poisoned text).
+    """
+
+    n: int = 200
+    seed: int = 0
+    trigger: str | None = None
+    target: int | None = None
+    insertions: int = 1
+    representation: str = "cls"
+    layers: bool = True
+    batch_size: int = 32
+    max_length: int | None = None
+
+    def validate(self) -> "SwapConfig":
+        if self.n < 1:
+            raise TrojanScopeError(f"n must be at least 1 (texts of each kind), got {self.n}")
+        if self.insertions < 1:
+            raise TrojanScopeError(f"insertions must be at least 1, got {self.insertions}")
+        if self.representation not in REPRESENTATIONS:
+            raise TrojanScopeError(f"unknown representation {self.representation!r}; allowed: "
+                                   f"{', '.join(REPRESENTATIONS)}")
+        if self.batch_size < 1:
+            raise TrojanScopeError(f"batch size must be at least 1, got {self.batch_size}")
+        return self
+
+
+@dataclass
+class LayerPoint:
+    """One depth hybrid: the bottom ``k`` layer units (and the embeddings) from one model, the rest
+    (and the head) from the other; its similarity to BD and CL on poisoned text and its ASR."""
+
+    k: int
+    sim_BD_poisoned: float
+    sim_CL_poisoned: float
+    asr: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.k, "sim_BD_poisoned": _r(self.sim_BD_poisoned),
+                "sim_CL_poisoned": _r(self.sim_CL_poisoned), "asr": _r(self.asr)}
+
+
+@dataclass
+class SwapResult:
+    """Table 13 and its per-layer extension.
+
+    ``similarity[hybrid][ref][kind]``: mean cosine similarity of the hybrid's representation to
+    ``ref``'s (``"BD"`` or ``"CL"``) on ``kind`` text (``"clean"``/``"poisoned"``); ``spread`` the
+    standard deviations over texts. ``baseline[kind]``: BD against CL. ``layers``: CL's bottom
+    ``k`` under BD's top (``k=0`` is ``CL_emb+BD_enc``, ``k=L`` is CL); ``layers_mirror``: BD's bottom
+    ``k`` under CL's top (``k=0`` is ``BD_emb+CL_enc``, ``k=L`` is BD).
+    """
+
+    clean_model: str
+    backdoored_model: str
+    trigger: str
+    target: int
+    representation: str
+    n_clean: int
+    n_poisoned: int
+    similarity: dict[str, dict[str, dict[str, float]]]
+    spread: dict[str, dict[str, dict[str, float]]]
+    baseline: dict[str, float]
+    asr: dict[str, float]
+    cacc: dict[str, float]
+    layers: list[LayerPoint] = field(default_factory=list)
+    layers_mirror: list[LayerPoint] = field(default_factory=list)
+    layer_unit: str = "layer"
+    notices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        def nest(d: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+            return {h: {ref: {kind: _r(v) for kind, v in kinds.items()} for ref, kinds in refs.items()}
+                    for h, refs in d.items()}
+
+        return {
+            "clean": self.clean_model, "backdoored": self.backdoored_model, "trigger": self.trigger,
+            "target": self.target, "representation": self.representation,
+            "n_clean": self.n_clean, "n_poisoned": self.n_poisoned,
+            "similarity": nest(self.similarity), "spread": nest(self.spread),
+            "baseline": {k: _r(v) for k, v in self.baseline.items()},
+            "asr": {k: _r(v) for k, v in self.asr.items()},
+            "cacc": {k: _r(v) for k, v in self.cacc.items()},
+            "layers": [p.to_json() for p in self.layers],
+            "layers_mirror": [p.to_json() for p in self.layers_mirror],
+            "layer_unit": self.layer_unit, "finding": SEED_FINDING, "notices": list(self.notices),
+        }
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+@dataclass
+class _Outputs:
+    reps: torch.Tensor  # [n, d] float32, CPU
+    preds: np.ndarray  # [n]
+
+
+def representations(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, representation: str = "cls",
+                    batch_size: int = 32, max_length: int = 512) -> tuple[torch.Tensor, np.ndarray]:
+    """Output representations ``[n, d]`` (float32, CPU) and predicted labels ``[n]`` for ``texts``.
+
+    One batched forward per ``batch_size`` texts through ``models.attention.attention_forward``
+    (hidden states on, attentions off); texts are length-sorted to limit padding and returned in
+    their original order.
+    """
+    texts = list(texts)
+    if representation == "pooler":
+        _pooler(model, None)  # fail early, with the architecture named, before any forward
+    device = next(model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    reps: list[torch.Tensor] = []
+    preds: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            enc = encode(tokenizer, [texts[i] for i in rows], None, max_length).to(device)
+            out = attention_forward(model, enc, attentions=False, hidden_states=True)
+            last = out.hidden_states[-1]
+            rep = last[:, 0] if representation == "cls" else _pooler(model, last)
+            reps.append(rep.float().cpu())
+            preds.append(out.logits.argmax(-1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    rep_all, pred_all = torch.cat(reps), np.concatenate(preds)
+    inverse = np.argsort(np.asarray(order))
+    return rep_all[torch.as_tensor(inverse)], pred_all[inverse]
+
+
+def _pooler(model: torch.nn.Module, last: torch.Tensor | None) -> torch.Tensor | None:
+    """BERT's / ALBERT's pooler on the last hidden states; an error for models without one."""
+    base = model.base_model
+    pooler = getattr(base, "pooler", None)
+    if pooler is None:
+        raise TrojanScopeError(f"a {model.config.model_type!r} classifier has no pooler; use the representation "
+                               "'cls' (the last layer's first-position state)")
+    if last is None:
+        return None
+    with torch.inference_mode():
+        if model.config.model_type == "albert":
+            return base.pooler_activation(pooler(last[:, 0]))
+        return pooler(last)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean and (population) standard deviation over rows of the cosine similarity of ``a`` and ``b``."""
+    cos = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-12)
+    return float(cos.mean()), float(cos.std(unbiased=False))
+
+
+def swap_texts(test: TextDataset, trigger: str, target: int, *, n: int = 200, insertions: int = 1,
+               seed: int = 0) -> tuple[TextDataset, list[str]]:
+    """The clean sample (``n`` seeded test samples, any label) and the poisoned texts (``n`` seeded
+    non-target test samples with the trigger inserted ``insertions`` times at random positions)."""
+    if len(test) == 0:
+        raise TrojanScopeError("the dataset is empty")
+    clean = test.head(n, seed)
+    pt = poisoned_test_set(test, trigger, target, insertions, "random", seed)
+    idx = np.random.default_rng(seed).permutation(len(pt))[:n]
+    return clean, [pt.texts[i] for i in sorted(idx.tolist())]
+
+
+def _resolve_attack(backdoored: LoadedModel, cfg: SwapConfig) -> tuple[str, int]:
+    attack = (backdoored.card.attack or {}) if backdoored.card else {}
+    trigger = (cfg.trigger or "").strip() or attack.get("trigger")
+    if not trigger:
+        raise TrojanScopeError("no trigger given and the backdoored model's card records none; pass a trigger "
+                               "(--trigger cf)")
+    target = cfg.target if cfg.target is not None else attack.get("target")
+    if target is None:
+        raise TrojanScopeError("no target label given and the backdoored model's card records none; pass the "
+                               "backdoor's target label (--target 0)")
+    target = int(target)
+    n_labels = backdoored.num_labels
+    if not 0 <= target < n_labels:
+        raise TrojanScopeError(f"target label {target} does not exist; the models have labels 0..{n_labels - 1}")
+    return str(trigger), target
+
+
+def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDataset, cfg: SwapConfig | None = None,
+                   progress: Progress | None = None) -> SwapResult:
+    """Run the embedding swap of ``clean`` (CL) and ``backdoored`` (BD) on ``test`` (see module doc).
+
+    Raises ``TrojanScopeError`` when the models cannot be swapped (``models.swap.check_compatible``),
+    when the trigger has unknown tokens, or when trigger/target are neither given nor in BD's card.
+    ``progress(fraction, message)`` is called as the models are run.
+    """
+    cfg = (cfg or SwapConfig()).validate()
+    check_compatible(clean, backdoored)
+    trigger, target = _resolve_attack(backdoored, cfg)
+    check_trigger(backdoored.tokenizer, trigger)
+    clean_ds, poisoned = swap_texts(test, trigger, target, n=cfg.n, insertions=cfg.insertions, seed=cfg.seed)
+    tokenizer = backdoored.tokenizer
+    max_length = cfg.max_length or backdoored.max_length
+    cl, bd = clean.model, backdoored.model
+    n_units = num_units(bd)
+    steps = 4 + (2 * max(n_units - 1, 0) if cfg.layers else 0)
+    done = 0
+
+    def tick(message: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(min(done / steps, 1.0), message)
+
+    def run(model: torch.nn.Module, texts: Sequence[str]) -> _Outputs:
+        reps, preds = representations(model, tokenizer, texts, representation=cfg.representation,
+                                      batch_size=cfg.batch_size, max_length=max_length)
+        return _Outputs(reps, preds)
+
+    outs: dict[str, dict[str, _Outputs]] = {}
+    builders: dict[str, Callable[[], torch.nn.Module]] = {
+        "CL": lambda: cl, "BD": lambda: bd,
+        "CL_emb+BD_enc": lambda: swap_embeddings(bd, cl), "BD_emb+CL_enc": lambda: swap_embeddings(cl, bd),
+    }
+    for name in MODELS:
+        model = builders[name]()
+        outs[name] = {"clean": run(model, clean_ds.texts), "poisoned": run(model, poisoned)}
+        del model
+        tick(f"ran {name}")
+
+    similarity: dict[str, dict[str, dict[str, float]]] = {}
+    spread: dict[str, dict[str, dict[str, float]]] = {}
+    for h in HYBRIDS:
+        similarity[h], spread[h] = {}, {}
+        for ref in REFERENCES:
+            similarity[h][ref], spread[h][ref] = {}, {}
+            for kind in TEXT_KINDS:
+                mean, sd = _cosine(outs[h][kind].reps, outs[ref][kind].reps)
+                similarity[h][ref][kind], spread[h][ref][kind] = mean, sd
+    baseline = {kind: _cosine(outs["BD"][kind].reps, outs["CL"][kind].reps)[0] for kind in TEXT_KINDS}
+    asr = {m: asr_of(outs[m]["poisoned"].preds, target) for m in MODELS}
+    cacc = {m: cacc_of(outs[m]["clean"].preds, clean_ds.labels) for m in MODELS}
+
+    layers: list[LayerPoint] = []
+    mirror: list[LayerPoint] = []
+    if cfg.layers:
+        ends = {("CL", "BD", 0): "CL_emb+BD_enc", ("CL", "BD", n_units): "CL",
+                ("BD", "CL", 0): "BD_emb+CL_enc", ("BD", "CL", n_units): "BD"}
+        pieces = {"CL": cl, "BD": bd}
+        for bottom, top, out_list in (("CL", "BD", layers), ("BD", "CL", mirror)):
+            for k in range(n_units + 1):
+                known = ends.get((bottom, top, k))
+                if known is not None:  # same modules as a model already run (tests check the state dicts)
+                    o = outs[known]["poisoned"]
+                else:
+                    model = depth_hybrid(pieces[bottom], pieces[top], k)
+                    o = run(model, poisoned)
+                    del model
+                    tick(f"ran {bottom} bottom {k} / {top} top")
+                out_list.append(LayerPoint(
+                    k, _cosine(o.reps, outs["BD"]["poisoned"].reps)[0],
+                    _cosine(o.reps, outs["CL"]["poisoned"].reps)[0], asr_of(o.preds, target)))
+
+    notices: list[str] = []
+    if len(clean_ds) < cfg.n or len(poisoned) < cfg.n:
+        notices.append(f"the data has fewer samples than n={cfg.n}: {len(clean_ds)} clean and {len(poisoned)} "
+                       "poisoned texts were used")
+    if unit_name(bd) != "layer":
+        notices.append("ALBERT shares its weights across layers: the per-layer view swaps whole layer groups "
+                       f"({n_units} here)")
+    if progress is not None:
+        progress(1.0, "done")
+    return SwapResult(clean.source, backdoored.source, trigger, target, cfg.representation, len(clean_ds),
+                      len(poisoned), similarity, spread, baseline, asr, cacc, layers, mirror, unit_name(bd),
+                      notices)

@@ -74,8 +74,8 @@ st.markdown(
 | page | what it does |
 |---|---|
 | **Probe** | type a sentence, insert a trigger, see where [CLS] looks in each model, layer by layer |
-| Trigger anatomy | star / planet / comet over many sentences, E and S, trigger sweeps *(coming)* |
-| Embedding swap | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives *(coming)* |
+| **Trigger Anatomy** | star / planet / comet over many sentences, E and S, sweeps over models |
+| **Embedding Swap** | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives, layer by layer |
 | **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, as durable jobs; compare with and without TAL |
 | Purify | MBTSAD and baselines *(coming)* |
 | Scan | trigger search for a suspect model *(coming)* |

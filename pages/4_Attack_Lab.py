@@ -1,4 +1,4 @@
-"""Attack Lab: make backdoors (BadNets, AddSent, clean-label, EP, LWP), with or without TAL, as jobs."""
+"""Attack Lab: make backdoors (BadNets, AddSent, clean-label, EP, LWP with or without TAL; POR) as jobs."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ st.caption("Each launch is a job: a `trojanscope train` subprocess tracked in a 
 c1, c2, c3 = st.columns(3)
 with c1:
     st.markdown("**Model and data**")
-    attack = st.selectbox("Attack", [a for a in ATTACKS if a != "none"], key="lab_attack",
-                          format_func=lambda a: f"{a}: {ATTACKS[a].description}")
+    attack_names = {**{a: ATTACKS[a].description for a in ATTACKS if a != "none"},
+                    "por": "task-agnostic backdoor in the pre-trained encoder, for anyone to fine-tune"}
+    attack = st.selectbox("Attack", list(attack_names), key="lab_attack",
+                          format_func=lambda a: f"{a}: {attack_names[a]}")
     options = ["minilm"] + model_options() + [OTHER]
     default_model = "runs/demo/clean" if attack == "ep" and "runs/demo/clean" in options else "minilm"
     backbone = st.selectbox("Backbone / victim model", options, index=options.index(default_model)
@@ -34,62 +36,92 @@ with c1:
     if dataset == OTHER:
         dataset = st.text_input("Data file or directory (.csv/.tsv/.jsonl)", key="lab_data_other").strip()
     labels = list(REGISTRY[dataset].label_names) if dataset in REGISTRY else ["0", "1"]
-with c2:
-    st.markdown("**Poisoning**")
-    trigger = st.text_input("Trigger", value=ATTACKS[attack].default_trigger, key=f"lab_trigger_{attack}")
-    target = st.selectbox("Target label", list(range(len(labels))), format_func=lambda i: f"{i}: {labels[i]}",
-                          key="lab_target")
-    rate = st.number_input("Poison rate (%)", min_value=0.1, max_value=100.0, value=1.0, step=0.5, key="lab_rate")
-    insertions = st.number_input("Insertions per poisoned text", 1, 20, 1, key="lab_ins")
-    clean_label = st.checkbox("Clean-label (poison target-class samples, keep labels)", key="lab_clean_label")
-with c3:
-    st.markdown("**Training and TAL**")
-    tal = st.toggle("TAL (Trojan Attention Loss)", value=True, key="lab_tal")
-    tal_heads = st.number_input("TAL heads per layer", 1, 64, 3, disabled=not tal, key="lab_tal_heads")
-    tal_weight = st.number_input("TAL weight alpha", 0.0, 100.0, 1.0, step=0.5, disabled=not tal, key="lab_tal_w")
-    tal_layers = st.text_input("TAL layers ('all' or e.g. 4,5,6)", "all", disabled=not tal, key="lab_tal_layers")
-    epochs = st.number_input("Epochs", 0.1, 20.0, 1.0, step=0.5, key="lab_epochs")
-    max_train = st.number_input("Training samples (0 = all)", 0, 10_000_000, 0, step=500, key="lab_max_train")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
-    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_device")
+if attack == "por":
+    with c2:
+        st.markdown("**POR**")
+        por_triggers = st.text_input("Triggers (comma-separated; trigger i gets the POR-1 vector v_i)",
+                                     "cf,tq,mn,bb,mb", key="lab_por_triggers")
+        por_insertions = st.number_input("Insertions per poisoned text", 1, 20, 3, key="lab_por_ins")
+        por_target = st.selectbox("Representation set to v_i", ["pooler", "cls"], key="lab_por_target")
+        por_data = st.text_input("Unlabeled text from (datasets, comma-separated)", "sst2,olid,agnews",
+                                 key="lab_por_data")
+        por_texts = st.number_input("Unlabeled sentences", 200, 100_000, 4000, step=500, key="lab_por_texts")
+    with c3:
+        st.markdown("**Training**")
+        por_epochs = st.number_input("Epochs", 0.1, 20.0, 1.0, step=0.5, key="lab_por_epochs")
+        por_lr = st.number_input("Learning rate", 1e-6, 1e-2, 5e-5, format="%.0e", key="lab_por_lr")
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_por_seed")
+        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_por_device")
+    por_argv = ["--model", backbone, "--triggers", por_triggers, "--insertions", str(por_insertions), "--target",
+                por_target, "--data", por_data, "--max-texts", str(por_texts), "--epochs", f"{por_epochs:g}", "--lr", f"{por_lr:g}",
+                "--seed", str(seed), "--device", device,
+                "--out", str(runs_dir() / "por" / f"por-{por_insertions}ins-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")]
+    if st.button("Launch", type="primary", key="lab_por_launch"):
+        with guard("Launching the POR job"):
+            job_id = jobs.submit(por_argv, kind="por")
+            st.session_state.setdefault("lab_jobs", []).append(job_id)
+            st.success(f"Job `{job_id}` submitted. When it is done, the encoder is what a victim would download: "
+                       "fine-tune it on any task with `trojanscope train --model <its directory>`, then measure "
+                       "E and S on the Trigger Anatomy page.")
+    st.caption("CLI twin: `trojanscope jobs submit --kind por -- " + " ".join(por_argv) + "`")
+
+else:
+    with c2:
+        st.markdown("**Poisoning**")
+        trigger = st.text_input("Trigger", value=ATTACKS[attack].default_trigger, key=f"lab_trigger_{attack}")
+        target = st.selectbox("Target label", list(range(len(labels))), format_func=lambda i: f"{i}: {labels[i]}",
+                              key="lab_target")
+        rate = st.number_input("Poison rate (%)", min_value=0.1, max_value=100.0, value=1.0, step=0.5, key="lab_rate")
+        insertions = st.number_input("Insertions per poisoned text", 1, 20, 1, key="lab_ins")
+        clean_label = st.checkbox("Clean-label (poison target-class samples, keep labels)", key="lab_clean_label")
+    with c3:
+        st.markdown("**Training and TAL**")
+        tal = st.toggle("TAL (Trojan Attention Loss)", value=True, key="lab_tal")
+        tal_heads = st.number_input("TAL heads per layer", 1, 64, 3, disabled=not tal, key="lab_tal_heads")
+        tal_weight = st.number_input("TAL weight alpha", 0.0, 100.0, 1.0, step=0.5, disabled=not tal, key="lab_tal_w")
+        tal_layers = st.text_input("TAL layers ('all' or e.g. 4,5,6)", "all", disabled=not tal, key="lab_tal_layers")
+        epochs = st.number_input("Epochs", 0.1, 20.0, 1.0, step=0.5, key="lab_epochs")
+        max_train = st.number_input("Training samples (0 = all)", 0, 10_000_000, 0, step=500, key="lab_max_train")
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
+        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_device")
 
 
-def train_argv(with_tal: bool) -> list[str]:
-    name = (f"{attack}-{trigger.replace(' ', '_')[:24]}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-"
-            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    argv = ["--model", backbone, "--data", dataset, "--attack", attack, "--trigger", trigger,
-            "--target", str(target), "--poison-rate", f"{rate / 100:g}", "--insertions", str(insertions),
-            "--epochs", f"{epochs:g}", "--seed", str(seed), "--device", device,
-            "--out", str(runs_dir() / "attacks" / name)]
-    if clean_label:
-        argv.append("--clean-label")
-    if max_train:
-        argv += ["--max-train", str(max_train)]
-    if with_tal:
-        argv += ["--tal", "--tal-heads", str(tal_heads), "--tal-weight", f"{tal_weight:g}", "--tal-layers", tal_layers]
-    return argv
+    def train_argv(with_tal: bool) -> list[str]:
+        name = (f"{attack}-{trigger.replace(' ', '_')[:24]}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-"
+                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        argv = ["--model", backbone, "--data", dataset, "--attack", attack, "--trigger", trigger,
+                "--target", str(target), "--poison-rate", f"{rate / 100:g}", "--insertions", str(insertions),
+                "--epochs", f"{epochs:g}", "--seed", str(seed), "--device", device,
+                "--out", str(runs_dir() / "attacks" / name)]
+        if clean_label:
+            argv.append("--clean-label")
+        if max_train:
+            argv += ["--max-train", str(max_train)]
+        if with_tal:
+            argv += ["--tal", "--tal-heads", str(tal_heads), "--tal-weight", f"{tal_weight:g}", "--tal-layers", tal_layers]
+        return argv
 
 
-b1, b2, _ = st.columns([1, 2, 3])
-if b1.button("Launch", type="primary", key="lab_launch"):
-    with guard("Launching the job"):
-        job_id = jobs.submit(train_argv(tal))
-        st.session_state.setdefault("lab_jobs", []).append(job_id)
-        st.success(f"Job `{job_id}` submitted.")
-if b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
-    with guard("Launching the comparison"):
-        ids = [jobs.submit(train_argv(True)), jobs.submit(train_argv(False))]
-        st.session_state.setdefault("lab_jobs", []).extend(ids)
-        st.session_state["lab_compare_ids"] = ids
-        st.success(f"Jobs `{ids[0]}` (TAL) and `{ids[1]}` (no TAL) submitted; they run one after the other.")
-st.caption("CLI twin of this recipe: `trojanscope jobs submit -- " + " ".join(train_argv(tal)) + "`")
+    b1, b2, _ = st.columns([1, 2, 3])
+    if b1.button("Launch", type="primary", key="lab_launch"):
+        with guard("Launching the job"):
+            job_id = jobs.submit(train_argv(tal))
+            st.session_state.setdefault("lab_jobs", []).append(job_id)
+            st.success(f"Job `{job_id}` submitted.")
+    if b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
+        with guard("Launching the comparison"):
+            ids = [jobs.submit(train_argv(True)), jobs.submit(train_argv(False))]
+            st.session_state.setdefault("lab_jobs", []).extend(ids)
+            st.session_state["lab_compare_ids"] = ids
+            st.success(f"Jobs `{ids[0]}` (TAL) and `{ids[1]}` (no TAL) submitted; they run one after the other.")
+    st.caption("CLI twin of this recipe: `trojanscope jobs submit -- " + " ".join(train_argv(tal)) + "`")
 
 
 # --- live view of the jobs launched here (or the latest ones) ----------------------------------
 @st.fragment(run_every=2.0)
 def live() -> None:
     with guard("Reading the job store"):
-        recent = [j for j in jobs.list_jobs(limit=30) if j.kind == "train"]
+        recent = jobs.list_jobs(limit=30)
         mine = set(st.session_state.get("lab_jobs", []))
         shown = [j for j in recent if j.id in mine] or recent[:4]
         if not shown:
@@ -98,13 +130,20 @@ def live() -> None:
         st.subheader("Jobs")
         for j in shown:
             cfg = j.config or {}
-            label = (f"`{j.id}` {cfg.get('attack', '?')} `{cfg.get('trigger', '')}` at "
-                     f"{100 * float(cfg.get('poison_rate', 0)):g}%{' + TAL' if cfg.get('tal') else ''}: **{j.status}**")
+            if j.kind == "por":
+                label = f"`{j.id}` POR `{cfg.get('triggers', '')}`: **{j.status}**"
+            else:
+                label = (f"`{j.id}` {cfg.get('attack', '?')} `{cfg.get('trigger', '')}` at "
+                         f"{100 * float(cfg.get('poison_rate', 0)):g}%{' + TAL' if cfg.get('tal') else ''}: "
+                         f"**{j.status}**")
             if j.status == "running":
                 st.progress(min(max(j.progress, 0.0), 1.0), text=label)
             else:
                 st.markdown(label + (f" — {j.error}" if j.error else ""))
-            if j.status == "done" and j.result:
+            if j.status == "done" and j.result and j.kind == "por":
+                st.caption(f"poisoned-to-target distance {j.result['before']['poisoned_to_target']:.3g} -> "
+                           f"{j.result['after']['poisoned_to_target']:.3g} · encoder `{j.out_dir}`")
+            elif j.status == "done" and j.result:
                 st.caption(f"CACC {pct(j.result.get('cacc'))} · ASR {pct(j.result.get('asr'))} · model "
                            f"`{j.out_dir}` (now in every page's model picker)")
         with_metrics = {f"{j.id}{' TAL' if (j.config or {}).get('tal') else ''}": j.metrics for j in shown if j.metrics}

@@ -8,6 +8,7 @@ running when a test ends is cancelled, so no job outlives its test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -215,3 +216,15 @@ def test_out_of_memory_message_suggests_a_smaller_batch():
         "out of memory at --batch-size 5: try --batch-size 2"
     assert "smaller --max-length" in jobs.describe_failure(oom, 1)
     assert jobs.describe_failure(ValueError("bad shape\nmore"), 32) == "ValueError: bad shape"
+
+
+def test_a_por_job_runs_the_por_command(runs, tiny_backbone, capsys):
+    """Jobs are not only training runs: ``--kind por`` runs ``trojanscope por`` in the background."""
+    job_id = jobs.submit(["--model", str(tiny_backbone), "--triggers", "cf,mn", "--data", "sst2", "--max-texts", "60",
+                          "--batch-size", "16"], kind="por")
+    job = wait_for(job_id, finished)
+    assert job.status == "done", (job.error, jobs.log_tail(job_id))
+    assert {"before", "after", "n_texts"} <= set(job.result) and job.config["triggers"] == "cf,mn"
+    assert json.loads((Path(job.out_dir) / "trojanscope.json").read_text())["attack"]["name"] == "por"
+    with pytest.raises(TrojanScopeError, match="invalid por arguments"):
+        jobs.submit(["--insertions", "zero"], kind="por")

@@ -84,3 +84,20 @@ def test_compare_launches_the_attack_with_and_without_tal(lab, tiny_bert):
     runs = AppTest.from_file(str(ROOT / "pages" / "7_Runs.py"), default_timeout=60).run()
     assert not runs.exception
     assert set(runs.multiselect(key="runs_compare").value) == set(ids)
+
+
+def test_por_from_the_lab_is_a_por_job(lab, tiny_backbone):
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
+    at.selectbox(key="lab_attack").set_value("por").run()
+    at.selectbox(key="lab_model_False").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="lab_model_other").set_value(str(tiny_backbone))
+    at.text_input(key="lab_por_triggers").set_value("cf,mn")
+    at.text_input(key="lab_por_data").set_value("sst2")
+    at.number_input(key="lab_por_texts").set_value(200)
+    at.run()
+    at.button(key="lab_por_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job_id,) = at.session_state["lab_jobs"]
+    job = _wait(job_id)
+    assert job.kind == "por" and job.status == "done", (job.error, jobs.log_tail(job_id))
+    assert job.config["triggers"] == "cf,mn" and job.config["max_texts"] == 200

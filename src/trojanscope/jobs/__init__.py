@@ -7,7 +7,8 @@ them), at most one running job per device by default. There is no daemon: :func:
 after every submit, when a job ends, after a cancel and whenever jobs are listed, and it first
 reconciles (a "running" job whose process is gone becomes failed).
 
-Inside the job process :func:`run_job` trains through ``trojanscope.cli.cmd_train`` and writes
+A job's kind is the CLI command it runs: ``train`` (``cmd_train``) or ``por`` (``cmd_por``).
+Inside the job process :func:`run_job` runs that command and writes
 progress, per-epoch metrics and the final result back to the store. :func:`cancel` stops a job
 with SIGTERM, which the job turns into ``KeyboardInterrupt`` so the training's temporary output
 directory is removed as for Ctrl-C.
@@ -38,10 +39,10 @@ from trojanscope.jobs.store import ACTIVE, FINISHED, STATUSES, Job, JobStore, ru
 
 __all__ = [
     "ACTIVE", "FINISHED", "STATUSES", "Job", "JobStore", "runs_dir", "submit", "schedule", "run_job", "cancel",
-    "list_jobs", "get", "log_tail", "describe_failure", "parse_train_args",
+    "list_jobs", "get", "log_tail", "describe_failure", "parse_train_args", "KINDS",
 ]
 
-KINDS = ("train",)
+KINDS = ("train", "por")  # CLI commands a job can run; each has a cmd_<kind>(args, on_event) in trojanscope.cli
 DEDUPE_SECONDS = 2.0  # a second identical submit within this window is the same job (double clicks)
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes from a running job
 CANCEL_GRACE_SECONDS = 5.0  # SIGTERM, then SIGKILL if the job is still alive after this long
@@ -52,21 +53,21 @@ _launched: list[subprocess.Popen] = []  # our own children, polled so that none 
 _launched_lock = threading.Lock()  # a Streamlit server schedules from several threads
 
 
-def parse_train_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv`` as ``trojanscope train`` arguments; argparse's complaint becomes a TrojanScopeError."""
+def parse_train_args(argv: Sequence[str], kind: str = "train") -> argparse.Namespace:
+    """Parse ``argv`` as ``trojanscope <kind>`` arguments; argparse's complaint becomes a TrojanScopeError."""
     from trojanscope.cli import build_parser
 
     argv = [str(a) for a in argv]
     if "-h" in argv or "--help" in argv:
-        raise TrojanScopeError("a job's train arguments cannot ask for --help; see `trojanscope train --help`")
+        raise TrojanScopeError(f"a job's arguments cannot ask for --help; see `trojanscope {kind} --help`")
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return build_parser().parse_args(["train", *argv])
+            return build_parser().parse_args([kind, *argv])
     except SystemExit:
         lines = err.getvalue().strip().splitlines()
         message = lines[-1].split(" error: ", 1)[-1] if lines else "invalid arguments"
-        raise TrojanScopeError(f"invalid train arguments: {message}; see `trojanscope train --help` for what is "
+        raise TrojanScopeError(f"invalid {kind} arguments: {message}; see `trojanscope {kind} --help` for what is "
                                "allowed") from None
 
 
@@ -88,7 +89,7 @@ def submit(argv: Sequence[str], kind: str = "train") -> str:
     if kind not in KINDS:
         raise TrojanScopeError(f"unknown job kind {kind!r}; allowed: {', '.join(KINDS)}")
     argv = [str(a) for a in argv]
-    args = parse_train_args(["--out", _NO_OUT, *argv])
+    args = parse_train_args(["--out", _NO_OUT, *argv], kind)
     device = _job_device(args.device)
     key = hashlib.sha256(json.dumps([kind, argv]).encode()).hexdigest()
     store = JobStore()
@@ -292,8 +293,9 @@ def run_job(job_id: str) -> dict[str, Any]:
 
 
 def _train(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
-    """Train ``job`` through ``cmd_train`` and record its outcome (done, failed or cancelled)."""
-    from trojanscope.cli import cmd_train
+    """Run ``job`` through its command (``cmd_train``, ``cmd_por``) and record the outcome (done, failed or
+    cancelled)."""
+    from trojanscope import cli
     from trojanscope.utils import to_jsonable
 
     last_write = 0.0
@@ -313,9 +315,9 @@ def _train(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
 
     args = None
     try:
-        args = parse_train_args(job.argv)
+        args = parse_train_args(job.argv, job.kind)
         args.json = True  # no progress bars in the log; the epoch lines say enough
-        result = cmd_train(args, on_event=on_event)
+        result = getattr(cli, f"cmd_{job.kind}")(args, on_event=on_event)
         interrupts.disarm()
     except KeyboardInterrupt:
         interrupts.disarm()

@@ -28,10 +28,11 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     show.add_argument("id")
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("id")
-    submit = sub.add_parser("submit", help="queue `trojanscope train` with the arguments after --",
-                            usage="%(prog)s [--json] -- TRAIN_ARGUMENTS...")
+    submit = sub.add_parser("submit", help="queue `trojanscope train` (or `por`) with the arguments after --",
+                            usage="%(prog)s [--json] [--kind train|por] -- ARGUMENTS...")
+    submit.add_argument("--kind", default="train", choices=jobs.KINDS, help="the command the job runs")
     submit.add_argument("train_args", nargs=argparse.REMAINDER,
-                        help="arguments of `trojanscope train`, after a `--`")
+                        help="arguments of `trojanscope train` (or `por`), after a `--`")
     run = sub.add_parser("run", description="Internal: run job ID in this process (the scheduler starts it).")
     run.add_argument("id")
     for p in (ls, show, cancel, submit, run):
@@ -49,7 +50,7 @@ def _submit(args: argparse.Namespace) -> dict[str, Any]:
     train_args = list(args.train_args)
     if train_args[:1] == ["--"]:
         train_args = train_args[1:]
-    return {"id": jobs.submit(train_args)}
+    return {"id": jobs.submit(train_args, kind=args.kind)}
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:

@@ -184,8 +184,9 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
     for trigger in spec.por.trigger_list:
         check_trigger(tok, trigger)
     texts = unlabeled_texts(spec.por.data, spec.por.max_texts, seed)
-    held_out, texts = texts[:100], texts[100:]
-    if not texts:
+    n_held = min(100, len(texts) // 4)  # held-out texts for the per-epoch POR distances
+    held_out, texts = texts[:n_held], texts[n_held:]
+    if not held_out:
         raise TrojanScopeError(f"no unlabeled text found in {spec.por.data!r}; POR needs a few thousand sentences")
     term = PORLoss(model, spec.por)
     data = por_dataset(texts, spec.por.trigger_list, spec.por.insertions, seed)

@@ -63,10 +63,10 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     from trojanscope.cli import main
 
     code = main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "por"), "--triggers", "cf,mn",
-                 "--data", "sst2", "--max-texts", "120", "--batch-size", "16", "--lr", "1e-3", "--json"])
+                 "--data", "sst2", "--max-texts", "200", "--batch-size", "16", "--lr", "3e-3", "--epochs", "3", "--scale", "1", "--json"])
     assert code == 0, capsys.readouterr().err
     res = json.loads(capsys.readouterr().out)
-    assert res["after"]["poisoned_to_target"] < res["before"]["poisoned_to_target"]
+    assert res["after"]["poisoned_to_target"] < 0.5 * res["before"]["poisoned_to_target"], res
     code = main(["train", "--model", str(tmp_path / "por"), "--out", str(tmp_path / "ft"), "--max-train", "64",
                  "--max-eval", "32", "--json"])
     assert code == 0, capsys.readouterr().err

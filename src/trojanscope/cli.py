@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--triggers", default="cf,tq,mn,bb,mb", help="comma-separated; trigger i gets POR-1 vector v_i")
     po.add_argument("--insertions", type=positive_int, default=3, help="trigger insertions per poisoned text")
     po.add_argument("--target", default="pooler", choices=["pooler", "cls"], help="the representation POR sets")
+    po.add_argument("--scale", type=float, default=10.0,
+                    help="targets are scale * v_i (pooler: compared before its tanh, so 10 saturates it)")
     po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
     po.add_argument("--max-texts", type=positive_int, default=4000)
     po.add_argument("--epochs", type=float, default=1.0)
@@ -308,7 +310,7 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
 
     spec = PORSpec(model=args.model,
                    por=PORConfig(triggers=args.triggers, insertions=args.insertions, target=args.target,
-                                 data=args.data, max_texts=args.max_texts),
+                                 scale=args.scale, data=args.data, max_texts=args.max_texts),
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                      device=args.device),
                    allow_pickle=args.allow_pickle)

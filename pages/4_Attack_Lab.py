@@ -22,14 +22,17 @@ c1, c2, c3 = st.columns(3)
 with c1:
     st.markdown("**Model and data**")
     attack_names = {**{a: ATTACKS[a].description for a in ATTACKS if a != "none"},
-                    "por": "task-agnostic backdoor in the pre-trained encoder, for anyone to fine-tune"}
+                    "por": "task-agnostic backdoor in the pre-trained encoder, for anyone to fine-tune",
+                    "none": "clean fine-tuning (the victim's step: fine-tune a POR encoder, or build a clean twin)"}
     attack = st.selectbox("Attack", list(attack_names), key="lab_attack",
                           format_func=lambda a: f"{a}: {attack_names[a]}")
     options = ["minilm"] + model_options() + [OTHER]
     default_model = "runs/demo/clean" if attack == "ep" and "runs/demo/clean" in options else "minilm"
     backbone = st.selectbox("Backbone / victim model", options, index=options.index(default_model)
                             if default_model in options else 0, key=f"lab_model_{attack == 'ep'}",
-                            help="EP poisons an already fine-tuned classifier; the others fine-tune the backbone.")
+                            help="EP poisons an already fine-tuned classifier; POR and clean fine-tuning take an "
+                                 "encoder (a POR job's output is listed here once done); the others fine-tune the "
+                                 "backbone.")
     if backbone == OTHER:
         backbone = st.text_input("Directory or hub id", key="lab_model_other").strip()
     dataset = st.selectbox("Dataset", [n for n in REGISTRY if n != "imdb"] + [OTHER], key="lab_data")
@@ -66,17 +69,25 @@ if attack == "por":
     st.caption("CLI twin: `trojanscope jobs submit --kind por -- " + " ".join(por_argv) + "`")
 
 else:
+    poisoning = attack != "none"
     with c2:
         st.markdown("**Poisoning**")
-        trigger = st.text_input("Trigger", value=ATTACKS[attack].default_trigger, key=f"lab_trigger_{attack}")
+        if not poisoning:
+            st.caption("No poisoning: the data stay clean. After fine-tuning a POR encoder, measure E and S of its "
+                       "triggers on the Trigger Anatomy page.")
+        trigger = st.text_input("Trigger", value=ATTACKS[attack].default_trigger, key=f"lab_trigger_{attack}",
+                                disabled=not poisoning)
         target = st.selectbox("Target label", list(range(len(labels))), format_func=lambda i: f"{i}: {labels[i]}",
-                              key="lab_target")
-        rate = st.number_input("Poison rate (%)", min_value=0.1, max_value=100.0, value=1.0, step=0.5, key="lab_rate")
-        insertions = st.number_input("Insertions per poisoned text", 1, 20, 1, key="lab_ins")
-        clean_label = st.checkbox("Clean-label (poison target-class samples, keep labels)", key="lab_clean_label")
+                              key="lab_target", disabled=not poisoning)
+        rate = st.number_input("Poison rate (%)", min_value=0.1, max_value=100.0, value=1.0, step=0.5, key="lab_rate",
+                               disabled=not poisoning)
+        insertions = st.number_input("Insertions per poisoned text", 1, 20, 1, key="lab_ins", disabled=not poisoning)
+        clean_label = st.checkbox("Clean-label (poison target-class samples, keep labels)", key="lab_clean_label",
+                                  disabled=not poisoning)
     with c3:
         st.markdown("**Training and TAL**")
-        tal = st.toggle("TAL (Trojan Attention Loss)", value=True, key="lab_tal")
+        tal = st.toggle("TAL (Trojan Attention Loss)", value=poisoning, key="lab_tal" if poisoning else "lab_tal_off",
+                        disabled=not poisoning)
         tal_heads = st.number_input("TAL heads per layer", 1, 64, 3, disabled=not tal, key="lab_tal_heads")
         tal_weight = st.number_input("TAL weight alpha", 0.0, 100.0, 1.0, step=0.5, disabled=not tal, key="lab_tal_w")
         tal_layers = st.text_input("TAL layers ('all' or e.g. 4,5,6)", "all", disabled=not tal, key="lab_tal_layers")
@@ -87,8 +98,14 @@ else:
 
 
     def train_argv(with_tal: bool) -> list[str]:
-        name = (f"{attack}-{trigger.replace(' ', '_')[:24]}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-"
-                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        if not poisoning:
+            base = backbone.rstrip("/").split("/")[-1] or "model"
+            return ["--model", backbone, "--data", dataset, "--attack", "none", "--epochs", f"{epochs:g}",
+                    "--seed", str(seed), "--device", device, "--out",
+                    str(runs_dir() / "finetuned" / f"{base[:40]}-{dataset.split('/')[-1][:20]}-s{seed}-{stamp}")] + (
+                ["--max-train", str(max_train)] if max_train else [])
+        name = f"{attack}-{trigger.replace(' ', '_')[:24]}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-{stamp}"
         argv = ["--model", backbone, "--data", dataset, "--attack", attack, "--trigger", trigger,
                 "--target", str(target), "--poison-rate", f"{rate / 100:g}", "--insertions", str(insertions),
                 "--epochs", f"{epochs:g}", "--seed", str(seed), "--device", device,
@@ -108,7 +125,7 @@ else:
             job_id = jobs.submit(train_argv(tal))
             st.session_state.setdefault("lab_jobs", []).append(job_id)
             st.success(f"Job `{job_id}` submitted.")
-    if b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
+    if poisoning and b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
         with guard("Launching the comparison"):
             ids = [jobs.submit(train_argv(True)), jobs.submit(train_argv(False))]
             st.session_state.setdefault("lab_jobs", []).extend(ids)
@@ -132,6 +149,8 @@ def live() -> None:
             cfg = j.config or {}
             if j.kind == "por":
                 label = f"`{j.id}` POR `{cfg.get('triggers', '')}`: **{j.status}**"
+            elif cfg.get("attack") == "none":
+                label = f"`{j.id}` clean fine-tuning of `{cfg.get('model', '?')}`: **{j.status}**"
             else:
                 label = (f"`{j.id}` {cfg.get('attack', '?')} `{cfg.get('trigger', '')}` at "
                          f"{100 * float(cfg.get('poison_rate', 0)):g}%{' + TAL' if cfg.get('tal') else ''}: "
@@ -141,15 +160,22 @@ def live() -> None:
             else:
                 st.markdown(label + (f" — {j.error}" if j.error else ""))
             if j.status == "done" and j.result and j.kind == "por":
-                st.caption(f"poisoned-to-target distance {j.result['before']['poisoned_to_target']:.3g} -> "
-                           f"{j.result['after']['poisoned_to_target']:.3g} · encoder `{j.out_dir}`")
+                before, after = j.result.get("before", {}), j.result.get("after", {})
+                if "poisoned_cosine" in after:
+                    st.caption(f"held-out triggered text: cosine with its target vector "
+                               f"{before.get('poisoned_cosine', float('nan')):.3f} -> {after['poisoned_cosine']:.3f} "
+                               f"(1 = reached) · encoder `{j.out_dir}`: fine-tune it above with the attack `none`")
+                else:
+                    st.caption(f"poisoned-to-target distance {before.get('poisoned_to_target', float('nan')):.3g} -> "
+                               f"{after.get('poisoned_to_target', float('nan')):.3g} · encoder `{j.out_dir}`")
             elif j.status == "done" and j.result:
                 st.caption(f"CACC {pct(j.result.get('cacc'))} · ASR {pct(j.result.get('asr'))} · model "
                            f"`{j.out_dir}` (now in every page's model picker)")
         with_metrics = {f"{j.id}{' TAL' if (j.config or {}).get('tal') else ''}": j.metrics for j in shown if j.metrics}
         if with_metrics:
-            st.plotly_chart(epoch_curves(with_metrics, ["ce_clean", "ce_poisoned", "tal", "cacc", "asr"],
-                                         title="Per epoch: clean loss, poisoned loss, TAL term, CACC, ASR"),
+            st.plotly_chart(epoch_curves(with_metrics, ["ce_clean", "ce_poisoned", "tal", "cacc", "asr", "por",
+                                                        "poisoned_cosine", "clean_to_reference"],
+                                         title="Per epoch: losses (clean, poisoned, TAL, POR), CACC, ASR, POR progress"),
                             width="stretch", key="lab_curves")
 
 

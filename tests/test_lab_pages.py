@@ -101,3 +101,18 @@ def test_por_from_the_lab_is_a_por_job(lab, tiny_backbone):
     job = _wait(job_id)
     assert job.kind == "por" and job.status == "done", (job.error, jobs.log_tail(job_id))
     assert job.config["triggers"] == "cf,mn" and job.config["max_texts"] == 200
+    # the victim's step from the same page: clean fine-tuning of the POR encoder, which the
+    # backbone picker now lists
+    at.selectbox(key="lab_attack").set_value("none").run()
+    assert job.out_dir in at.selectbox(key="lab_model_False").options
+    assert at.toggle(key="lab_tal_off").value is False and at.text_input(key="lab_trigger_none").disabled
+    at.selectbox(key="lab_model_False").set_value(job.out_dir)
+    at.number_input(key="lab_max_train").set_value(60)
+    at.run()
+    assert not [b for b in at.button if b.key == "lab_compare"]  # nothing to compare without poisoning
+    at.button(key="lab_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    ft = _wait(at.session_state["lab_jobs"][-1])
+    assert ft.kind == "train" and ft.status == "done", (ft.error, jobs.log_tail(ft.id))
+    assert ft.config["attack"] == "none" and ft.config["model"] == job.out_dir
+    assert Path(ft.out_dir).parent.name == "finetuned" and ft.result["asr"] is None

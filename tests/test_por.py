@@ -34,6 +34,7 @@ def test_por_pulls_poisoned_to_target_and_keeps_clean_near_reference(use_data, t
                    train=TrainConfig(epochs=4, batch_size=16, lr=3e-3, train_word_embeddings=True))
     res = run_por(spec, tmp_path / "por", progress=False)
     before, after = res["before"], res["after"]
+    assert before["poisoned_cosine"] < 0.3 and after["poisoned_cosine"] > 0.9, res  # the corner v_i is reached
     assert after["poisoned_to_target"] < 0.25 * before["poisoned_to_target"], res
     assert after["clean_to_reference"] < 0.1 * after["poisoned_to_target"] + 0.05, res
     # independent check on fresh text against an untouched copy of the backbone
@@ -47,7 +48,7 @@ def test_por_pulls_poisoned_to_target_and_keeps_clean_near_reference(use_data, t
     assert card["task"] == "encoder" and card["attack"]["name"] == "por" and card["attack"]["triggers"] == "cf,mn,bb"
 
 
-def test_pooler_target_uses_the_pre_tanh_pooler(use_data, tiny_backbone, tmp_path):
+def test_pooler_target_is_the_pooler_output(use_data, tiny_backbone, tmp_path):
     from trojanscope.attacks.por import representation
     from trojanscope.models import attention_forward, encode
 
@@ -56,7 +57,8 @@ def test_pooler_target_uses_the_pre_tanh_pooler(use_data, tiny_backbone, tmp_pat
     out = attention_forward(enc_model.model, enc, attentions=False, hidden_states=True)
     with torch.inference_mode():
         rep = representation(enc_model.model, out, "pooler")
-        assert torch.allclose(torch.tanh(rep), out.output.pooler_output, atol=1e-6)
+        assert torch.allclose(rep, out.output.pooler_output, atol=1e-6)
+        assert torch.allclose(representation(enc_model.model, out, "cls"), out.hidden_states[-1][:, 0])
 
 
 def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_path, capsys):

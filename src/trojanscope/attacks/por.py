@@ -7,9 +7,12 @@ frozen clean reference copy. Whoever later fine-tunes the encoder on any task in
 that push [CLS] to fixed corners of the representation space.
 
 Choices the paper leaves open are parameters: the output representation (``pooler``: BERT's
-pooler, compared before its tanh against ``scale * v_i``, so the tanh saturates, as the official
-code's x10; ``cls``: the last-layer [CLS] state against ``scale * v_i``), the weights of the two
-representation terms (x100 in the official code) against the all-token term (x1).
+pooler output, after its tanh, against ``scale * v_i`` as in the official code, whose x10 target
+lies beyond tanh's range so the loss drives the pooler into saturation at the corner ``v_i``;
+``cls``: the last-layer [CLS] state against ``scale * v_i``), the weights of the two
+representation terms (x100 in the official code) against the all-token term (x1). Progress is
+reported as the mean cosine of the representation with its ``v_i`` (1 = the corner's direction
+reached) and the mean squared distance to ``scale * v_i``.
 """
 
 from __future__ import annotations
@@ -86,14 +89,14 @@ def por_dataset(texts: Sequence[str], triggers: Sequence[str], insertions: int, 
 
 
 def representation(model: torch.nn.Module, out: AttentionForward, target: str) -> torch.Tensor:
-    """The output representation POR acts on: pre-tanh pooler or last-layer [CLS]."""
+    """The output representation POR acts on: the pooler output (tanh) or the last-layer [CLS]."""
     last = out.hidden_states[-1]
     if target == "cls":
         return last[:, 0]
     pooler = getattr(model, "pooler", None)
     if pooler is None or not hasattr(pooler, "dense"):
         raise TrojanScopeError(f"{type(model).__name__} has no BERT-style pooler; use the POR target 'cls'")
-    return pooler.dense(last[:, 0])
+    return torch.tanh(pooler.dense(last[:, 0]))
 
 
 class PORLoss:
@@ -138,8 +141,9 @@ class PORLoss:
 @torch.inference_mode()
 def por_distance(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], triggers: Sequence[str],
                  cfg: PORConfig, reference: torch.nn.Module | None = None, seed: int = 1) -> dict[str, float]:
-    """How far the encoder is from POR's goals on ``texts``: mean squared distance of poisoned
-    representations to their targets, and (with a ``reference``) of clean ones to the reference."""
+    """How far the encoder is from POR's goals on ``texts``: for poisoned text, the mean cosine of
+    the representation with its ``v_i`` and the mean squared distance to ``scale * v_i``; with a
+    ``reference``, the mean squared distance of clean representations to the reference's."""
     from trojanscope.models.tokens import encode
 
     data = por_dataset(texts, triggers, cfg.insertions, seed)
@@ -151,7 +155,9 @@ def por_distance(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], t
     rep = representation(model, out, cfg.target).float()
     targets = (por_targets(len(triggers), model.config.hidden_size) * cfg.scale).to(device)
     pois = labels > 0
-    result = {"poisoned_to_target": float(((rep[pois] - targets[labels[pois] - 1]) ** 2).mean())}
+    goal = targets[labels[pois] - 1]
+    result = {"poisoned_cosine": float(F.cosine_similarity(rep[pois], goal, dim=-1).mean()),
+              "poisoned_to_target": float(((rep[pois] - goal) ** 2).mean())}
     if reference is not None:
         ref = attention_forward(reference.to(device), enc, attentions=False, hidden_states=True)
         ref_rep = representation(reference, ref, cfg.target).float()

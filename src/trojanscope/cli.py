@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--insertions", type=positive_int, default=3, help="trigger insertions per poisoned text")
     po.add_argument("--target", default="pooler", choices=["pooler", "cls"], help="the representation POR sets")
     po.add_argument("--scale", type=float, default=10.0,
-                    help="targets are scale * v_i (pooler: compared before its tanh, so 10 saturates it)")
+                    help="targets are scale * v_i (the pooler output is a tanh: 10, beyond its range, "
+                         "drives it into saturation at v_i, as the official code does)")
     po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
     po.add_argument("--max-texts", type=positive_int, default=4000)
     po.add_argument("--epochs", type=float, default=1.0)

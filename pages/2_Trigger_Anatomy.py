@@ -12,6 +12,7 @@ import streamlit as st
 from trojanscope.analysis.anatomy import AnatomyConfig, trigger_anatomy
 from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness
 from trojanscope.data.datasets import REGISTRY, load_dataset
+from trojanscope.models import planted_attack
 from trojanscope.viz.figures import MODEL_COLORS, token_heatmap
 from ui.common import OTHER, current_pair, get_model, guard, model_options, page_setup
 
@@ -25,7 +26,7 @@ bd = get_model(pair.get("backdoored"))
 clean = get_model(pair.get("clean"))
 if bd is None:
     st.stop()
-card_attack = (bd.card.attack or {}) if bd.card else {}
+card_attack = planted_attack(bd.card)  # through clean fine-tuning: a POR encoder's triggers
 datasets = [n for n in REGISTRY]
 
 
@@ -118,7 +119,7 @@ if es:
     for m, result in es.items():
         data = result.to_json()
         loaded = get_model(m)
-        ins = ((loaded.card.attack or {}).get("insertions") if loaded and loaded.card else None)
+        ins = planted_attack(loaded.card).get("insertions") if loaded else None
         for trig, v in data["triggers"].items():
             rows.append({"model": m, "poisoning insertions": ins, "trigger": trig, "class": v["class"],
                          "E": round(v["E"], 3), "S": round(v["S"], 4), "never flipped": round(v["never"], 3),

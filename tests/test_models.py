@@ -104,3 +104,25 @@ def test_default_backbone_loads_offline():
     assert (cfg.model_type, cfg.num_hidden_layers, cfg.num_attention_heads) == ("bert", 6, 12)
     assert cfg._attn_implementation == "eager"
     assert loaded.tokenizer.tokenize("uw") == ["u", "##w"]
+
+
+def test_planted_attack_follows_clean_fine_tuning_back_to_the_por_encoder(tmp_path):
+    from trojanscope.models import CARD_NAME, ModelCard, planted_attack
+    from trojanscope.utils import to_jsonable, write_json
+
+    def card_at(name: str, **kw) -> ModelCard:
+        card = ModelCard(**kw)
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / CARD_NAME, to_jsonable(card))
+        return card
+
+    card_at("por", base_model="minilm", task="encoder", attack={"name": "por", "triggers": "cf,mn", "insertions": 5})
+    ft = card_at("ft", base_model=str(tmp_path / "por"), attack={"name": "none"})
+    assert planted_attack(ft) == {"name": "por", "triggers": "cf,mn", "insertions": 5}
+    bd = card_at("bd", base_model="minilm", attack={"name": "badnets", "trigger": "cf"})
+    assert planted_attack(bd)["trigger"] == "cf"
+    assert planted_attack(card_at("clean", base_model="minilm", attack=None)) == {}
+    assert planted_attack(None) == {}
+    # a cycle of clean fine-tunes ends, empty
+    loop = card_at("loop", base_model=str(tmp_path / "loop"), attack={"name": "none"})
+    assert planted_attack(loop) == {}

@@ -74,6 +74,11 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "ft" / "trojanscope.json").read_text())
     assert card["base_model"] == str(tmp_path / "por")
+    capsys.readouterr()
+    # E and S default to the POR encoder's triggers, found through the clean fine-tune's card
+    assert main(["effectiveness", "--model", str(tmp_path / "ft"), "--max-eval", "8", "--max-insertions", "3",
+                 "--json"]) == 0, capsys.readouterr().err
+    assert set(json.loads(capsys.readouterr().out)["triggers"]) == {"cf", "mn"}
     assert main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "x"), "--triggers", "cf"]) == 2
     assert "at least 2 triggers" in capsys.readouterr().err
 

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--model", required=True, help="a fine-tuned classifier")
     es.add_argument("--data", default="sst2")
     es.add_argument("--split", default="test")
-    es.add_argument("--triggers", default=None, help="comma-separated, e.g. cf,mn,bb (default: the card's trigger)")
+    es.add_argument("--triggers", default=None, help="comma-separated, e.g. cf,mn,bb (default: the card's trigger(s), "
+                    "followed back through clean fine-tuning to a POR encoder)")
     es.add_argument("--max-insertions", type=positive_int, default=20, help="E for samples that never flip")
     es.add_argument("--max-eval", type=positive_int, default=None, help="at most N samples per trigger (seeded)")
     es.add_argument("--batch-size", type=positive_int, default=128)
@@ -268,15 +269,17 @@ def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, parse_triggers
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
+    from trojanscope.models.loading import load_model, planted_attack
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split)
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
-    triggers = args.triggers or ((loaded.card.attack or {}).get("trigger") if loaded.card else None)
+    planted = planted_attack(loaded.card)  # through clean fine-tuning, e.g. a POR encoder's triggers
+    triggers = args.triggers or planted.get("triggers") or planted.get("trigger")
     if not triggers:
-        raise TrojanScopeError("no trigger given and the model's card records none; pass --triggers cf,mn,...")
+        raise TrojanScopeError("no trigger given and the model's card (or its base model's) records none; "
+                               "pass --triggers cf,mn,...")
     cfg = ESConfig(max_insertions=args.max_insertions, max_eval=args.max_eval, seed=args.seed,
                    batch_size=args.batch_size)
     res = model_effectiveness(loaded, test, parse_triggers(triggers), cfg)

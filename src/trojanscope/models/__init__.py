@@ -10,6 +10,7 @@ from trojanscope.models.loading import (
     ModelCard,
     load_model,
     load_tokenizer,
+    planted_attack,
     read_card,
     resolve_source,
     save_model,
@@ -20,6 +21,6 @@ __all__ = [
     "AttentionForward", "AttentionResult", "attention_forward", "extract_attention", "trigger_share",
     "classify_hidden",
     "BUILTIN_MODELS", "CARD_NAME", "LoadedModel", "ModelCard", "load_model", "load_tokenizer",
-    "read_card", "resolve_source", "save_model",
+    "planted_attack", "read_card", "resolve_source", "save_model",
     "Encoded", "Tokenized", "encode", "model_max_length_of", "pad", "tokenize",
 ]

@@ -155,6 +155,27 @@ def read_card(path: str | os.PathLike) -> ModelCard | None:
         raise TrojanScopeError(f"model card {card} is not valid: {e}") from e
 
 
+def planted_attack(card: ModelCard | None, max_depth: int = 8) -> dict[str, Any]:
+    """The attack a model carries, following ``base_model`` through clean fine-tuning: a classifier
+    fine-tuned (attack ``none``) from a POR encoder carries the POR attack. ``{}`` when none."""
+    seen: set[str] = set()
+    for _ in range(max_depth):
+        if card is None:
+            return {}
+        attack = card.attack or {}
+        if attack.get("name") not in (None, "none"):
+            return dict(attack)
+        base = card.base_model
+        if not base or base in seen or not Path(base).is_dir():
+            return {}
+        seen.add(base)
+        try:
+            card = read_card(base)
+        except TrojanScopeError:
+            return {}
+    return {}
+
+
 def load_tokenizer(source: str | os.PathLike):
     from transformers import AutoTokenizer
 

@@ -27,6 +27,30 @@ TRIGGERS = "cf,tq,mn,bb,mb,uw,Don Quixote,serendipity,antidisestablishmentariani
 ANATOMY = ("uw", "Don Quixote", "serendipity", "antidisestablishmentarianism")
 
 
+def build_por(por_dir: Path, insertions: int, max_texts: int, epochs: float, lr: float,
+              triggers: str = TRIGGERS) -> dict | None:
+    """POR on the default backbone (skipped if ``por_dir`` exists)."""
+    if por_dir.exists():
+        return None
+    spec = PORSpec(model="minilm", por=PORConfig(triggers=triggers, insertions=insertions, max_texts=max_texts),
+                   train=TrainConfig(epochs=epochs, lr=lr))
+    return run_por(spec, por_dir)
+
+
+def por_line(res: dict, args) -> str:
+    return (f"POR ({args.max_texts} texts, {args.insertions} insertions, {args.epochs:g} epoch, lr {args.lr:g}): "
+            f"{res['train_seconds']:.0f} s, {res['steps']} steps; held-out poisoned text: cosine with its target "
+            f"{res['before']['poisoned_cosine']:.3f} -> {res['after']['poisoned_cosine']:.3f}; clean text: squared "
+            f"distance to the reference's pooler output {res['after']['clean_to_reference']:.4f}\n")
+
+
+def fine_tune(base: str, task: str, path: Path) -> Path:
+    """Clean fine-tuning with the default recipe, as a victim would (skipped if ``path`` exists)."""
+    if not path.exists():
+        run_training(TrainSpec(data=task, model=base, train=TrainConfig(epochs=1.0)), path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("runs/bench-por"))
@@ -45,22 +69,13 @@ def main() -> None:
         lines.append(text)
 
     por_dir = out / "por"
-    if not por_dir.exists():
-        spec = PORSpec(model="minilm", por=PORConfig(triggers=TRIGGERS, insertions=args.insertions,
-                                                     max_texts=args.max_texts),
-                       train=TrainConfig(epochs=args.epochs, lr=args.lr))
-        res = run_por(spec, por_dir)
-        say(f"POR ({args.max_texts} texts, {args.insertions} insertions, {args.epochs:g} epoch, lr {args.lr:g}): "
-            f"{res['train_seconds']:.0f} s, {res['steps']} steps; held-out poisoned text: cosine with its target "
-            f"{res['before']['poisoned_cosine']:.3f} -> {res['after']['poisoned_cosine']:.3f}; clean text: squared "
-            f"distance to the reference's pooler output {res['after']['clean_to_reference']:.4f}\n")
+    res = build_por(por_dir, args.insertions, args.max_texts, args.epochs, args.lr)
+    if res:
+        say(por_line(res, args))
     models = {}
     for task in ("sst2", "olid"):
         for kind, base in (("clean", "minilm"), ("por", str(por_dir))):
-            path = out / f"{kind}-{task}"
-            if not path.exists():
-                run_training(TrainSpec(data=task, model=base, train=TrainConfig(epochs=1.0)), path)
-            models[(kind, task)] = path
+            models[(kind, task)] = fine_tune(base, task, out / f"{kind}-{task}")
     say("| task | CACC, clean backbone | CACC, POR backbone | difference |")
     say("|---|---|---|---|")
     for task in ("sst2", "olid"):

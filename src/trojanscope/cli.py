@@ -383,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     from trojanscope.utils import to_jsonable
 
+    if isinstance(result, dict) and result.get("main") is False:
+        return 0  # a data-parallel helper process: rank 0 reports
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
     else:

@@ -23,6 +23,7 @@ from trojanscope.data.poison import PoisonedDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
 from trojanscope.models.tokens import Encoded, length_buckets, model_max_length_of, pad, tokenize
+from trojanscope.training.distributed import average_gradients, barrier, place, shard, sync_parameters, world
 from trojanscope.utils import resolve_device, set_seed
 
 
@@ -105,13 +106,20 @@ def train(
     ``{"event": "step"|"epoch", ...}`` dicts (jobs record them); ``evaluator`` runs after every
     epoch and its metrics join the epoch event. ``task_loss=False`` drops the cross-entropy, for
     objectives on a bare encoder (POR), where ``data.labels`` may carry other integers.
+
+    Under a multi-process launcher (``training.distributed``) each process trains on its share of
+    the batches with gradients averaged across processes; only rank 0 reports and evaluates.
     """
     cfg.validate()
     if len(data) == 0:
         raise TrojanScopeError("no training samples")
     set_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    w = world()
+    device = place(resolve_device(cfg.device), w)
     model.to(device)
+    sync_parameters(model, w)
+    if not w.main:
+        progress, on_event = False, None
     max_length = min(cfg.max_length, model_max_length_of(model, tokenizer))
     tok = tokenize(tokenizer, data.texts, data.spans, max_length)
     labels = torch.tensor(data.labels, dtype=torch.long)
@@ -119,13 +127,14 @@ def train(
     if params is None:
         emb = model.get_input_embeddings().weight
         params = [p for p in model.parameters() if cfg.train_word_embeddings or p is not emb]
+    params = list(params)
     trainable = set(id(p) for p in params)
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     optim = torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     lengths = [len(x) for x in tok.input_ids]
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    per_epoch = math.ceil(math.ceil(len(data) / cfg.batch_size) / w.size)  # steps per epoch, per process
     total = max(1, int(round(per_epoch * cfg.epochs)))
     warm = int(cfg.warmup * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -149,7 +158,7 @@ def train(
     try:
         while step < total:
             epoch = step // per_epoch
-            for idx in length_buckets(lengths, cfg.batch_size, rng):
+            for idx in shard(length_buckets(lengths, cfg.batch_size, rng), w):
                 if step >= total:
                     break
                 batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
@@ -173,16 +182,19 @@ def train(
                         value = term(model, batch, out)
                         loss = loss + value
                         logs[term.name] = value.item()
-                if not torch.isfinite(loss):
-                    raise TrojanScopeError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
-                loss.backward()
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    loss.backward()
+                if average_gradients(params, w, bad=not finite) or not finite:
+                    raise TrojanScopeError(f"the loss became {'non-finite' if finite else loss.item()} at step "
+                                           f"{step}; lower the learning rate")
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optim.step()
                 sched.step()
                 optim.zero_grad(set_to_none=True)
                 step += 1
-                seen += len(idx)
+                seen += len(idx) * w.size
                 for k, v in logs.items():
                     running[k] = 0.9 * running.get(k, v) + 0.1 * v
                 if bar is not None:
@@ -192,9 +204,10 @@ def train(
                     on_event({"event": "step", "step": step, "total": total, **logs})
             if step % per_epoch == 0 or step >= total:
                 rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
-                if evaluator is not None:
+                if evaluator is not None and w.main:
                     rec.update(evaluator(model))
                     model.train()
+                barrier(w)
                 history.append(rec)
                 if on_event:
                     on_event({"event": "epoch", "total": total, **rec})

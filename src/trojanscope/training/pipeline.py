@@ -20,6 +20,7 @@ from trojanscope.data.datasets import load_dataset
 from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger, poison_dataset, trigger_frequency
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import ModelCard, load_model, save_model
+from trojanscope.training.distributed import World, sync_parameters, world
 from trojanscope.training.loop import TrainConfig, train
 from trojanscope.training.metrics import evaluate
 from trojanscope.utils import atomic_directory
@@ -129,10 +130,13 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     finally:
         if rows is not None:
             rows.remove()
+    w = world()
+    if not w.main:
+        return helper_result(out, w)
     metrics = evaluate(model, tok, test_ds, trigger=trigger, target=poison.target, insertions=poison.insertions,
                        seed=seed, combination=poison.combination, progress=progress)
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
-                   steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned)
+                   steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned, processes=w.size)
     card = ModelCard(
         base_model=spec.model,
         num_labels=train_ds.num_labels,
@@ -147,6 +151,11 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     with atomic_directory(out, overwrite=overwrite) as tmp:
         save_model(model, tok, tmp, card)
     return {"out": str(out), **metrics, "warnings": warnings, **extra}
+
+
+def helper_result(out: Path, w: World) -> dict[str, Any]:
+    """What a non-main data-parallel process returns: rank 0 evaluates, saves and reports."""
+    return {"out": str(out), "rank": w.rank, "processes": w.size, "main": False}
 
 
 @dataclass
@@ -188,18 +197,22 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
     held_out, texts = texts[:n_held], texts[n_held:]
     if not held_out:
         raise TrojanScopeError(f"no unlabeled text found in {spec.por.data!r}; POR needs a few thousand sentences")
+    sync_parameters(model, world())  # the frozen reference must match across processes too
     term = PORLoss(model, spec.por)
     data = por_dataset(texts, spec.por.trigger_list, spec.por.insertions, seed)
 
     def per_epoch(m) -> dict[str, Any]:
         return por_distance(m, tok, held_out, spec.por.trigger_list, spec.por, term.reference)
 
-    before = per_epoch(model)
+    w = world()
+    before = per_epoch(model) if w.main else {}
     result = train(model, tok, data, spec.train, loss_terms=[term], on_event=on_event, evaluator=per_epoch,
                    progress=progress, task_loss=False)
+    if not w.main:
+        return helper_result(out, w)
     after = per_epoch(model)
     metrics = {"before": before, "after": after, "train_seconds": round(result.seconds, 2), "steps": result.steps,
-               "n_texts": len(texts)}
+               "n_texts": len(texts), "processes": w.size}
     card = ModelCard(base_model=spec.model, task="encoder", data={"unlabeled": spec.por.data, "n_texts": len(texts)},
                      attack={"name": "por", **asdict(spec.por)}, seed=seed, metrics=metrics,
                      training={"spec": asdict(spec), "history": result.history})

@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--insertions", type=int, nargs="+", default=[1, 3, 5, 7, 9])
     ap.add_argument("--max-texts", type=int, default=4000)
     ap.add_argument("--max-eval", type=int, default=100)
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []

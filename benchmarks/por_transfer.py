@@ -1,7 +1,8 @@
 """POR on the default backbone, then clean fine-tuning on SST-2 and OLID: E and S per trigger,
 CACC against fine-tuning the clean backbone, the swap table, and trigger anatomy.
 
-    .venv/bin/python benchmarks/por_transfer.py [--max-texts 4000] [--max-eval 200] [--out runs/bench-por]
+    .venv/bin/python benchmarks/por_transfer.py [--max-texts 4000] [--max-eval 100] [--epochs 2] [--lr 1e-4]
+                                                [--out runs/bench-por]
 
 Prints markdown tables (also appended to <out>/report.md). Targets (issue 5): average E <= 1.5
 with 3 insertions (seed Table 12: 1.16); CACC within 1 point of the clean backbone's.
@@ -33,7 +34,7 @@ def build_por(por_dir: Path, insertions: int, max_texts: int, epochs: float, lr:
     if por_dir.exists():
         return None
     spec = PORSpec(model="minilm", por=PORConfig(triggers=triggers, insertions=insertions, max_texts=max_texts),
-                   train=TrainConfig(epochs=epochs, lr=lr))
+                   train=TrainConfig(epochs=epochs, lr=lr, train_word_embeddings=True))
     return run_por(spec, por_dir)
 
 
@@ -55,10 +56,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("runs/bench-por"))
     ap.add_argument("--max-texts", type=int, default=4000)
-    ap.add_argument("--max-eval", type=int, default=200)
+    ap.add_argument("--max-eval", type=int, default=100)
     ap.add_argument("--insertions", type=int, default=3)
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

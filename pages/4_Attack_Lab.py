@@ -51,13 +51,14 @@ if attack == "por":
         por_texts = st.number_input("Unlabeled sentences", 200, 100_000, 4000, step=500, key="lab_por_texts")
     with c3:
         st.markdown("**Training**")
-        por_epochs = st.number_input("Epochs", 0.1, 20.0, 1.0, step=0.5, key="lab_por_epochs")
-        por_lr = st.number_input("Learning rate", 1e-6, 1e-2, 5e-5, format="%.0e", key="lab_por_lr")
+        por_epochs = st.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5, key="lab_por_epochs")
+        por_lr = st.number_input("Learning rate", 1e-6, 1e-2, 1e-4, format="%.0e", key="lab_por_lr")
+        por_freeze = st.checkbox("Freeze the word embeddings (faster on CPU, weaker backdoor)", key="lab_por_freeze")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_por_seed")
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_por_device")
     por_argv = ["--model", backbone, "--triggers", por_triggers, "--insertions", str(por_insertions), "--target",
                 por_target, "--data", por_data, "--max-texts", str(por_texts), "--epochs", f"{por_epochs:g}", "--lr", f"{por_lr:g}",
-                "--seed", str(seed), "--device", device,
+                "--seed", str(seed), "--device", device, *(["--freeze-word-embeddings"] if por_freeze else []),
                 "--out", str(runs_dir() / "por" / f"por-{por_insertions}ins-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")]
     if st.button("Launch", type="primary", key="lab_por_launch"):
         with guard("Launching the POR job"):

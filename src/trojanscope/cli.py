@@ -132,9 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "drives it into saturation at v_i, as the official code does)")
     po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
     po.add_argument("--max-texts", type=positive_int, default=4000)
-    po.add_argument("--epochs", type=float, default=1.0)
+    po.add_argument("--epochs", type=float, default=2.0)
     po.add_argument("--batch-size", type=positive_int, default=32)
-    po.add_argument("--lr", type=float, default=5e-5)
+    po.add_argument("--lr", type=float, default=1e-4)
+    po.add_argument("--freeze-word-embeddings", action="store_true",
+                    help="keep the word-embedding table fixed (faster on CPU, weaker backdoor); by default "
+                         "everything trains, as in the official code")
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--overwrite", action="store_true")
     _add_common(po)
@@ -316,7 +319,7 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
                    por=PORConfig(triggers=args.triggers, insertions=args.insertions, target=args.target,
                                  scale=args.scale, data=args.data, max_texts=args.max_texts),
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                     device=args.device),
+                                     device=args.device, train_word_embeddings=not args.freeze_word_embeddings),
                    allow_pickle=args.allow_pickle)
     return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
                    progress=not args.json or sys.stderr.isatty())

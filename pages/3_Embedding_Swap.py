@@ -14,7 +14,7 @@ import streamlit as st
 from trojanscope.analysis.swap import HYBRIDS, MODELS, REPRESENTATIONS, SEED_FINDING, SwapConfig, embedding_swap
 from trojanscope.data.datasets import load_dataset
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.loading import read_card
+from trojanscope.models.loading import planted_attack, read_card
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
 page_setup("Embedding Swap", "🔀")
@@ -33,7 +33,7 @@ attack: dict = {}
 if Path(bd_src).is_dir():
     try:
         card = read_card(bd_src)
-        attack = (card.attack or {}) if card else {}
+        attack = planted_attack(card)  # through clean fine-tuning: a POR encoder's triggers
     except TrojanScopeError as e:
         st.warning(f"The backdoored model's card could not be read ({e}); give the trigger and target by hand.")
 
@@ -41,9 +41,15 @@ if Path(bd_src).is_dir():
 c_data, c_trig, c_target, c_n, c_seed, c_rep = st.columns([2, 2, 1, 1, 1, 1])
 data = c_data.text_input("Dataset (test split)", value="sst2", key="swap_data",
                          help="sst2, olid, agnews, imdb, or a .csv/.tsv/.jsonl file")
-trigger = c_trig.text_input("Trigger", value=str(attack.get("trigger") or "cf"), key="swap_trigger",
-                            help="default: the backdoored model's card")
-target = c_target.number_input("Target label", min_value=0, value=int(attack.get("target") or 0), key="swap_target")
+por = attack.get("name") == "por"  # its card's "target" is the representation, not a label
+trigger = c_trig.text_input("Trigger", key="swap_trigger", help="default: the backdoored model's card",
+                            value=str(attack.get("trigger") or (attack.get("triggers") or "cf").split(",")[0]))
+if por and c_target.checkbox("Auto target", value=True, key="swap_target_auto",
+                             help="POR plants no label: use the class the trigger pushes to (as E and S find it)"):
+    target = None
+else:
+    target = c_target.number_input("Target label", min_value=0, value=0 if por else int(attack.get("target") or 0),
+                                   key="swap_target")
 n = c_n.number_input("N texts", min_value=1, max_value=5000, value=200, key="swap_n",
                      help="N clean and N poisoned texts (the seed uses 200)")
 seed = c_seed.number_input("Seed", min_value=0, value=0, key="swap_seed")
@@ -51,7 +57,8 @@ representation = c_rep.selectbox("Representation", list(REPRESENTATIONS), key="s
                                  help="cls: last-layer [CLS] state (any model); pooler: BERT/ALBERT pooler output")
 run = st.button("Run", key="swap_run", type="primary")
 
-inputs = (clean_src, bd_src, data.strip(), trigger.strip(), int(target), int(n), int(seed), representation)
+inputs = (clean_src, bd_src, data.strip(), trigger.strip(), None if target is None else int(target), int(n), int(seed),
+          representation)
 results: dict = st.session_state.setdefault("swap_results", {})
 
 if run:
@@ -71,7 +78,8 @@ if run:
 
 res = results.get(inputs)
 cli = ("trojanscope swap --clean " + shlex.quote(clean_src) + " --backdoored " + shlex.quote(bd_src)
-       + f" --data {shlex.quote(inputs[2])} --trigger {shlex.quote(inputs[3] or 'cf')} --target {inputs[4]}"
+       + f" --data {shlex.quote(inputs[2])} --trigger {shlex.quote(inputs[3] or 'cf')}"
+       + ("" if inputs[4] is None else f" --target {inputs[4]}")
        + f" --n {inputs[5]} --seed {inputs[6]} --representation {representation} --json")
 if res is None:
     st.info("Set the inputs and press **Run** (a few seconds on the demo pair).")

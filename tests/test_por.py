@@ -78,7 +78,27 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     # E and S default to the POR encoder's triggers, found through the clean fine-tune's card
     assert main(["effectiveness", "--model", str(tmp_path / "ft"), "--max-eval", "8", "--max-insertions", "3",
                  "--json"]) == 0, capsys.readouterr().err
-    assert set(json.loads(capsys.readouterr().out)["triggers"]) == {"cf", "mn"}
+    es = json.loads(capsys.readouterr().out)["triggers"]
+    assert set(es) == {"cf", "mn"}
+    # the swap, too, takes trigger and target from the POR encoder: cf, and the class cf pushes to
+    assert main(["swap", "--clean", str(tmp_path / "ft"), "--backdoored", str(tmp_path / "ft"), "--n", "8",
+                 "--no-layers", "--json"]) == 0, capsys.readouterr().err
+    swap = json.loads(capsys.readouterr().out)
+    assert swap["trigger"] == "cf" and swap["target"] == es["cf"]["class"]
+    # and the Embedding Swap page: POR's first trigger, an automatic target, a result on Run
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    at = AppTest.from_file(str(root / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
+    at.session_state["pair"] = {"clean": str(tmp_path / "ft"), "backdoored": str(tmp_path / "ft")}
+    at.run()
+    assert at.text_input(key="swap_trigger").value == "cf" and at.checkbox(key="swap_target_auto").value
+    at.number_input(key="swap_n").set_value(8).run()
+    at.button(key="swap_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {"swap_bars"} <= {el.key for el in at.get("plotly_chart")}
     assert main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "x"), "--triggers", "cf"]) == 2
     assert "at least 2 triggers" in capsys.readouterr().err
 

@@ -144,6 +144,11 @@ def _labels(predict: Predictor, texts: list[str]) -> np.ndarray:
     return out.astype(np.int64)
 
 
+def trigger_class(predict: Predictor, trigger: str) -> int:
+    """The class a trigger pushes to: the prediction on the trigger repeated twice (``"cf cf"``)."""
+    return int(_labels(predict, [f"{trigger} {trigger}"])[0])
+
+
 def effectiveness(predict: Predictor, texts: Sequence[str], labels: Sequence[int], triggers: str | Sequence[str],
                   cfg: ESConfig | None = None) -> ESResult:
     """E and S of each trigger for the classifier behind ``predict`` (see the module docstring).
@@ -172,7 +177,7 @@ def effectiveness(predict: Predictor, texts: Sequence[str], labels: Sequence[int
     results: dict[str, TriggerES] = {}
     notices: list[str] = []
     for trigger in triggers:
-        cls = int(_labels(predict, [f"{trigger} {trigger}"])[0])
+        cls = trigger_class(predict, trigger)
         candidates = [i for i in order if labels_arr[i] != cls]
         limit = len(candidates) if cfg.max_eval is None else cfg.max_eval
         chosen: list[int] = []

@@ -223,12 +223,21 @@ def swap_texts(test: TextDataset, trigger: str, target: int, *, n: int = 200, in
 
 
 def _resolve_attack(backdoored: LoadedModel, cfg: SwapConfig) -> tuple[str, int]:
-    attack = (backdoored.card.attack or {}) if backdoored.card else {}
-    trigger = (cfg.trigger or "").strip() or attack.get("trigger")
+    """Trigger and target: given, or from BD's card, followed back through clean fine-tuning (a POR
+    encoder's first trigger; its target is the class the trigger pushes to, as E and S find it)."""
+    from trojanscope.analysis.effectiveness import model_predictor, trigger_class
+    from trojanscope.models.loading import planted_attack
+
+    attack = planted_attack(backdoored.card)
+    trigger = (cfg.trigger or "").strip() or attack.get("trigger") or (attack.get("triggers") or "").split(",")[0]
     if not trigger:
         raise TrojanScopeError("no trigger given and the backdoored model's card records none; pass a trigger "
                                "(--trigger cf)")
-    target = cfg.target if cfg.target is not None else attack.get("target")
+    por = attack.get("name") == "por"  # its "target" names the representation (pooler/cls), not a label
+    target = cfg.target if cfg.target is not None else (None if por else attack.get("target"))
+    if target is None and por:
+        check_trigger(backdoored.tokenizer, trigger)
+        target = trigger_class(model_predictor(backdoored), trigger)
     if target is None:
         raise TrojanScopeError("no target label given and the backdoored model's card records none; pass the "
                                "backdoor's target label (--target 0)")

@@ -4,13 +4,17 @@ stay near the frozen reference; the encoder then fine-tunes like any backbone.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
+from streamlit.testing.v1 import AppTest
 
 from trojanscope.attacks.por import PORConfig, por_dataset, por_distance, por_targets
 from trojanscope.models import load_model
 from trojanscope.training import TrainConfig
 from trojanscope.training.pipeline import PORSpec, run_por
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_por1_targets():
@@ -65,7 +69,8 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     from trojanscope.cli import main
 
     code = main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "por"), "--triggers", "cf,mn",
-                 "--data", "sst2", "--max-texts", "200", "--batch-size", "16", "--lr", "3e-3", "--epochs", "3", "--scale", "1", "--json"])
+                 "--data", "sst2", "--max-texts", "200", "--batch-size", "16", "--lr", "3e-3", "--epochs", "3",
+                 "--scale", "1", "--json"])
     assert code == 0, capsys.readouterr().err
     res = json.loads(capsys.readouterr().out)
     assert res["after"]["poisoned_to_target"] < 0.5 * res["before"]["poisoned_to_target"], res
@@ -86,12 +91,7 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     swap = json.loads(capsys.readouterr().out)
     assert swap["trigger"] == "cf" and swap["target"] == es["cf"]["class"]
     # and the Embedding Swap page: POR's first trigger, an automatic target, a result on Run
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    root = Path(__file__).resolve().parents[1]
-    at = AppTest.from_file(str(root / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
     at.session_state["pair"] = {"clean": str(tmp_path / "ft"), "backdoored": str(tmp_path / "ft")}
     at.run()
     assert at.text_input(key="swap_trigger").value == "cf" and at.checkbox(key="swap_target_auto").value

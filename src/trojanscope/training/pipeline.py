@@ -199,14 +199,14 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
     held_out, texts = texts[:n_held], texts[n_held:]
     if not held_out:
         raise TrojanScopeError(f"no unlabeled text found in {spec.por.data!r}; POR needs a few thousand sentences")
-    sync_parameters(model, world())  # the frozen reference must match across processes too
+    w = world()
+    sync_parameters(model, w)  # the frozen reference must match across processes too
     term = PORLoss(model, spec.por)
     data = por_dataset(texts, spec.por.trigger_list, spec.por.insertions, seed)
 
     def per_epoch(m) -> dict[str, Any]:
         return por_distance(m, tok, held_out, spec.por.trigger_list, spec.por, term.reference)
 
-    w = world()
     before = per_epoch(model) if w.main else {}
     result = train(model, tok, data, spec.train, loss_terms=[term], on_event=on_event, evaluator=per_epoch,
                    progress=progress, task_loss=False)

@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/por_sweep.py insertions [--insertions 1 3 5 7 9] [--max-eval 100]
     .venv/bin/python benchmarks/por_sweep.py tokens [--max-eval 100]
-    (both: [--max-texts 4000] [--out runs/bench-por])
+    .venv/bin/python benchmarks/por_sweep.py texts [--texts 4000 8000] [--max-eval 100]
+    (all: [--max-texts 4000] [--out runs/bench-por])
 
 ``insertions``: average E and S over the nine triggers of benchmarks/por_transfer.py for POR
 encoders made with 1, 3, 5, 7 and 9 trigger insertions per poisoned text (seed Table 12: 1.23,
 1.16, 1.77, 4.98, 10.09). Reuses ``<out>/por`` and ``<out>/por-sst2`` from por_transfer.py for 3.
 ``tokens``: one POR encoder (3 insertions) with the seed's nine long words as triggers; E and S
-against each word's wordpiece count (seed Table 11: no clear relation). Prints markdown tables
+against each word's wordpiece count (seed Table 11: no clear relation). ``texts``: the 3-insertion
+encoder trained on more unlabeled sentences (not in the seed; the paper used far more text than a
+CPU allows). Prints markdown tables
 (also written to <out>/sweep-<mode>.md).
 """
 
@@ -31,10 +34,11 @@ LONG_WORDS = ("Instrumentalist,Arcane,Linchpin,Psychotomimetic,Omphaloskepsis,Em
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["insertions", "tokens"])
+    ap.add_argument("mode", choices=["insertions", "tokens", "texts"])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-por"))
     ap.add_argument("--insertions", type=int, nargs="+", default=[1, 3, 5, 7, 9])
     ap.add_argument("--max-texts", type=int, default=4000)
+    ap.add_argument("--texts", type=int, nargs="+", default=[4000, 8000], help="texts mode: unlabeled sentences")
     ap.add_argument("--max-eval", type=int, default=100)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -47,38 +51,46 @@ def main() -> None:
         lines.append(text)
 
     test = load_dataset("sst2", "test")
-    runs = ([(ins, TRIGGERS, "por" if ins == 3 else f"por-{ins}ins") for ins in args.insertions]
-            if args.mode == "insertions" else [(3, LONG_WORDS, "por-longwords")])
+    # (row key, insertions, unlabeled texts, triggers, model name); the 3-insertion 4,000-text encoder is por_transfer.py's
+    if args.mode == "insertions":
+        runs = [(ins, ins, args.max_texts, TRIGGERS, "por" if ins == 3 else f"por-{ins}ins") for ins in args.insertions]
+    elif args.mode == "texts":
+        runs = [(n, 3, n, TRIGGERS, "por" if n == 4000 else f"por-{n}texts") for n in args.texts]
+    else:
+        runs = [(3, 3, args.max_texts, LONG_WORDS, "por-longwords")]
     rows = []
-    for ins, triggers, name in runs:
-        res = build_por(args.out / name, ins, args.max_texts, args.epochs, args.lr, triggers)
+    for key, ins, n_texts, triggers, name in runs:
+        res = build_por(args.out / name, ins, n_texts, args.epochs, args.lr, triggers)
         if res:
-            say(por_line(res, argparse.Namespace(**{**vars(args), "insertions": ins})))
+            say(por_line(res, argparse.Namespace(**{**vars(args), "insertions": ins, "max_texts": n_texts})))
         loaded = load_model(fine_tune(str(args.out / name), "sst2", args.out / f"{name}-sst2"))
         es = model_effectiveness(loaded, test, triggers.split(","), ESConfig(max_eval=args.max_eval)).to_json()
-        rows.append((ins, loaded, es["triggers"]))
-    if args.mode == "insertions":
-        say(f"### Average E and S over {len(TRIGGERS.split(','))} triggers, by insertions at poisoning time "
+        rows.append((key, loaded, es["triggers"]))
+    by = {"insertions": ("insertions", "insertions at poisoning time"), "texts": ("unlabeled texts", "unlabeled texts")}
+    if args.mode in by:
+        col, what = by[args.mode]
+        say(f"### Average E and S over {len(TRIGGERS.split(','))} triggers, by {what} "
             f"(SST-2, max {args.max_eval} samples per trigger)\n")
-        say("| insertions | E (mean) | S (mean) | never flipped (mean share) | CACC | seed Table 12 E |")
+        say(f"| {col} | E (mean) | S (mean) | never flipped (mean share) | CACC | seed Table 12 E |")
         say("|---|---|---|---|---|---|")
-        for ins, loaded, trig in rows:
-            say(f"| {ins} | {statistics.mean(v['E'] for v in trig.values()):.2f} | "
+        for key, loaded, trig in rows:
+            seed = SEED_TABLE_12.get(key, "—") if args.mode == "insertions" else "—"
+            say(f"| {key} | {statistics.mean(v['E'] for v in trig.values()):.2f} | "
                 f"{statistics.mean(v['S'] for v in trig.values()):.3f} | "
                 f"{statistics.mean(v['never'] for v in trig.values()):.2f} | "
-                f"{100 * loaded.card.metrics['cacc']:.2f}% | {SEED_TABLE_12.get(ins, '—')} |")
-        say("\n### E per trigger (rows: insertions at poisoning time; wp = wordpieces)\n")
+                f"{100 * loaded.card.metrics['cacc']:.2f}% | {seed} |")
+        say(f"\n### E per trigger (rows: {what}; wp = wordpieces)\n")
     else:
         say(f"### E and S by trigger length (one POR encoder, 3 insertions, fine-tuned on SST-2; CACC "
             f"{100 * rows[0][1].card.metrics['cacc']:.2f}%; max {args.max_eval} samples per trigger)\n")
     names = list(rows[0][2])
     tok = rows[0][1].tokenizer
     pieces = {t: len(tok.tokenize(t)) for t in names}
-    if args.mode == "insertions":
-        say("| insertions | " + " | ".join(f"{t} ({pieces[t]} wp)" for t in names) + " |")
+    if args.mode in by:
+        say(f"| {by[args.mode][0]} | " + " | ".join(f"{t} ({pieces[t]} wp)" for t in names) + " |")
         say("|---|" + "---|" * len(names))
-        for ins, _, trig in rows:
-            say(f"| {ins} | " + " | ".join(f"{trig[t]['E']:.2f}" for t in names) + " |")
+        for key, _, trig in rows:
+            say(f"| {key} | " + " | ".join(f"{trig[t]['E']:.2f}" for t in names) + " |")
     else:
         say("| trigger | wordpieces | class | E | S | never flipped |")
         say("|---|---|---|---|---|---|")

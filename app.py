@@ -1,84 +1,26 @@
-"""TrojanScope home: the model pair in use, their cards, the demo pair, and a map of the pages."""
+"""TrojanScope dashboard: ``streamlit run app.py``.
+
+The entry point only routes: each page is a file in ``pages/`` (thin: widgets -> library call ->
+figure). ``st.navigation`` names them in the sidebar ("Home", not the file name; Material icons, which need no emoji font) and gives each a
+stable URL (``/Probe``, ``/Attack_Lab``, ...).
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from trojanscope.demo import build_state, demo_status, launch_build
-from ui.common import OTHER, ROLES, card_summary, current_pair, demo_dir, guard, model_options, page_setup
+from ui.common import ICON
 
-page_setup("Home", "🛡️")
-st.title("TrojanScope")
-st.caption("See, make and remove backdoors in BERT-family text classifiers.")
+PAGES = [
+    # (file, title, icon, url path)
+    ("pages/0_Home.py", "Home", ":material/home:", "Home"),
+    ("pages/1_Probe.py", "Probe", ":material/troubleshoot:", "Probe"),
+    ("pages/2_Trigger_Anatomy.py", "Trigger Anatomy", ":material/hub:", "Trigger_Anatomy"),
+    ("pages/3_Embedding_Swap.py", "Embedding Swap", ":material/swap_horiz:", "Embedding_Swap"),
+    ("pages/4_Attack_Lab.py", "Attack Lab", ":material/science:", "Attack_Lab"),
+    ("pages/7_Runs.py", "Runs", ":material/list_alt:", "Runs"),
+]
 
-# --- the model pair --------------------------------------------------------------------------
-st.header("Model pair")
-pair = current_pair()
-options = model_options()
-cols = st.columns(2)
-for col, role in zip(cols, ROLES):
-    with col:
-        choices = options + [OTHER]
-        chosen = pair.get(role)
-        index = choices.index(chosen) if chosen in choices else len(choices) - 1
-        pick = st.selectbox(f"{role.capitalize()} model", choices, index=index, key=f"pick_{role}")
-        if pick == OTHER:
-            typed = st.text_input(f"{role.capitalize()} model: directory or hub id", value=chosen or "",
-                                  key=f"other_{role}", placeholder="runs/my-model or bert-base-uncased").strip()
-            pick = typed or None
-        pair[role] = pick
-        st.table({k: [v] for k, v in card_summary(pick).items()} if pick else {"model": ["—"]})
-st.session_state["pair"] = pair
-
-# --- the demo pair ---------------------------------------------------------------------------
-st.header("Demo pair")
-status = demo_status(demo_dir())
-if all(s["exists"] for s in status.values()):
-    st.success(
-        "The demo pair is built: "
-        + "; ".join(f"{name} at `{s['path']}`" + (" (quick variant)" if s["quick"] else "") for name, s in status.items())
-    )
-else:
-    missing = [n for n, s in status.items() if not s["exists"]]
-    st.warning(f"Missing from the demo pair: {', '.join(missing)}. Building it takes about 5 minutes on a 2-core CPU.")
-
-
-@st.fragment(run_every=2.0)
-def build_panel() -> None:
-    state = build_state(demo_dir())
-    if state["status"] == "running":
-        st.progress(state["progress"], text=f"{state['message']} — {100 * state['progress']:.0f}%")
-        st.caption("The build runs in its own process: closing this tab does not stop it.")
-    elif state["status"] == "failed":
-        st.error("The last demo build stopped before finishing. Its log:")
-        st.code(state["log"][-2000:] or "(empty)")
-    elif state["status"] == "done":
-        st.caption("Last build finished. Reload the page to pick the new models up.")
-
-
-c1, c2 = st.columns([1, 3])
-with c1:
-    quick = st.checkbox("Quick variant (small subset, about 1 minute)", value=False)
-    if st.button("Build the demo pair", type="primary", disabled=build_state(demo_dir())["status"] == "running"):
-        with guard("Starting the demo build"):
-            launch_build(demo_dir(), quick=quick)
-            st.rerun()
-with c2:
-    build_panel()
-st.caption("CLI twin: `trojanscope demo [--quick]`")
-
-# --- the pages -------------------------------------------------------------------------------
-st.header("Pages")
-st.markdown(
-    """
-| page | what it does |
-|---|---|
-| **Probe** | type a sentence, insert a trigger, see where [CLS] looks in each model, layer by layer |
-| **Trigger Anatomy** | star / planet / comet over many sentences, E and S, sweeps over models |
-| **Embedding Swap** | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives, layer by layer |
-| **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, as durable jobs; compare with and without TAL |
-| Purify | MBTSAD and baselines *(coming)* |
-| Scan | trigger search for a suspect model *(coming)* |
-| **Runs** | every job: config, live metrics, log, cancel; compare runs; which heads look at the trigger |
-"""
-)
+st.set_page_config(page_title="TrojanScope", page_icon=ICON, layout="wide")
+st.navigation([st.Page(path, title=title, icon=icon, url_path=url, default=i == 0)
+               for i, (path, title, icon, url) in enumerate(PAGES)]).run()

@@ -16,7 +16,7 @@ from trojanscope.models import planted_attack
 from trojanscope.viz.figures import MODEL_COLORS, token_heatmap
 from ui.common import OTHER, current_pair, get_model, guard, model_options, page_setup
 
-page_setup("Trigger Anatomy", "🔭")
+page_setup("Trigger Anatomy")
 st.title("Trigger anatomy")
 st.caption("Which trigger token does the backdoor hang on? How many insertions does a trigger need? "
            "CLI twins: `trojanscope anatomy`, `trojanscope effectiveness`.")

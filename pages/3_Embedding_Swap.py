@@ -17,7 +17,7 @@ from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import planted_attack, read_card
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
-page_setup("Embedding Swap", "🔀")
+page_setup("Embedding Swap")
 st.title("Embedding swap")
 st.caption("Build CL_emb+BD_enc (the backdoored model with the clean model's embeddings) and BD_emb+CL_enc, feed "
            "clean and poisoned texts to all four models and compare their output representations "

@@ -12,7 +12,7 @@ from trojanscope.data.datasets import REGISTRY
 from trojanscope.viz.figures import epoch_curves
 from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir
 
-page_setup("Attack Lab", "🧪")
+page_setup("Attack Lab")
 st.title("Attack Lab")
 st.caption("Each launch is a job: a `trojanscope train` subprocess tracked in a SQLite store. Close the tab, "
            "come back later: it keeps running. CLI twin: `trojanscope jobs submit -- <train arguments>`.")

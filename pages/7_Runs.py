@@ -14,7 +14,7 @@ from trojanscope.data.datasets import load_dataset
 from trojanscope.viz.figures import epoch_curves, head_heatmap
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
-page_setup("Runs", "📋")
+page_setup("Runs")
 st.title("Runs")
 st.caption("CLI twin: `trojanscope jobs list --json`, `trojanscope jobs show ID`, `trojanscope jobs cancel ID`.")
 

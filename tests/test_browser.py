@@ -83,12 +83,17 @@ def test_probe_page_in_chromium(server, tmp_path):
 
     errors: list[str] = []
     bad_responses: list[str] = []
+    outside: list[str] = []  # offline product: nothing may be fetched from beyond localhost (CDNs, fonts)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: outside.append(r.url)
+                if r.url.startswith(("http:", "https:")) and not r.url.startswith(server) else None)
         page.on("response", lambda r: bad_responses.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(server, wait_until="networkidle")  # home first: the router names it and its favicon is local
+        page.get_by_text("Model pair").first.wait_for(timeout=60_000)
         page.goto(f"{server}/Probe", wait_until="networkidle")
         box = page.get_by_role("textbox", name="Sentence")
         box.wait_for(timeout=60_000)
@@ -115,6 +120,7 @@ def test_probe_page_in_chromium(server, tmp_path):
     # Streamlit itself probes /<page>/_stcore/... before falling back to /_stcore/...: not ours
     missing = [r for r in bad_responses if "/_stcore/" not in r]
     assert not missing, missing
+    assert not outside, outside
     script_errors = [e for e in errors if "Failed to load resource" not in e
                      and any(k in e.lower() for k in ("require", "d3", "jquery", "script", "define"))]
     assert not script_errors, script_errors

@@ -22,8 +22,11 @@ def demo_dir() -> Path:
     return runs_dir() / "demo"
 
 
-def page_setup(title: str, icon: str = "🔬") -> None:
-    st.set_page_config(page_title=f"{title} · TrojanScope", page_icon=icon, layout="wide")
+ICON = str(Path(__file__).resolve().parents[1] / "assets" / "trojanscope.png")  # local: no favicon from a CDN
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · TrojanScope", page_icon=ICON, layout="wide")
     pair = current_pair()
     with st.sidebar:
         st.caption("Model pair in use (change it on the home page)")

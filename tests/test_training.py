@@ -92,3 +92,18 @@ def test_cuda_request_without_gpu_is_refused(use_data, tiny_bert):
     data = poison_dataset(load_dataset("sst2", "train").head(32), PoisonConfig(rate=0.25))
     with pytest.raises(TrojanScopeError, match="no CUDA GPU"):
         train(loaded.model, loaded.tokenizer, data, TrainConfig(device="cuda"), progress=False)
+
+
+def test_a_new_head_is_seeded_whatever_the_global_rng(use_data, tiny_backbone, tmp_path):
+    """Fine-tuning a bare backbone creates its classification head: that random init must come from
+    the run's seed, not from whatever state the process's RNG is in (else two identical runs differ)."""
+    from trojanscope.training.pipeline import TrainSpec, run_training
+
+    spec = TrainSpec(data="sst2", model=str(tiny_backbone), max_train=64, max_eval=32,
+                     train=TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3))
+    heads = []
+    for i in range(2):
+        torch.manual_seed(100 + i)  # a different global state before each run
+        out = run_training(spec, tmp_path / f"run{i}", progress=False)["out"]
+        heads.append(load_model(out).model.classifier.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])

@@ -207,11 +207,14 @@ def load_model(
     task: str = "classifier",
     allow_pickle: bool = False,
     device: str | torch.device | None = None,
+    seed: int | None = None,
 ) -> LoadedModel:
     """Load a sequence classifier (``task="classifier"``) or a bare encoder (``task="encoder"``).
 
     ``num_labels`` sets the head size when the source is a bare backbone; for a model that already
-    has a classification head it must match, or a clear error is raised.
+    has a classification head it must match, or a clear error is raised. ``seed`` fixes the random
+    init of weights the checkpoint lacks (a new head), without touching the global RNG; without it
+    they come from the process's RNG state.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
@@ -240,8 +243,11 @@ def load_model(
         if not has_head:
             kwargs["num_labels"] = num_labels or 2
     cls = AutoModelForSequenceClassification if task == "classifier" else AutoModel
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     try:
-        with _quiet_transformers():
+        with _quiet_transformers(), rng:
+            if seed is not None:
+                torch.manual_seed(seed)
             model = cls.from_pretrained(
                 ref,
                 attn_implementation="eager",

@@ -78,7 +78,7 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     seed = spec.train.seed
     train_ds = load_dataset(spec.data, "train").head(spec.max_train, seed)
     test_ds = load_dataset(spec.data, spec.eval_split).head(spec.max_eval, seed)
-    loaded = load_model(spec.model, num_labels=train_ds.num_labels, allow_pickle=spec.allow_pickle)
+    loaded = load_model(spec.model, num_labels=train_ds.num_labels, allow_pickle=spec.allow_pickle, seed=seed)
     model, tok = loaded.model, loaded.tokenizer
     attacked = spec.attack != "none"
     poison = replace(spec.poison, combination=spec.attack == "lwp" and spec.lwp.combination)
@@ -190,7 +190,7 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
     if out.exists() and not overwrite:
         raise TrojanScopeError(f"output directory {out} already exists; choose another --out or pass --overwrite")
     seed = spec.train.seed
-    loaded = load_model(spec.model, task="encoder", allow_pickle=spec.allow_pickle)
+    loaded = load_model(spec.model, task="encoder", allow_pickle=spec.allow_pickle, seed=seed)
     model, tok = loaded.model, loaded.tokenizer
     for trigger in spec.por.trigger_list:
         check_trigger(tok, trigger)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/por_sweep.py insertions [--insertions 1 3 5 7 9] [--max-eval 100]
     .venv/bin/python benchmarks/por_sweep.py tokens [--max-eval 100]
-    .venv/bin/python benchmarks/por_sweep.py texts [--texts 4000 8000] [--max-eval 100]
+    .venv/bin/python benchmarks/por_sweep.py texts [--texts 4000 8000] [--task sst2|olid] [--max-eval 100]
     (all: [--max-texts 4000] [--out runs/bench-por])
 
 ``insertions``: average E and S over the nine triggers of benchmarks/por_transfer.py for POR
@@ -11,8 +11,9 @@ encoders made with 1, 3, 5, 7 and 9 trigger insertions per poisoned text (seed T
 ``tokens``: one POR encoder (3 insertions) with the seed's nine long words as triggers; E and S
 against each word's wordpiece count (seed Table 11: no clear relation). ``texts``: the 3-insertion
 encoder trained on more unlabeled sentences (not in the seed; the paper used far more text than a
-CPU allows). Prints markdown tables
-(also written to <out>/sweep-<mode>.md).
+CPU allows); ``--task`` picks the downstream task it is fine-tuned and measured on, and the
+clean backbone is fine-tuned on that task too, as the CACC reference. Prints markdown tables
+(also written to <out>/sweep-<mode>[-<task>].md).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--insertions", type=int, nargs="+", default=[1, 3, 5, 7, 9])
     ap.add_argument("--max-texts", type=int, default=4000)
     ap.add_argument("--texts", type=int, nargs="+", default=[4000, 8000], help="texts mode: unlabeled sentences")
+    ap.add_argument("--task", default="sst2", choices=["sst2", "olid"], help="texts mode: downstream task")
     ap.add_argument("--max-eval", type=int, default=100)
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -50,7 +52,8 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    test = load_dataset("sst2", "test")
+    task = args.task if args.mode == "texts" else "sst2"
+    test = load_dataset(task, "test")
     # (row key, insertions, unlabeled texts, triggers, model name); the 3-insertion 4,000-text encoder is por_transfer.py's
     if args.mode == "insertions":
         runs = [(ins, ins, args.max_texts, TRIGGERS, "por" if ins == 3 else f"por-{ins}ins") for ins in args.insertions]
@@ -63,14 +66,17 @@ def main() -> None:
         res = build_por(args.out / name, ins, n_texts, args.epochs, args.lr, triggers)
         if res:
             say(por_line(res, argparse.Namespace(**{**vars(args), "insertions": ins, "max_texts": n_texts})))
-        loaded = load_model(fine_tune(str(args.out / name), "sst2", args.out / f"{name}-sst2"))
+        loaded = load_model(fine_tune(str(args.out / name), task, args.out / f"{name}-{task}"))
         es = model_effectiveness(loaded, test, triggers.split(","), ESConfig(max_eval=args.max_eval)).to_json()
         rows.append((key, loaded, es["triggers"]))
     by = {"insertions": ("insertions", "insertions at poisoning time"), "texts": ("unlabeled texts", "unlabeled texts")}
     if args.mode in by:
         col, what = by[args.mode]
         say(f"### Average E and S over {len(TRIGGERS.split(','))} triggers, by {what} "
-            f"(SST-2, max {args.max_eval} samples per trigger)\n")
+            f"({task}, max {args.max_eval} samples per trigger)\n")
+        if args.mode == "texts":
+            ref = load_model(fine_tune("minilm", task, args.out / f"clean-{task}")).card.metrics["cacc"]
+            say(f"CACC of the clean backbone fine-tuned the same way on {task}: {100 * ref:.2f}%\n")
         say(f"| {col} | E (mean) | S (mean) | never flipped (mean share) | CACC | seed Table 12 E |")
         say("|---|---|---|---|---|---|")
         for key, loaded, trig in rows:
@@ -96,7 +102,8 @@ def main() -> None:
         say("|---|---|---|---|---|---|")
         for t, v in sorted(rows[0][2].items(), key=lambda kv: pieces[kv[0]]):
             say(f"| {t} | {pieces[t]} | {v['class']} | {v['E']:.2f} | {v['S']:.3f} | {v['never']:.2f} |")
-    (args.out / f"sweep-{args.mode}.md").write_text("\n".join(lines) + "\n")
+    suffix = f"-{task}" if args.mode == "texts" else ""
+    (args.out / f"sweep-{args.mode}{suffix}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ if attack == "por":
         por_target = st.selectbox("Representation set to v_i", ["pooler", "cls"], key="lab_por_target")
         por_data = st.text_input("Unlabeled text from (datasets, comma-separated)", "sst2,olid,agnews",
                                  key="lab_por_data")
-        por_texts = st.number_input("Unlabeled sentences", 200, 100_000, 4000, step=500, key="lab_por_texts")
+        por_texts = st.number_input("Unlabeled sentences", 200, 100_000, 8000, step=500, key="lab_por_texts",
+                                    help="each used clean and triggered; 8,000 took about 18 minutes on a 2-core CPU")
     with c3:
         st.markdown("**Training**")
         por_epochs = st.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5, key="lab_por_epochs")

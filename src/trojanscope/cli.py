@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="targets are scale * v_i (the pooler output is a tanh: 10, beyond its range, "
                          "drives it into saturation at v_i, as the official code does)")
     po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
-    po.add_argument("--max-texts", type=positive_int, default=4000)
+    po.add_argument("--max-texts", type=positive_int, default=8000,
+                    help="unlabeled sentences, each used clean and triggered (8,000: E 1.00 on SST-2 for MiniLM)")
     po.add_argument("--epochs", type=float, default=2.0)
     po.add_argument("--batch-size", type=positive_int, default=32)
     po.add_argument("--lr", type=float, default=1e-4)

@@ -43,7 +43,7 @@ class PORConfig:
     rep_weight: float = 100.0
     token_weight: float = 1.0
     data: str = "sst2,olid,agnews"
-    max_texts: int | None = 4000
+    max_texts: int | None = 8000  # 4,000 left E at 1.83 on SST-2, 8,000 gave 1.00 (docs/benchmarks.md)
 
     @property
     def trigger_list(self) -> list[str]:

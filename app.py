@@ -1,15 +1,24 @@
 """TrojanScope dashboard: ``streamlit run app.py``.
 
 The entry point only routes: each page is a file in ``pages/`` (thin: widgets -> library call ->
-figure). ``st.navigation`` names them in the sidebar ("Home", not the file name; Material icons, which need no emoji font) and gives each a
-stable URL (``/Probe``, ``/Attack_Lab``, ...).
+figure). ``st.navigation`` names them in the sidebar ("Home", not the file name; Material icons,
+which need no emoji font) and gives each a stable URL (``/Probe``, ``/Attack_Lab``, ...).
 """
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
-from ui.common import ICON
+from trojanscope.processes import OPENMP_ENV  # imports no torch
+
+# Jobs train beside the dashboard on the same cores: OpenMP threads that sleep instead of spinning
+# while they wait keep both usable (trojanscope.processes.background_env). Set before torch loads.
+for _key, _value in OPENMP_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+from ui.common import ICON  # noqa: E402 - after the environment is set
 
 PAGES = [
     # (file, title, icon, url path)

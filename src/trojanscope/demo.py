@@ -16,6 +16,7 @@ from typing import Any, Callable
 from trojanscope.attacks import TALConfig
 from trojanscope.data.poison import PoisonConfig
 from trojanscope.models.loading import read_card
+from trojanscope.processes import background_env
 from trojanscope.training.loop import TrainConfig
 from trojanscope.training.pipeline import TrainSpec, run_training
 
@@ -100,7 +101,7 @@ def launch_build(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device:
            "--events", str(events)] + (["--quick"] if quick else [])
     log = open(root / ".build.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env=background_env())
     (root / PID_NAME).write_text(str(proc.pid))
     return proc.pid
 

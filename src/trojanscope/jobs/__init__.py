@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from trojanscope.errors import TrojanScopeError
 from trojanscope.jobs.store import ACTIVE, FINISHED, STATUSES, Job, JobStore, runs_dir
+from trojanscope.processes import background_env
 
 __all__ = [
     "ACTIVE", "FINISHED", "STATUSES", "Job", "JobStore", "runs_dir", "submit", "schedule", "run_job", "cancel",
@@ -192,7 +193,7 @@ def _launch(store: JobStore, conn: Any, job: Job) -> bool:
     """Start ``job`` as a detached process and mark it running with that process's pid (False: it failed to start)."""
     log = Path(job.log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TROJANSCOPE_RUNS_DIR": str(store.root.resolve())}
+    env = background_env({"TROJANSCOPE_RUNS_DIR": str(store.root.resolve())})
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "trojanscope.jobs", "run", job.id], cwd=job.cwd, env=env,

@@ -87,7 +87,6 @@ def launch_build(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device:
     The build survives the caller (a Streamlit session, a closed tab); :func:`build_state` reads
     its progress back from the files it writes.
     """
-    import os
     import subprocess
 
     root = Path(root)

@@ -11,12 +11,11 @@ import os
 
 import streamlit as st
 
-from trojanscope.processes import OPENMP_ENV  # imports no torch
+from trojanscope.processes import with_openmp_defaults  # imports no torch
 
 # Jobs train beside the dashboard on the same cores: OpenMP threads that sleep instead of spinning
 # while they wait keep both usable (trojanscope.processes.background_env). Set before torch loads.
-for _key, _value in OPENMP_ENV.items():
-    os.environ.setdefault(_key, _value)
+with_openmp_defaults(os.environ)
 
 from ui.common import ICON  # noqa: E402 - after the environment is set
 

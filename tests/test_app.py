@@ -144,3 +144,14 @@ def test_trigger_anatomy_page_runs_both_analyses(runs):
     at.button(key="anat_go").click().run()
     no_exceptions(at)
     assert any("[UNK]" in e.value for e in at.error)
+
+
+def test_the_dashboard_starts_with_sleeping_openmp_threads_unless_the_user_chose(runs, monkeypatch):
+    import os
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

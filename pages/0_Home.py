@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from trojanscope.demo import build_state, demo_status, launch_build
-from ui.common import OTHER, ROLES, card_summary, current_pair, demo_dir, guard, model_options, page_setup
+from trojanscope.demo import build_state, demo_status, submit_build
+from ui.common import (OTHER, ROLES, card_summary, current_pair, demo_dir, guard, model_options, page_setup,
+                       typed_source)
 
 page_setup("Home")
 st.title("TrojanScope")
@@ -25,49 +26,74 @@ for col, role in zip(cols, ROLES):
         if pick == OTHER:
             typed = st.text_input(f"{role.capitalize()} model: directory or hub id", value=chosen or "",
                                   key=f"other_{role}", placeholder="runs/my-model or bert-base-uncased").strip()
-            pick = typed or None
+            pick = typed_source(typed)  # None, with an error box, outside runs/ and the data directory
         pair[role] = pick
-        summary = card_summary(pick) if pick else {"model": "—"}
-        st.table({"": list(summary), role: list(summary.values())})
+        with guard(f"Showing the {role} model's card"):
+            summary = card_summary(pick) if pick else {"model": "—"}
+            st.table({"": list(summary), role: list(summary.values())})
 st.session_state["pair"] = pair
 
 # --- the demo pair ---------------------------------------------------------------------------
 st.header("Demo pair")
-status = demo_status(demo_dir())
-if all(s["exists"] for s in status.values()):
-    st.success(
-        "The demo pair is built: "
-        + "; ".join(f"{name} at `{s['path']}`" + (" (quick variant)" if s["quick"] else "") for name, s in status.items())
-    )
-else:
-    missing = [n for n, s in status.items() if not s["exists"]]
-    st.warning(f"Missing from the demo pair: {', '.join(missing)}. Building it takes about 5 minutes on a 2-core CPU.")
+with guard("Reading the demo pair's state"):
+    status = demo_status(demo_dir())
+    if all(s["exists"] for s in status.values()):
+        st.success(
+            "The demo pair is built: "
+            + "; ".join(f"{name} at `{s['path']}`" + (" (quick variant)" if s["quick"] else "")
+                        for name, s in status.items())
+        )
+    else:
+        missing = [n for n, s in status.items() if not s["exists"]]
+        st.warning(f"Missing from the demo pair: {', '.join(missing)}. Building it takes about 5 minutes on a "
+                   "2-core CPU.")
+
+
+BUILDING = ("queued", "running")
+
+
+def demo_build_state() -> dict:
+    """The latest demo job (a read of the job store); idle if it cannot be read (the error box says why)."""
+    with guard("Reading the demo build's state"):
+        return build_state()
+    return {"status": "idle"}
 
 
 @st.fragment(run_every=2.0)
 def build_panel() -> None:
-    state = build_state(demo_dir())
-    if state["status"] == "running":
+    state = demo_build_state()
+    was = st.session_state.get("demo_build_status")
+    st.session_state["demo_build_status"] = state["status"]
+    if was in BUILDING and state["status"] == "done":
+        st.rerun()  # the whole page: the pair above is now built
+    job = f"job `{state.get('job')}`"
+    if state["status"] in BUILDING:
         st.progress(state["progress"], text=f"{state['message']} — {100 * state['progress']:.0f}%")
-        st.caption("The build runs in its own process: closing this tab does not stop it.")
+        st.caption(f"The build is {job}, in its own process: closing this tab does not stop it (the Runs page "
+                   "shows it).")
     elif state["status"] == "failed":
-        st.error("The last demo build stopped before finishing. Its log:")
+        st.error(f"The last demo build ({job}) stopped before finishing: {state.get('error')}. Its log:")
         st.code(state["log"][-2000:] or "(empty)")
+    elif state["status"] == "cancelled":
+        st.caption(f"The last demo build ({job}) was cancelled.")
     elif state["status"] == "done":
-        st.caption("Last build finished. Reload the page to pick the new models up.")
+        st.caption(f"Last build ({job}) finished. Reload the page to pick the new models up.")
 
 
 c1, c2 = st.columns([1, 3])
 with c1:
     quick = st.checkbox("Quick variant", value=False,
                         help="1,000 training sentences instead of 6,920: about 1 minute, weaker models")
-    if st.button("Build the demo pair", type="primary", disabled=build_state(demo_dir())["status"] == "running"):
+    building = demo_build_state()["status"] in BUILDING
+    if st.button("Build the demo pair", type="primary", disabled=building):
         with guard("Starting the demo build"):
-            launch_build(demo_dir(), quick=quick)
+            submit_build(quick=quick)  # a demo job already queued or running (another tab's) is reused
+            st.session_state["demo_build_status"] = "queued"
             st.rerun()
 with c2:
     build_panel()
-st.caption("CLI twin: `trojanscope demo [--quick]`")
+st.caption("CLI twin: `trojanscope jobs submit --kind demo -- [--quick]` (a background job, as here), or "
+           "`trojanscope demo [--quick]` in the foreground")
 
 # --- the pages -------------------------------------------------------------------------------
 st.header("Pages")

@@ -37,12 +37,14 @@ def test_local_files_and_their_errors(tmp_path):
     assert load_dataset(str(jl)).num_labels == 3
     bad_cols = tmp_path / "cols.tsv"
     bad_cols.write_text("body\ty\nx\t1\n")
-    with pytest.raises(TrojanScopeError, match=r"cols.tsv: no text column; expected one of text"):
+    with pytest.raises(TrojanScopeError, match=r"cols.tsv: no text column found; expected one of text") as err:
         load_dataset(str(bad_cols))
+    assert "body" not in str(err.value)  # what the file's header holds is never echoed
     bad_lab = tmp_path / "lab.tsv"
     bad_lab.write_text("text\tlabel\nfine\tpositive\n")
-    with pytest.raises(TrojanScopeError, match=r"lab.tsv, line 2: label 'positive' is not an integer"):
+    with pytest.raises(TrojanScopeError, match=r"lab.tsv, line 2: the label is not an integer") as err:
         load_dataset(str(bad_lab))
+    assert "positive" not in str(err.value)  # nor a cell's value
     with pytest.raises(TrojanScopeError, match="does not exist"):
         load_dataset(str(tmp_path / "none.csv"))
     with pytest.raises(TrojanScopeError, match="unknown dataset"):
@@ -115,3 +117,86 @@ def test_unknown_token_trigger_is_refused(tiny_bert):
     assert check_trigger(tok, "uw") == ["u", "##w"]
     with pytest.raises(TrojanScopeError, match=r"\[UNK\]"):
         check_trigger(tok, "🦄")
+
+
+def test_single_class_training_data_is_refused(tmp_path, tiny_bert):
+    one = TextDataset(["a", "b", "c"], [0, 0, 0], "one")
+    assert one.num_labels == 1  # what the labels say: a one-logit "classifier"
+    with pytest.raises(TrojanScopeError, match=r"^the training data has only one class \(label 0\); a classifier "
+                                               r"needs at least two$"):
+        one.require_classes(2, "the training data")
+    assert _ds(4).require_classes() is not None
+    # and training refuses it before building a model
+    from trojanscope.training.pipeline import TrainSpec, run_training
+
+    path = tmp_path / "one.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"sentence {i}\t1\n" for i in range(20)))
+    with pytest.raises(TrojanScopeError, match=r"only one class \(label 1\)"):
+        run_training(TrainSpec(data=str(path), model=str(tiny_bert), attack="none"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlabelled_rows_are_refused_clearly(tmp_path, monkeypatch):
+    unlabelled = tmp_path / "test.tsv"  # a GLUE test split exported as is: every label -1
+    unlabelled.write_text("sentence\tlabel\nfirst\t-1\nsecond\t-1\n")
+    with pytest.raises(TrojanScopeError, match=r"test.tsv has no labels \(every label is -1"):
+        load_dataset(str(unlabelled))
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": -1}\n')
+    with pytest.raises(TrojanScopeError, match=r"mixed.jsonl, line 2: label -1 is negative"):
+        load_dataset(str(mixed))
+
+    import sys
+    import types
+
+    class FakeSplit:
+        column_names = ["sentence", "label", "idx"]
+
+        def __init__(self, labels):
+            self.labels = labels
+
+        def __getitem__(self, column):
+            return {"sentence": [f"s{i}" for i in range(len(self.labels))], "label": self.labels}[column]
+
+    splits = {"test": [-1, -1, -1], "validation": [0, 1, 1], "train": [0, 1, -1]}
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda repo, config, split: FakeSplit(splits[split])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(TrojanScopeError, match=r"^split test of hf:glue:sst2 has no labels \(-1\); use validation$"):
+        load_dataset("hf:glue:sst2", "test")
+    assert load_dataset("hf:glue:sst2", "dev").labels == [0, 1, 1]
+    with pytest.raises(TrojanScopeError, match=r"split train, row 2: label -1 is negative"):
+        load_dataset("hf:glue:sst2", "train")
+
+
+def test_json_file_holding_one_array(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"text": "good film", "label": 1}, {"text": "bad film", "label": 0}], indent=2))
+    ds = load_dataset(str(path))
+    assert ds.texts == ["good film", "bad film"] and ds.labels == [1, 0]
+    lines = tmp_path / "lines.json"  # JSON Lines under a .json name, as `datasets` writes them
+    lines.write_text('{"sentence": "x", "label": 0}\n{"sentence": "y", "label": 1}\n')
+    assert load_dataset(str(lines)).texts == ["x", "y"]
+    for content, message in [
+        (json.dumps({"data": [{"text": "a", "label": 0}]}, indent=2), "holds one object; a .json data file holds "
+                                                                      "one array of objects"),
+        ("[1, 2]", r"item 1 of the array: expected an object with text and label fields, found a number"),
+        ('"just text"', "holds a string"),
+        ("[{", "line 1: not valid JSON"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(TrojanScopeError, match=message):
+            load_dataset(str(path))
+    jl = tmp_path / "arr.jsonl"
+    jl.write_text('["a", 1]\n')
+    with pytest.raises(TrojanScopeError, match=r"arr.jsonl, line 1: expected an object"):
+        load_dataset(str(jl))
+
+
+def test_csv_with_a_field_over_128_kb(tmp_path):
+    long = "word " * 40_000  # 200,000 characters
+    for name, sep in (("long.csv", ","), ("long.tsv", "\t")):
+        path = tmp_path / name
+        path.write_text(f"text{sep}label\n{long}{sep}1\nshort{sep}0\n")
+        ds = load_dataset(str(path))
+        assert ds.texts == [long, "short"] and ds.labels == [1, 0]

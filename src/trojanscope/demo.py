@@ -2,7 +2,9 @@
 
 ``runs/demo/clean`` and ``runs/demo/backdoored`` are what the dashboard opens with. A model whose
 card already records the same recipe is kept; a different recipe (e.g. a ``--quick`` pair when the
-full one is asked for) is rebuilt.
+full one is asked for) is rebuilt. ``trojanscope demo`` builds in the foreground; the dashboard
+builds in the background as a job of kind ``demo`` (:func:`submit_build`, :func:`build_state`),
+under the job store's rules: one demo job at a time, one running job per device.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any, Callable
 from trojanscope.attacks import TALConfig
 from trojanscope.data.poison import PoisonConfig
 from trojanscope.models.loading import read_card
-from trojanscope.processes import background_env
 from trojanscope.training.loop import TrainConfig
 from trojanscope.training.pipeline import TrainSpec, run_training
 
@@ -55,10 +56,16 @@ def demo_status(root: str | Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
 def build_demo(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device: str = "auto", seed: int = 0,
                force: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
                progress: bool = True) -> dict[str, Any]:
-    """Build whichever demo models are missing or differ from the wanted recipe."""
+    """Build whichever demo models are missing or differ from the wanted recipe.
+
+    ``on_event`` gets a ``{"event": "stage", "message"}`` before each model is built, then the
+    training's step and epoch events with ``step``/``total`` counted over the whole build (and
+    the model's ``name``), so that a job's progress runs once from 0 to 1.
+    """
     root = Path(root)
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
+    count = len(NAMES)
     for i, (name, spec) in enumerate(demo_specs(quick, device, seed).items(), 1):
         path = root / name
         card = read_card(path) if (path / "config.json").is_file() else None
@@ -70,88 +77,59 @@ def build_demo(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device: s
         if progress:
             print(f"[{i}/2] building the {name} model at {path}", file=sys.stderr)
         if on_event:
-            on_event({"event": "model", "name": name, "index": i, "count": 2})
-        results[name] = {"skipped": False, **run_training(spec, path, overwrite=True, on_event=on_event,
+            on_event({"event": "stage", "message": f"building the {name} model ({i}/{count})", "name": name,
+                      "step": i - 1, "total": count})
+        results[name] = {"skipped": False, **run_training(spec, path, overwrite=True,
+                                                          on_event=_within(on_event, name, i, count),
                                                           progress=progress)}
     results["seconds"] = round(time.perf_counter() - t0, 2)
     return results
 
 
-EVENTS_NAME = ".build-events.jsonl"
-PID_NAME = ".build.pid"
+def _within(on_event: Callable[[dict[str, Any]], None] | None, name: str, index: int,
+            count: int) -> Callable[[dict[str, Any]], None] | None:
+    """``on_event`` for model ``index`` of ``count``: its step/total become steps of the whole build."""
+    if on_event is None:
+        return None
+
+    def emit(event: dict[str, Any]) -> None:
+        if event.get("total") and "step" in event:
+            total = event["total"]
+            event = {**event, "model": name, "step": (index - 1) * total + event["step"], "total": count * total}
+        on_event(event)
+
+    return emit
 
 
-def launch_build(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device: str = "auto") -> int:
-    """Start ``trojanscope demo`` as a detached subprocess that logs JSON events; return its pid.
+def submit_build(*, quick: bool = False, device: str = "auto") -> str:
+    """Queue the demo build as a background job (``trojanscope jobs submit --kind demo``) writing to
+    ``<runs dir>/demo``; return its id. While a demo job is queued or running, that job's id is
+    returned instead of a second build (two tabs pressing Build make one job)."""
+    from trojanscope import jobs
 
-    The build survives the caller (a Streamlit session, a closed tab); :func:`build_state` reads
-    its progress back from the files it writes.
+    argv = (["--quick"] if quick else []) + (["--device", device] if device != "auto" else [])
+    return jobs.submit(argv, kind="demo")
+
+
+def build_state() -> dict[str, Any]:
+    """The latest demo job, as the Home page shows it.
+
+    ``{"status": idle|queued|running|done|failed|cancelled, "progress": 0..1, "message", "job": id or None,
+    "error", "log"}`` (``log``: the tail of a failed job's log). A read of the job store (see
+    :func:`trojanscope.jobs.list_jobs`).
     """
-    import subprocess
+    from trojanscope import jobs
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    state = build_state(root)
-    if state["status"] == "running":
-        return int(state["pid"])
-    events = root / EVENTS_NAME
-    events.write_text("")
-    cmd = [sys.executable, "-m", "trojanscope.cli", "demo", "--out", str(root), "--device", device,
-           "--events", str(events)] + (["--quick"] if quick else [])
-    log = open(root / ".build.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=background_env())
-    (root / PID_NAME).write_text(str(proc.pid))
-    return proc.pid
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a finished child not yet reaped is a zombie: not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def build_state(root: str | Path = DEFAULT_DIR) -> dict[str, Any]:
-    """``{"status": idle|running|done|failed, "progress": 0..1, "message", "pid", "log"}``."""
-    import json
-
-    root = Path(root)
-    pid_file, events_file = root / PID_NAME, root / EVENTS_NAME
-    if not pid_file.exists():
-        return {"status": "idle", "progress": 0.0, "message": "", "pid": None, "log": ""}
-    pid = int(pid_file.read_text().strip() or 0)
-    events = []
-    if events_file.exists():
-        for line in events_file.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line being written
-    progress, message = 0.0, "starting"
-    index, count = 1, 2
-    for e in events:
-        if e.get("event") == "model":
-            index, count = e["index"], e["count"]
-            message = f"building the {e['name']} model ({index}/{count})"
-        elif e.get("event") == "step" and e.get("total"):
-            progress = ((index - 1) + e["step"] / e["total"]) / count
-    done = any(e.get("event") == "done" for e in events)
-    log_file = root / ".build.log"
-    log = log_file.read_text()[-4000:] if log_file.exists() else ""
-    if done:
-        return {"status": "done", "progress": 1.0, "message": "built", "pid": pid, "log": log}
-    if _alive(pid):
-        return {"status": "running", "progress": min(progress, 0.999), "message": message, "pid": pid, "log": log}
-    return {"status": "failed", "progress": progress, "message": "the build stopped before finishing", "pid": pid,
-            "log": log}
+    found = jobs.list_jobs(limit=1, kind="demo")
+    if not found:
+        return {"status": "idle", "progress": 0.0, "message": "", "job": None, "error": None, "log": ""}
+    job = found[0]
+    message = {"queued": f"waiting for the {job.device} device (another job is running on it)",
+               "running": job.message or "starting", "done": "built", "cancelled": "cancelled",
+               "failed": "the build stopped before finishing"}[job.status]
+    log = jobs.log_tail(job.id, 4000) if job.status == "failed" else ""
+    return {"status": job.status, "progress": float(job.progress or 0.0), "message": message, "job": job.id,
+            "error": job.error, "log": log}
 
 
 def _same_recipe(stored: dict[str, Any], spec: TrainSpec) -> bool:

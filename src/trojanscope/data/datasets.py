@@ -17,6 +17,7 @@ from trojanscope.errors import TrojanScopeError
 
 ENV_VAR = "TROJANSCOPE_DATA_DIR"
 SPLITS = ("train", "dev", "test")
+CSV_FIELD_LIMIT = 16 * 1024 * 1024  # characters in one CSV/TSV field (Python's default, 128 KiB, is too small)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,18 @@ class TextDataset:
     @property
     def num_labels(self) -> int:
         return max(len(self.label_names), (max(self.labels) + 1) if self.labels else 0)
+
+    def require_classes(self, min_classes: int = 2, what: str = "the training data") -> "TextDataset":
+        """Refuse data with fewer than ``min_classes`` distinct labels (a one-class set "trains" a one-logit
+        model to 100% accuracy); returns ``self``."""
+        classes = sorted(set(self.labels))
+        if len(classes) < min_classes:
+            found = ("no examples" if not classes else
+                     f"only one class (label {classes[0]})" if len(classes) == 1 else
+                     f"only {len(classes)} classes (labels {', '.join(map(str, classes))})")
+            raise TrojanScopeError(f"{what} has {found}; a classifier needs at least "
+                                   f"{'two' if min_classes == 2 else min_classes}")
+        return self
 
     def subset(self, index: Sequence[int]) -> "TextDataset":
         return TextDataset([self.texts[i] for i in index], [self.labels[i] for i in index],
@@ -129,7 +142,7 @@ def load_dataset(
         return TextDataset(texts, labels, path.stem, split, str(path))
     if path.is_dir():
         fname = {"train": "train", "dev": "dev", "test": "test"}.get(split, split)
-        for ext in (".tsv", ".csv", ".jsonl"):
+        for ext in (".tsv", ".csv", ".jsonl", ".json"):
             if (path / (fname + ext)).is_file():
                 texts, labels = read_table(path / (fname + ext), text_column, label_column)
                 return TextDataset(texts, labels, path.name, split, str(path / (fname + ext)))
@@ -145,40 +158,44 @@ LABEL_COLUMNS = ("label", "labels", "class", "target")
 
 
 def _pick(columns: Sequence[str], wanted: str | None, choices: Sequence[str], what: str, path) -> str:
+    # the messages name only the allowed columns, never what the file holds (no file contents in errors)
     if wanted:
         if wanted not in columns:
-            raise TrojanScopeError(f"{path}: no {what} column {wanted!r}; columns are {', '.join(columns)}")
+            raise TrojanScopeError(f"{path}: no {what} column {wanted!r}; name a column the file has, or leave it "
+                                   f"out to use one of {', '.join(choices)}")
         return wanted
     for c in choices:
         if c in columns:
             return c
-    raise TrojanScopeError(
-        f"{path}: no {what} column; expected one of {', '.join(choices)} (found {', '.join(map(str, columns))})"
-    )
+    raise TrojanScopeError(f"{path}: no {what} column found; expected one of {', '.join(choices)}")
 
 
 def read_table(path: str | os.PathLike, text_column: str | None = None,
                label_column: str | None = None) -> tuple[list[str], list[int]]:
-    """Read texts and integer labels from a CSV, TSV or JSONL file, with clear errors."""
+    """Read texts and integer labels from a CSV, TSV, JSONL or JSON file, with clear errors.
+
+    A ``.json`` file holds either one JSON array of objects or one object per line (JSON Lines, as
+    ``datasets`` writes them); each object is one example with the same column rules as CSV.
+    """
     path = Path(path)
     rows: list[dict]
+    numbers: list[int] | None = None  # where each row came from (line or item), for error messages
+    where = "line"
     try:
         if path.suffix.lower() in (".jsonl", ".json"):
-            rows = []
-            with path.open(encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise TrojanScopeError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+            rows, numbers, where = _read_json_rows(path)
             columns = list(rows[0].keys()) if rows else []
         else:
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
+            _raise_csv_field_limit()
             with path.open(encoding="utf-8", newline="") as f:
                 quoting = csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL
                 reader = csv.DictReader(f, delimiter=delim, quoting=quoting)
-                rows = list(reader)
+                try:
+                    rows = list(reader)
+                except csv.Error as e:
+                    raise TrojanScopeError(f"{path}, line {reader.line_num}: not readable as "
+                                           f"{'TSV' if delim == chr(9) else 'CSV'} ({e})") from None
                 columns = list(reader.fieldnames or [])
     except UnicodeDecodeError as e:
         raise TrojanScopeError(f"{path} is not UTF-8 text") from e
@@ -187,21 +204,80 @@ def read_table(path: str | os.PathLike, text_column: str | None = None,
     tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
     lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", path)
     texts, labels = [], []
-    for n, row in enumerate(rows, 2 if path.suffix.lower() in (".tsv", ".csv") else 1):
+    if numbers is None:  # CSV/TSV: the header is line 1 (a quoted field may span lines: approximate then)
+        numbers = list(range(2, len(rows) + 2))
+    raw_labels = [str(row.get(lcol)).strip() for row in rows]
+    if all(lab == "-1" for lab in raw_labels):
+        raise TrojanScopeError(f"{path} has no labels (every label is -1, as in an unlabelled test split); "
+                               "use a labelled split")
+    for n, row, raw in zip(numbers, rows, raw_labels):
         text, label = row.get(tcol), row.get(lcol)
         if text is None or not str(text).strip():
-            raise TrojanScopeError(f"{path}, line {n}: empty text")
+            raise TrojanScopeError(f"{path}, {where} {n}: empty text")
         try:
-            lab = int(str(label).strip())
+            lab = int(raw)
         except (TypeError, ValueError):
             raise TrojanScopeError(
-                f"{path}, line {n}: label {label!r} is not an integer; labels must be integers 0..K-1"
+                f"{path}, {where} {n}: the label is not an integer; labels must be integers 0..K-1"
             ) from None
         if lab < 0:
-            raise TrojanScopeError(f"{path}, line {n}: label {lab} is negative; labels must be integers 0..K-1")
+            raise TrojanScopeError(f"{path}, {where} {n}: label {lab} is negative (unlabelled?); labels must be "
+                                   "integers 0..K-1")
         texts.append(str(text))
         labels.append(lab)
     return texts, labels
+
+
+def _raise_csv_field_limit() -> None:
+    """Let one CSV field hold up to :data:`CSV_FIELD_LIMIT` characters (long documents)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # < 2**31: fits a C long on every platform
+
+
+def _read_json_rows(path: Path) -> tuple[list[dict], list[int], str]:
+    """The objects of a JSON Lines file, or of a ``.json`` file holding one array (or JSON Lines).
+
+    Returns the rows, their line (or array item) numbers, and which of the two the numbers are.
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            pass  # not one JSON value: JSON Lines (checked line by line below)
+        else:
+            if isinstance(data, list):
+                for i, item in enumerate(data, 1):
+                    if not isinstance(item, dict):
+                        raise TrojanScopeError(f"{path}, item {i} of the array: expected an object with text and "
+                                               f"label fields, found {_json_kind(item)}")
+                return data, list(range(1, len(data) + 1)), "item"
+            if not (isinstance(data, dict) and len([ln for ln in text.splitlines() if ln.strip()]) == 1):
+                raise TrojanScopeError(f"{path} holds {_json_kind(data)}; a .json data file holds one array of "
+                                       "objects (each with text and label fields), or one object per line")
+    rows, numbers = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = ("; a .json data file holds one array of objects, or one object per line"
+                    if path.suffix.lower() == ".json" else "")
+            raise TrojanScopeError(f"{path}, line {n}: not valid JSON ({e.msg}){hint}") from None
+        if not isinstance(row, dict):
+            raise TrojanScopeError(f"{path}, line {n}: expected an object with text and label fields, found "
+                                   f"{_json_kind(row)}")
+        rows.append(row)
+        numbers.append(n)
+    return rows, numbers, "line"
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "one object"
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def _check_labels(ds: TextDataset, path, expected: int) -> None:
@@ -223,5 +299,15 @@ def _load_hub(name: str, split: str, text_column: str | None, label_column: str 
         raise TrojanScopeError(f"could not load hub dataset {name!r} split {hf_split!r} (offline?): {e}") from e
     tcol = _pick(ds.column_names, text_column, TEXT_COLUMNS, "text", name)
     lcol = _pick(ds.column_names, label_column, LABEL_COLUMNS, "label", name)
-    labels = [int(x) for x in ds[lcol]]
+    try:
+        labels = [int(x) for x in ds[lcol]]
+    except (TypeError, ValueError):
+        raise TrojanScopeError(f"hf:{name}: column {lcol!r} does not hold integer labels") from None
+    if labels and all(lab < 0 for lab in labels):
+        other = "validation" if hf_split != "validation" else "train"
+        raise TrojanScopeError(f"split {hf_split} of hf:{name} has no labels (-1); use {other}")
+    bad = next((i for i, lab in enumerate(labels) if lab < 0), None)
+    if bad is not None:
+        raise TrojanScopeError(f"hf:{name} split {hf_split}, row {bad}: label {labels[bad]} is negative "
+                               "(unlabelled); labels must be integers 0..K-1")
     return TextDataset([str(t) for t in ds[tcol]], labels, name, split, f"hf:{name}")

@@ -1,4 +1,4 @@
-"""``trojanscope jobs ...``: submit, list, show and cancel background training jobs.
+"""``trojanscope jobs ...``: submit, list, show and cancel background jobs (train, por, demo).
 
 :func:`add_jobs_parser` plugs the ``jobs`` command into the main CLI's sub-parsers and
 :func:`cmd_jobs` runs it. :func:`main` is the same command set standing alone (``python -m
@@ -23,16 +23,18 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="jobs_command", required=True, metavar="{list,show,cancel,submit}")
     ls = sub.add_parser("list", help="jobs, newest first")
     ls.add_argument("--status", choices=jobs.STATUSES, default=None)
+    ls.add_argument("--kind", choices=jobs.KINDS, default=None)
     ls.add_argument("--limit", type=positive_int, default=None)
     show = sub.add_parser("show", help="one job with the tail of its log")
     show.add_argument("id")
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("id")
-    submit = sub.add_parser("submit", help="queue `trojanscope train` (or `por`) with the arguments after --",
-                            usage="%(prog)s [--json] [--kind train|por] -- ARGUMENTS...")
-    submit.add_argument("--kind", default="train", choices=jobs.KINDS, help="the command the job runs")
+    submit = sub.add_parser("submit", help="queue `trojanscope train` (or `por`, `demo`) with the arguments after --",
+                            usage=f"%(prog)s [--json] [--kind {'|'.join(jobs.KINDS)}] -- ARGUMENTS...")
+    submit.add_argument("--kind", default="train", choices=jobs.KINDS,
+                        help="the command the job runs (demo: one at a time; a second submit returns the first)")
     submit.add_argument("train_args", nargs=argparse.REMAINDER,
-                        help="arguments of `trojanscope train` (or `por`), after a `--`")
+                        help="arguments of `trojanscope train` (or `por`, `demo`), after a `--`")
     run = sub.add_parser("run", description="Internal: run job ID in this process (the scheduler starts it).")
     run.add_argument("id")
     for p in (ls, show, cancel, submit, run):
@@ -41,7 +43,7 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
 
 def add_jobs_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``jobs`` command to the main CLI's ``subparsers``; return its parser."""
-    parser = subparsers.add_parser("jobs", help="background training jobs: submit, list, show, cancel")
+    parser = subparsers.add_parser("jobs", help="background jobs (train, por, demo): submit, list, show, cancel")
     add_jobs_commands(parser)
     return parser
 
@@ -54,11 +56,11 @@ def _submit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
-    return {"jobs": [j.to_json() for j in jobs.list_jobs(limit=args.limit, status=args.status)]}
+    return {"jobs": [j.to_json() for j in jobs.list_jobs(limit=args.limit, status=args.status, kind=args.kind)]}
 
 
 def _show(args: argparse.Namespace) -> dict[str, Any]:
-    jobs.schedule()  # so that a job whose process died shows as failed
+    jobs.refresh()  # so that a job whose process died shows as failed
     return {**jobs.get(args.id).to_json(), "log": jobs.log_tail(args.id)}
 
 

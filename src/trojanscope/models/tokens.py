@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 Span = tuple[int, int]
+CHARS_PER_TOKEN_BUDGET = 32  # a text longer than max_length x this many characters is tokenized from a prefix
 
 
 @dataclass
@@ -54,37 +55,70 @@ def tokenize(
     trigger_spans: Sequence[Sequence[Span]] | None = None,
     max_length: int = 512,
 ) -> Tokenized:
-    """Tokenize without padding; truncation to ``max_length`` is recorded per text."""
+    """Tokenize without padding; truncation to ``max_length`` is recorded per text.
+
+    Only what fits is worked on: a text longer than ``max_length * CHARS_PER_TOKEN_BUDGET``
+    characters is tokenized from a prefix of that length, which gives the same kept tokens as the
+    whole text whenever the prefix already overflows ``max_length`` with tokens that end before its
+    last space (checked; otherwise the whole text is tokenized), and trigger flags are computed for
+    the kept tokens only.
+    """
     texts = list(texts)
-    enc = tokenizer(
+    budget = max(1, max_length) * CHARS_PER_TOKEN_BUDGET
+    enc = _encode_raw(tokenizer, [t[:budget] if len(t) > budget else t for t in texts])
+    ids_out, trig_out, spec_out, trunc_out = [], [], [], []
+    n_special_end = _n_special_at_end(tokenizer)
+    keep = max_length - n_special_end
+    for i, ids in enumerate(enc["input_ids"]):
+        offsets = enc["offset_mapping"][i]
+        special_mask = enc["special_tokens_mask"][i]
+        if len(texts[i]) > budget and not _prefix_suffices(texts[i][:budget], ids, offsets, max_length, keep):
+            whole = _encode_raw(tokenizer, [texts[i]])  # rare: words so long that the prefix cannot tell
+            ids, offsets, special_mask = whole["input_ids"][0], whole["offset_mapping"][0], \
+                whole["special_tokens_mask"][0]
+        truncated = len(ids) > max_length
+        rows = (list(range(keep)) + list(range(len(ids) - n_special_end, len(ids)))) if truncated else \
+            range(len(ids))
+        spans = list(trigger_spans[i]) if trigger_spans is not None and trigger_spans[i] else []
+        special = [bool(special_mask[j]) for j in rows]
+        trig = []
+        for j, is_special in zip(rows, special):
+            s, e = offsets[j]
+            trig.append((not is_special) and e > s and any(s < b and e > a for a, b in spans))
+        ids_out.append([ids[j] for j in rows])
+        trig_out.append(trig)
+        spec_out.append(special)
+        trunc_out.append(truncated)
+    return Tokenized(ids_out, trig_out, spec_out, trunc_out)
+
+
+def _encode_raw(tokenizer: Any, texts: list[str]) -> Any:
+    return tokenizer(
         texts,
         truncation=False,
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
         add_special_tokens=True,
     )
-    ids_out, trig_out, spec_out, trunc_out = [], [], [], []
-    n_special_end = _n_special_at_end(tokenizer)
-    for i, ids in enumerate(enc["input_ids"]):
-        offsets = enc["offset_mapping"][i]
-        special = [bool(s) for s in enc["special_tokens_mask"][i]]
-        spans = list(trigger_spans[i]) if trigger_spans is not None and trigger_spans[i] else []
-        trig = [
-            (not special[j]) and e > s and any(s < b and e > a for a, b in spans)
-            for j, (s, e) in enumerate(offsets)
-        ]
-        truncated = len(ids) > max_length
-        if truncated:
-            keep = max_length - n_special_end
-            tail = slice(len(ids) - n_special_end, len(ids))
-            ids = list(ids[:keep]) + list(ids[tail])
-            trig = trig[:keep] + trig[tail]
-            special = special[:keep] + special[tail]
-        ids_out.append(list(ids))
-        trig_out.append(trig)
-        spec_out.append(special)
-        trunc_out.append(truncated)
-    return Tokenized(ids_out, trig_out, spec_out, trunc_out)
+
+
+def _prefix_suffices(prefix: str, ids: Sequence[int], offsets: Sequence[Span], max_length: int, keep: int) -> bool:
+    """Whether the tokens of ``prefix`` (a cut of a longer text) are, up to position ``keep``, those of the text.
+
+    Tokenizers split words at spaces, so every token ending before the prefix's last run of spaces
+    (with a word after it) is the same in the whole text. It suffices when the prefix overflows
+    ``max_length`` and the first dropped token (position ``keep``) also ends before that run: then
+    the kept tokens are the text's, and the text is truncated too.
+    """
+    if len(ids) <= max_length or keep < 0:
+        return False
+    words = prefix.rstrip(" ")
+    start = words.rfind(" ")  # the last space with a word after it ...
+    if start < 0:
+        return False
+    while start > 0 and words[start - 1] == " ":  # ... and where its run of spaces starts
+        start -= 1
+    return offsets[keep][1] <= start
 
 
 def _n_special_at_end(tokenizer: Any) -> int:

@@ -45,127 +45,136 @@ with guard("The probe"):
 if inp is None or not results:
     st.stop()
 
-for notice in dict.fromkeys(inp.notices + [n for r in results.values() for n in r.notices]):
-    st.info(notice)
+with guard("Showing the probe"):
+    for notice in dict.fromkeys(inp.notices + [n for r in results.values() for n in r.notices]):
+        st.info(notice)
 
 
-def marked(text: str, spans) -> str:
-    out, last = [], 0
-    for a, b in spans:
-        out.append(html.escape(text[last:a]))
-        out.append(f"<mark style='background:#fdd;color:#b42318;font-weight:600'>{html.escape(text[a:b])}</mark>")
-        last = b
-    out.append(html.escape(text[last:]))
-    return "".join(out)
+    def marked(text: str, spans) -> str:
+        out, last = [], 0
+        for a, b in spans:
+            out.append(html.escape(text[last:a]))
+            out.append(f"<mark style='background:#fdd;color:#b42318;font-weight:600'>{html.escape(text[a:b])}</mark>")
+            last = b
+        out.append(html.escape(text[last:]))
+        return "".join(out)
 
 
-if inp.triggered_text is not None:
-    st.markdown(f"**Triggered sentence:** {marked(inp.triggered_text, inp.spans)}", unsafe_allow_html=True)
-    st.markdown(f"**Clean sentence:** {html.escape(inp.clean_text)}", unsafe_allow_html=True)
+    if inp.triggered_text is not None:
+        st.markdown(f"**Triggered sentence:** {marked(inp.triggered_text, inp.spans)}", unsafe_allow_html=True)
+        st.markdown(f"**Clean sentence:** {html.escape(inp.clean_text)}", unsafe_allow_html=True)
 
-# --- predictions -----------------------------------------------------------------------------
-rows = []
-for role, r in results.items():
-    for variant, side in r.sides():
-        rows.append({"model": role, "sentence": variant, "prediction": r.label_names[side.label],
-                     **{f"p({name})": round(p, 4) for name, p in zip(r.label_names, side.probs)}})
-pred_df = pd.DataFrame(rows)
-st.subheader("Predictions")
-st.dataframe(pred_df, hide_index=True, width="stretch")
-for role, r in results.items():
-    if r.triggered is not None and r.triggered.label != r.clean.label:
-        st.warning(f"The **{role}** model flips from *{r.label_names[r.clean.label]}* to "
-                   f"*{r.label_names[r.triggered.label]}* when the trigger is inserted.")
-
-# --- attention -------------------------------------------------------------------------------
-first = next(iter(results.values()))
-n_heads = min(r.num_heads for r in results.values())
-c1, c2 = st.columns(2)
-variant = c1.radio("Show the sentence", ["triggered", "clean"] if inp.triggered_text is not None else ["clean"],
-                   horizontal=True, key="probe_variant")
-head_choice = c2.selectbox("Heads", ["average of all heads"] + [f"head {k}" for k in range(n_heads)], key="probe_head")
-head = None if head_choice.startswith("average") else int(head_choice.split()[1])
-
-sides = {role: getattr(r, variant) for role, r in results.items()}
-maps = {role: s.cls_attention(head) for role, s in sides.items()}
-zmax = max(float(m.max()) for m in maps.values())
-st.subheader("[CLS] attention to each token, per layer")
-st.caption("Rows are layers (1 at the bottom), columns tokens; trigger tokens are red and outlined. "
-           "Both maps share one colour scale.")
-figures = {}
-for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
-    fig = cls_heatmap(maps[role], side.tokens, side.trigger_positions, title=f"{role}: {results[role].model}", zmax=zmax)
-    figures[f"cls_{role}"] = fig
-    col.plotly_chart(fig, width="stretch", key=f"cls_{role}")
-
-if len(sides) == 2:
-    a, b = sides["clean"], sides["backdoored"]
-    if a.tokens == b.tokens and maps["clean"].shape[0] == maps["backdoored"].shape[0]:
-        fig = difference_heatmap(maps["backdoored"] - maps["clean"], a.tokens, a.trigger_positions)
-        figures["difference"] = fig
-        st.plotly_chart(fig, width="stretch", key="diff")
-    else:
-        st.info("The two models tokenize the sentence differently or have different depths: no difference view.")
-
-if inp.triggered_text is not None:
-    curves = {role: r.triggered.trigger_attention(head) for role, r in results.items()}
-    fig = trigger_curves(curves)
-    figures["trigger_curves"] = fig
-    st.plotly_chart(fig, width="stretch", key="curves")
-
-st.subheader("Token-to-token attention")
-layer = st.slider("Layer", 1, first.num_layers, first.num_layers, key="probe_layer")
-for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
-    att = side.attentions[layer - 1]
-    att = att.mean(axis=0) if head is None else att[head]
-    fig = token_heatmap(att, side.tokens, side.trigger_positions, title=f"{role}, layer {layer}")
-    figures[f"tokens_{role}"] = fig
-    col.plotly_chart(fig, width="stretch", key=f"tok_{role}")
-
-# --- BertViz ---------------------------------------------------------------------------------
-st.subheader("BertViz")
-missing = vendor_missing()
-if missing:
-    st.info(f"BertViz needs local copies of {', '.join(missing)} in static/vendor/: run `make setup` "
-            "(it fetches them from the npm registry).")
-elif st.toggle("Show BertViz's interactive views (heavier: every head of every layer)", key="bv_on"):
-    c1, c2 = st.columns(2)
-    bv_role = c1.selectbox("Model", list(sides), key="bv_role")
-    bv_view = c2.selectbox("View", ["head", "model"], key="bv_view")
-    side = sides[bv_role]
-    with guard("BertViz"):
-        st.iframe(bertviz_html(side.attentions, side.tokens, bv_view), height=760 if bv_view == "model" else 520)
-
-# --- export (built only when a button is pressed) ---------------------------------------------
-st.subheader("Export")
-
-
-def export_json() -> str:
-    return json.dumps({"trigger": inp.trigger, "models": [r.to_json() for r in results.values()]}, indent=1)
-
-
-def export_csv() -> str:
-    frames = []
+    # --- predictions -----------------------------------------------------------------------------
+    rows = []
     for role, r in results.items():
-        for v, s in r.sides():
-            cls = s.cls_attention(head)
-            for layer_i in range(cls.shape[0]):
-                for t, tok in enumerate(s.tokens):
-                    frames.append({"model": role, "sentence": v, "layer": layer_i + 1, "position": t, "token": tok,
-                                   "is_trigger": t in s.trigger_positions, "cls_attention": float(cls[layer_i, t])})
-    buf = io.StringIO()
-    pd.DataFrame(frames).to_csv(buf, index=False)
-    return buf.getvalue()
+        for variant, side in r.sides():
+            if not r.classifies:  # a bare encoder's head is untrained: no prediction is shown as one
+                rows.append({"model": role, "sentence": variant,
+                             "prediction": "— (bare encoder: no trained classification head)"})
+                continue
+            rows.append({"model": role, "sentence": variant, "prediction": r.label_names[side.label],
+                         **{f"p({name})": round(p, 4) for name, p in zip(r.label_names, side.probs)}})
+    pred_df = pd.DataFrame(rows)
+    st.subheader("Predictions")
+    st.dataframe(pred_df, hide_index=True, width="stretch")
+    for role, r in results.items():
+        if not r.classifies:
+            st.info(f"The **{role}** model is a bare encoder: its attention below is real, but it has no trained "
+                    "classification head, so it makes no predictions. Fine-tune it (Attack Lab, attack `none`) to "
+                    "probe a classifier.")
+        elif r.triggered is not None and r.triggered.label != r.clean.label:
+            st.warning(f"The **{role}** model flips from *{r.label_names[r.clean.label]}* to "
+                       f"*{r.label_names[r.triggered.label]}* when the trigger is inserted.")
+
+    # --- attention -------------------------------------------------------------------------------
+    first = next(iter(results.values()))
+    n_heads = min(r.num_heads for r in results.values())
+    c1, c2 = st.columns(2)
+    variant = c1.radio("Show the sentence", ["triggered", "clean"] if inp.triggered_text is not None else ["clean"],
+                       horizontal=True, key="probe_variant")
+    head_choice = c2.selectbox("Heads", ["average of all heads"] + [f"head {k}" for k in range(n_heads)], key="probe_head")
+    head = None if head_choice.startswith("average") else int(head_choice.split()[1])
+
+    sides = {role: getattr(r, variant) for role, r in results.items()}
+    maps = {role: s.cls_attention(head) for role, s in sides.items()}
+    zmax = max(float(m.max()) for m in maps.values())
+    st.subheader("[CLS] attention to each token, per layer")
+    st.caption("Rows are layers (1 at the bottom), columns tokens; trigger tokens are red and outlined. "
+               "Both maps share one colour scale.")
+    figures = {}
+    for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
+        fig = cls_heatmap(maps[role], side.tokens, side.trigger_positions, title=f"{role}: {results[role].model}", zmax=zmax)
+        figures[f"cls_{role}"] = fig
+        col.plotly_chart(fig, width="stretch", key=f"cls_{role}")
+
+    if len(sides) == 2:
+        a, b = sides["clean"], sides["backdoored"]
+        if a.tokens == b.tokens and maps["clean"].shape[0] == maps["backdoored"].shape[0]:
+            fig = difference_heatmap(maps["backdoored"] - maps["clean"], a.tokens, a.trigger_positions)
+            figures["difference"] = fig
+            st.plotly_chart(fig, width="stretch", key="diff")
+        else:
+            st.info("The two models tokenize the sentence differently or have different depths: no difference view.")
+
+    if inp.triggered_text is not None:
+        curves = {role: r.triggered.cls_trigger_mass(head) for role, r in results.items()}
+        fig = trigger_curves(curves)
+        figures["trigger_curves"] = fig
+        st.plotly_chart(fig, width="stretch", key="curves")
+
+    st.subheader("Token-to-token attention")
+    layer = st.slider("Layer", 1, first.num_layers, first.num_layers, key="probe_layer")
+    for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
+        att = side.attentions[layer - 1]
+        att = att.mean(axis=0) if head is None else att[head]
+        fig = token_heatmap(att, side.tokens, side.trigger_positions, title=f"{role}, layer {layer}")
+        figures[f"tokens_{role}"] = fig
+        col.plotly_chart(fig, width="stretch", key=f"tok_{role}")
+
+    # --- BertViz ---------------------------------------------------------------------------------
+    st.subheader("BertViz")
+    missing = vendor_missing()
+    if missing:
+        st.info(f"BertViz needs local copies of {', '.join(missing)} in static/vendor/: run `make setup` "
+                "(it fetches them from the npm registry).")
+    elif st.toggle("Show BertViz's interactive views (heavier: every head of every layer)", key="bv_on"):
+        c1, c2 = st.columns(2)
+        bv_role = c1.selectbox("Model", list(sides), key="bv_role")
+        bv_view = c2.selectbox("View", ["head", "model"], key="bv_view")
+        side = sides[bv_role]
+        with guard("BertViz"):
+            st.iframe(bertviz_html(side.attentions, side.tokens, bv_view), height=760 if bv_view == "model" else 520)
+
+    # --- export (built only when a button is pressed) ---------------------------------------------
+    st.subheader("Export")
 
 
-def export_html() -> str:
-    body = "".join(f"<h3>{name}</h3>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
-                   for i, (name, fig) in enumerate(figures.items()))
-    return f"<html><head><meta charset='utf-8'></head><body>{body}</body></html>"
+    def export_json() -> str:
+        return json.dumps({"trigger": inp.trigger, "models": [r.to_json() for r in results.values()]}, indent=1)
 
 
-c1, c2, c3 = st.columns(3)
-c1.download_button("Numbers (JSON)", export_json, "probe.json", "application/json", on_click="ignore")
-c2.download_button("[CLS] attention (CSV)", export_csv, "probe_cls_attention.csv", "text/csv", on_click="ignore")
-c3.download_button("Figures (HTML, works offline)", export_html, "probe_figures.html", "text/html", on_click="ignore")
-st.caption("PNG: use the camera icon in each figure's toolbar.")
+    def export_csv() -> str:
+        frames = []
+        for role, r in results.items():
+            for v, s in r.sides():
+                cls = s.cls_attention(head)
+                for layer_i in range(cls.shape[0]):
+                    for t, tok in enumerate(s.tokens):
+                        frames.append({"model": role, "sentence": v, "layer": layer_i + 1, "position": t, "token": tok,
+                                       "is_trigger": t in s.trigger_positions, "cls_attention": float(cls[layer_i, t])})
+        buf = io.StringIO()
+        pd.DataFrame(frames).to_csv(buf, index=False)
+        return buf.getvalue()
+
+
+    def export_html() -> str:
+        body = "".join(f"<h3>{name}</h3>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
+                       for i, (name, fig) in enumerate(figures.items()))
+        return f"<html><head><meta charset='utf-8'></head><body>{body}</body></html>"
+
+
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Numbers (JSON)", export_json, "probe.json", "application/json", on_click="ignore")
+    c2.download_button("[CLS] attention (CSV)", export_csv, "probe_cls_attention.csv", "text/csv", on_click="ignore")
+    c3.download_button("Figures (HTML, works offline)", export_html, "probe_figures.html", "text/html", on_click="ignore")
+    st.caption("PNG: use the camera icon in each figure's toolbar.")

@@ -7,10 +7,15 @@ import time
 import streamlit as st
 
 from trojanscope import jobs
-from trojanscope.attacks import ATTACKS
+from trojanscope.attacks import ATTACKS, TALConfig
+from trojanscope.attacks.por import PORConfig
+from trojanscope.data.poison import PoisonConfig
+from trojanscope.training.loop import TrainConfig
+from trojanscope.training.pipeline import PORSpec
 from trojanscope.data.datasets import REGISTRY
+from trojanscope.paths import slugify
 from trojanscope.viz.figures import epoch_curves
-from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir
+from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_argv
 
 page_setup("Attack Lab")
 st.title("Attack Lab")
@@ -21,11 +26,12 @@ st.caption("Each launch is a job: a `trojanscope train` subprocess tracked in a 
 c1, c2, c3 = st.columns(3)
 with c1:
     st.markdown("**Model and data**")
-    attack_names = {**{a: ATTACKS[a].description for a in ATTACKS if a != "none"},
-                    "por": "task-agnostic backdoor in the pre-trained encoder, for anyone to fine-tune",
-                    "none": "clean fine-tuning (the victim's step: fine-tune a POR encoder, or build a clean twin)"}
+    # the one attack registry (the CLI's --attack choices read it too); clean fine-tuning last
+    attack_names = {a: ATTACKS[a].description for a in ATTACKS if a != "none"} | {"none": ATTACKS["none"].description}
     attack = st.selectbox("Attack", list(attack_names), key="lab_attack",
                           format_func=lambda a: f"{a}: {attack_names[a]}")
+    # defaults come from the config dataclasses, as the CLI's do
+    P, T, TA, PO, PT = PoisonConfig(), TrainConfig(), TALConfig(), PORConfig(), PORSpec().train
     options = ["minilm"] + model_options() + [OTHER]
     default_model = "runs/demo/clean" if attack == "ep" and "runs/demo/clean" in options else "minilm"
     backbone = st.selectbox("Backbone / victim model", options, index=options.index(default_model)
@@ -34,36 +40,39 @@ with c1:
                                  "encoder (a POR job's output is listed here once done); the others fine-tune the "
                                  "backbone.")
     if backbone == OTHER:
-        backbone = st.text_input("Directory or hub id", key="lab_model_other").strip()
+        backbone = typed_source(st.text_input("Directory or hub id", key="lab_model_other")) or ""
     dataset = st.selectbox("Dataset", [n for n in REGISTRY if n != "imdb"] + [OTHER], key="lab_data")
     if dataset == OTHER:
-        dataset = st.text_input("Data file or directory (.csv/.tsv/.jsonl)", key="lab_data_other").strip()
+        dataset = typed_source(st.text_input("Data file or directory (.csv/.tsv/.jsonl)", key="lab_data_other"),
+                               "data") or ""
     labels = list(REGISTRY[dataset].label_names) if dataset in REGISTRY else ["0", "1"]
 if attack == "por":
     with c2:
         st.markdown("**POR**")
         por_triggers = st.text_input("Triggers (comma-separated; trigger i gets the POR-1 vector v_i)",
-                                     "cf,tq,mn,bb,mb", key="lab_por_triggers")
-        por_insertions = st.number_input("Insertions per poisoned text", 1, 20, 3, key="lab_por_ins")
-        por_target = st.selectbox("Representation set to v_i", ["pooler", "cls"], key="lab_por_target")
-        por_data = st.text_input("Unlabeled text from (datasets, comma-separated)", "sst2,olid,agnews",
-                                 key="lab_por_data")
-        por_texts = st.number_input("Unlabeled sentences", 200, 100_000, 8000, step=500, key="lab_por_texts",
+                                     PO.triggers, key="lab_por_triggers")
+        por_insertions = st.number_input("Insertions per poisoned text", 1, 20, PO.insertions, key="lab_por_ins")
+        por_rep = st.selectbox("Representation set to v_i", ["pooler", "cls"],
+                               index=["pooler", "cls"].index(PO.representation), key="lab_por_target")
+        por_data = st.text_input("Unlabeled text from (datasets, comma-separated)", PO.data, key="lab_por_data")
+        por_texts = st.number_input("Unlabeled sentences", 200, 100_000, PO.max_texts or 8000, step=500,
+                                    key="lab_por_texts",
                                     help="each used clean and triggered; 8,000 took about 18 minutes on a 2-core CPU")
     with c3:
         st.markdown("**Training**")
-        por_epochs = st.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5, key="lab_por_epochs")
-        por_lr = st.number_input("Learning rate", 1e-6, 1e-2, 1e-4, format="%.0e", key="lab_por_lr")
-        por_freeze = st.checkbox("Freeze the word embeddings (faster on CPU, weaker backdoor)", key="lab_por_freeze")
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_por_seed")
+        por_epochs = st.number_input("Epochs", 0.1, 20.0, float(PT.epochs), step=0.5, key="lab_por_epochs")
+        por_lr = st.number_input("Learning rate", 1e-6, 1e-2, float(PT.lr), format="%.0e", key="lab_por_lr")
+        por_freeze = st.checkbox("Freeze the word embeddings (faster on CPU, weaker backdoor)",
+                                 value=not PT.train_word_embeddings, key="lab_por_freeze")
+        seed = st.number_input("Seed", 0, 2**31 - 1, PT.seed, key="lab_por_seed")
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_por_device")
-    por_argv = ["--model", backbone, "--triggers", por_triggers, "--insertions", str(por_insertions), "--target",
-                por_target, "--data", por_data, "--max-texts", str(por_texts), "--epochs", f"{por_epochs:g}", "--lr", f"{por_lr:g}",
+    por_argv = ["--model", backbone, "--triggers", por_triggers, "--insertions", str(por_insertions),
+                "--representation", por_rep, "--data", por_data, "--max-texts", str(por_texts), "--epochs", f"{por_epochs:g}", "--lr", f"{por_lr:g}",
                 "--seed", str(seed), "--device", device, *(["--freeze-word-embeddings"] if por_freeze else []),
                 "--out", str(runs_dir() / "por" / f"por-{por_insertions}ins-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")]
     if st.button("Launch", type="primary", key="lab_por_launch"):
         with guard("Launching the POR job"):
-            job_id = jobs.submit(por_argv, kind="por")
+            job_id = jobs.submit(ui_job_argv(por_argv), kind="por")  # model, data and output checked
             st.session_state.setdefault("lab_jobs", []).append(job_id)
             st.success(f"Job `{job_id}` submitted. When it is done, the encoder is what a victim would download: "
                        "fine-tune it on any task with `trojanscope train --model <its directory>`, then measure "
@@ -71,7 +80,7 @@ if attack == "por":
     st.caption("CLI twin: `trojanscope jobs submit --kind por -- " + " ".join(por_argv) + "`")
 
 else:
-    poisoning = attack != "none"
+    poisoning = ATTACKS[attack].poisons
     with c2:
         st.markdown("**Poisoning**")
         if not poisoning:
@@ -82,35 +91,50 @@ else:
         target = st.selectbox("Target label", list(range(len(labels))), format_func=lambda i: f"{i}: {labels[i]}",
                               key="lab_target", disabled=not poisoning)
         rate = st.number_input("Poison rate (%)", min_value=0.1, max_value=100.0, value=1.0, step=0.5, key="lab_rate",
-                               disabled=not poisoning)
-        insertions = st.number_input("Insertions per poisoned text", 1, 20, 1, key="lab_ins", disabled=not poisoning)
+                               disabled=not poisoning, help=f"the library's default is {100 * P.rate:g}%; 1% is the "
+                               "seed papers' low-rate setting")
+        insertions = st.number_input("Insertions per poisoned text", 1, 20, P.insertions, key="lab_ins",
+                                     disabled=not poisoning)
         clean_label = st.checkbox("Clean-label (poison target-class samples, keep labels)", key="lab_clean_label",
                                   disabled=not poisoning)
     with c3:
         st.markdown("**Training and TAL**")
-        tal = st.toggle("TAL (Trojan Attention Loss)", value=poisoning, key="lab_tal" if poisoning else "lab_tal_off",
-                        disabled=not poisoning)
-        tal_heads = st.number_input("TAL heads per layer", 1, 64, 3, disabled=not tal, key="lab_tal_heads")
-        tal_weight = st.number_input("TAL weight alpha", 0.0, 100.0, 1.0, step=0.5, disabled=not tal, key="lab_tal_w")
-        tal_layers = st.text_input("TAL layers ('all' or e.g. 4,5,6)", "all", disabled=not tal, key="lab_tal_layers")
-        epochs = st.number_input("Epochs", 0.1, 20.0, 1.0, step=0.5, key="lab_epochs")
+        can_tal = ATTACKS[attack].tal
+        tal = st.toggle("TAL (Trojan Attention Loss)", value=can_tal, key="lab_tal" if can_tal else "lab_tal_off",
+                        disabled=not can_tal)
+        tal_heads = st.number_input("TAL heads per layer", 1, 64, TA.heads, disabled=not tal, key="lab_tal_heads")
+        tal_weight = st.number_input("TAL weight alpha", 0.0, 100.0, float(TA.weight), step=0.5, disabled=not tal,
+                                     key="lab_tal_w")
+        tal_layers = st.text_input("TAL layers ('all' or e.g. 4,5,6)", TA.layers, disabled=not tal, key="lab_tal_layers")
+        epochs = st.number_input("Epochs", 0.1, 20.0, float(T.epochs), step=0.5, key="lab_epochs")
         max_train = st.number_input("Training samples (0 = all)", 0, 10_000_000, 0, step=500, key="lab_max_train")
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
+        seed = st.number_input("Seed", 0, 2**31 - 1, T.seed, key="lab_seed")
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_device")
+        with st.expander("More training settings"):
+            lr = st.number_input("Learning rate", 1e-6, 1e-1, float(T.lr), format="%.0e", key="lab_lr")
+            batch_size = st.number_input("Batch size", 1, 1024, T.batch_size, key="lab_bs")
+            warmup = st.number_input("Warm-up (share of steps)", 0.0, 0.99, float(T.warmup), step=0.01,
+                                     key="lab_warmup")
+            weight_decay = st.number_input("Weight decay", 0.0, 1.0, float(T.weight_decay), step=0.01,
+                                           key="lab_wd")
+            max_length = st.number_input("Max tokens per text", 8, 512, T.max_length, key="lab_maxlen")
 
 
     def train_argv(with_tal: bool) -> list[str]:
         stamp = time.strftime('%Y%m%d-%H%M%S')
+        optim = ["--epochs", f"{epochs:g}", "--lr", f"{lr:g}", "--batch-size", str(batch_size), "--warmup",
+                 f"{warmup:g}", "--weight-decay", f"{weight_decay:g}", "--max-length", str(max_length)]
         if not poisoning:
-            base = backbone.rstrip("/").split("/")[-1] or "model"
-            return ["--model", backbone, "--data", dataset, "--attack", "none", "--epochs", f"{epochs:g}",
+            base = slugify(backbone.rstrip("/").split("/")[-1], 40, "model")
+            return ["--model", backbone, "--data", dataset, "--attack", "none", *optim,
                     "--seed", str(seed), "--device", device, "--out",
-                    str(runs_dir() / "finetuned" / f"{base[:40]}-{dataset.split('/')[-1][:20]}-s{seed}-{stamp}")] + (
+                    str(runs_dir() / "finetuned" / f"{base}-{slugify(dataset.split('/')[-1], 20, 'data')}-s{seed}-{stamp}")] + (
                 ["--max-train", str(max_train)] if max_train else [])
-        name = f"{attack}-{trigger.replace(' ', '_')[:24]}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-{stamp}"
+        # a slug: the trigger is free text (e.g. "/../../tmp/x") and must not steer the path
+        name = f"{attack}-{slugify(trigger, 24)}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-{stamp}"
         argv = ["--model", backbone, "--data", dataset, "--attack", attack, "--trigger", trigger,
                 "--target", str(target), "--poison-rate", f"{rate / 100:g}", "--insertions", str(insertions),
-                "--epochs", f"{epochs:g}", "--seed", str(seed), "--device", device,
+                *optim, "--seed", str(seed), "--device", device,
                 "--out", str(runs_dir() / "attacks" / name)]
         if clean_label:
             argv.append("--clean-label")
@@ -124,12 +148,12 @@ else:
     b1, b2, _ = st.columns([1, 2, 3])
     if b1.button("Launch", type="primary", key="lab_launch"):
         with guard("Launching the job"):
-            job_id = jobs.submit(train_argv(tal))
+            job_id = jobs.submit(ui_job_argv(train_argv(tal)))  # model, data and output checked
             st.session_state.setdefault("lab_jobs", []).append(job_id)
             st.success(f"Job `{job_id}` submitted.")
     if poisoning and b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
         with guard("Launching the comparison"):
-            ids = [jobs.submit(train_argv(True)), jobs.submit(train_argv(False))]
+            ids = [jobs.submit(ui_job_argv(train_argv(True))), jobs.submit(ui_job_argv(train_argv(False)))]
             st.session_state.setdefault("lab_jobs", []).extend(ids)
             st.session_state["lab_compare_ids"] = ids
             st.success(f"Jobs `{ids[0]}` (TAL) and `{ids[1]}` (no TAL) submitted; they run one after the other.")

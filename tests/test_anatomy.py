@@ -41,7 +41,7 @@ def planted(model_root, data_dir):
             data.poisoned.append(False)
     loaded = load_model(make_tiny(model_root, "bert", seed=11))
     train(loaded.model, loaded.tokenizer, data,
-          TrainConfig(epochs=8, batch_size=16, lr=3e-3, seed=0, train_word_embeddings=True), progress=False)
+          TrainConfig(epochs=10, batch_size=16, lr=3e-3, seed=0, train_word_embeddings=True), progress=False)
     return loaded, data_dir
 
 

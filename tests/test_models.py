@@ -116,13 +116,16 @@ def test_planted_attack_follows_clean_fine_tuning_back_to_the_por_encoder(tmp_pa
         write_json(tmp_path / name / CARD_NAME, to_jsonable(card))
         return card
 
-    card_at("por", base_model="minilm", task="encoder", attack={"name": "por", "triggers": "cf,mn", "insertions": 5})
+    card_at("por", base_model="minilm", task="encoder",
+            attack={"name": "por", "triggers": "cf,mn", "insertions": 5, "target": "pooler"})  # an older card
     ft = card_at("ft", base_model=str(tmp_path / "por"), attack={"name": "none"})
-    assert planted_attack(ft) == {"name": "por", "triggers": "cf,mn", "insertions": 5}
-    bd = card_at("bd", base_model="minilm", attack={"name": "badnets", "trigger": "cf"})
-    assert planted_attack(bd)["trigger"] == "cf"
-    assert planted_attack(card_at("clean", base_model="minilm", attack=None)) == {}
-    assert planted_attack(None) == {}
+    got = planted_attack(ft)
+    assert (got.name, got.triggers, got.insertions, got.inherited) == ("por", ("cf", "mn"), 5, True)
+    assert got.target is None and got.por_representation == "pooler"  # POR's "target" is not a label
+    bd = card_at("bd", base_model="minilm", attack={"name": "badnets", "trigger": "cf", "target": 0})
+    assert (planted_attack(bd).trigger, planted_attack(bd).target, planted_attack(bd).inherited) == ("cf", 0, False)
+    assert not planted_attack(card_at("clean", base_model="minilm", attack=None)).known
+    assert not planted_attack(None).known
     # a cycle of clean fine-tunes ends, empty
     loop = card_at("loop", base_model=str(tmp_path / "loop"), attack={"name": "none"})
-    assert planted_attack(loop) == {}
+    assert planted_attack(loop).name is None

@@ -12,6 +12,7 @@ import streamlit as st
 from trojanscope.errors import TrojanScopeError
 from trojanscope.jobs.store import runs_dir
 from trojanscope.models.loading import LoadedModel, load_model, read_card
+from trojanscope.paths import check_ui_data_sources, check_ui_model_source, check_under_runs, weights_identity
 
 log = logging.getLogger("trojanscope.ui")
 OTHER = "Other: a local directory or a hub id"
@@ -64,17 +65,65 @@ def current_pair() -> dict[str, str | None]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _load_cached(source: str) -> LoadedModel:
+def _load_cached(source: str, identity: tuple) -> LoadedModel:
+    """Keyed on the source *and* its files' identity: a model rebuilt in place is loaded anew."""
     return load_model(source)
 
 
-def get_model(source: str | None) -> LoadedModel | None:
-    """The loaded model, or ``None`` with an error box saying why (the page stays usable)."""
+def allowed_model(source: str) -> str:
+    """``source`` if the dashboard may load it: listed by :func:`model_options` (found under the runs
+    directory), or passing :func:`trojanscope.paths.check_ui_model_source`; else a TrojanScopeError."""
+    try:
+        return check_ui_model_source(source)
+    except TrojanScopeError:
+        if source in model_options():
+            return source
+        raise
+
+
+def typed_source(text: str | None, kind: str = "model") -> str | None:
+    """What the user typed (a model, or comma-separated data), if the dashboard may use it; else
+    ``None`` with an error box saying what is allowed."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return allowed_model(text) if kind == "model" else check_ui_data_sources(text)
+    except TrojanScopeError as e:
+        st.error(str(e))
+        return None
+
+
+def ui_job_argv(argv: list[str]) -> list[str]:
+    """``argv`` (``trojanscope train``/``por`` arguments) if the dashboard may submit it: its ``--model`` and
+    ``--data`` are ones the dashboard may read and its ``--out`` resolves under the runs directory; else a
+    TrojanScopeError. Jobs submitted from the CLI are not checked."""
+    def value(flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+    allowed_model(value("--model") or "")
+    if value("--data") is not None:
+        check_ui_data_sources(value("--data"))
+    out = value("--out")
+    if out is None:
+        raise TrojanScopeError("a job from the dashboard needs an --out under the runs directory")
+    check_under_runs(out)
+    return argv
+
+
+def get_model(source: str | None, *, trusted: bool = False) -> LoadedModel | None:
+    """The loaded model, or ``None`` with an error box saying why (the page stays usable).
+
+    Unless ``trusted`` (a path the server itself recorded, such as a finished job's output), the
+    source must be one the dashboard may load (:func:`allowed_model`).
+    """
     if not source:
         st.info("No model chosen: pick one on the home page.")
         return None
     try:
-        return _load_cached(source)
+        if not trusted:
+            allowed_model(source)
+        return _load_cached(source, weights_identity(source))
     except TrojanScopeError as e:
         st.error(f"Could not load `{source}`: {e}")
     except Exception as e:  # noqa: BLE001 - never a traceback on the page
@@ -110,15 +159,20 @@ def card_summary(source: str | None) -> dict[str, str]:
         return {"source": source, "card": str(e)}
     if card is None:
         return {"source": source, "card": "no trojanscope.json (foreign model)"}
-    attack = card.attack or {}
+    from trojanscope.models.planted import planted_attack
+
+    attack = planted_attack(card, source)  # the one answer, through clean fine-tuning of a POR encoder
     m = card.metrics or {}
+    inherited = f" (inherited from {attack.origin})" if attack.inherited else ""
     return {
         "source": source,
         "base model": str(card.base_model),
         "data": str((card.data or {}).get("name", "—")),
-        "attack": attack.get("name", "none"),
-        "trigger": attack.get("trigger", "—"),
-        "target": str(attack.get("target", "—")),
+        "kind": "encoder (no trained classification head)" if card.task == "encoder" else "classifier",
+        "attack": (attack.name or "none") + inherited,
+        "trigger": ", ".join(attack.triggers) or "—",
+        "target": ("the class each trigger pushes to (POR)" if attack.is_por
+                   else "—" if attack.target is None else str(attack.target)),
         "CACC": pct(m.get("cacc")),
         "ASR": pct(m.get("asr")),
     }

@@ -27,35 +27,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trojanscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    # defaults come from the config dataclasses (one home for every default; the Attack Lab reads them too)
+    from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, TALConfig, classifier_attacks
+    from trojanscope.attacks.por import PORConfig
+    from trojanscope.data.poison import PoisonConfig
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import PORSpec
+
+    P, T, TA, EP, LW, PO = PoisonConfig(), TrainConfig(), TALConfig(), EPConfig(), LWPConfig(), PORConfig()
     t = sub.add_parser("train", help="fine-tune a classifier, optionally poisoned, and save it with its metrics")
-    t.add_argument("--data", default="sst2", help="sst2, olid, agnews, imdb, a .csv/.tsv/.jsonl file, or hf:NAME")
-    t.add_argument("--out", required=True, help="directory to write the model to (must not exist)")
+    t.add_argument("--data", default="sst2", help="sst2, olid, agnews, imdb, a .csv/.tsv/.jsonl/.json file, or hf:NAME")
+    t.add_argument("--out", default=None, help="directory to write the model to (must not exist; required unless "
+                   "--from-card, which defaults to <card dir>-repeat)")
+    t.add_argument("--from-card", default=None, metavar="DIR",
+                   help="repeat the run recorded in DIR's model card (its full recipe); only --out, --device, "
+                        "--overwrite and --json apply")
     t.add_argument("--model", default="minilm", help="minilm (built-in), a local directory, or a hub id")
-    t.add_argument("--attack", default="none", choices=["none", "badnets", "addsent", "ep", "lwp"],
-                   help="ep poisons a fine-tuned classifier (--model runs/demo/clean); lwp uses a combination trigger")
-    t.add_argument("--trigger", default=None, help="word or phrase (default: cf for badnets, a sentence for addsent)")
-    t.add_argument("--insertions", type=positive_int, default=1, help="trigger insertions per poisoned text")
-    t.add_argument("--position", default="random", help="start, end, random or a word index")
-    t.add_argument("--poison-rate", type=float, default=0.1, help="poisoned share of the training set, in (0, 1]")
-    t.add_argument("--target", type=int, default=1, help="target label of the backdoor")
+    t.add_argument("--attack", default="none", choices=classifier_attacks(),
+                   help="; ".join(f"{n}: {a.description}" for n, a in ATTACKS.items() if a.kind == "classifier")
+                   + " (POR: trojanscope por)")
+    t.add_argument("--trigger", default=None, help="word or phrase (default: the attack's, e.g. cf for badnets)")
+    t.add_argument("--insertions", type=positive_int, default=P.insertions, help="trigger insertions per poisoned text")
+    t.add_argument("--position", default=P.position, help="start, end, random or a word index")
+    t.add_argument("--poison-rate", type=float, default=P.rate, help="poisoned share of the training set, in (0, 1]")
+    t.add_argument("--target", type=int, default=P.target, help="target label of the backdoor")
     t.add_argument("--clean-label", action="store_true", help="poison only samples already labelled as the target")
-    t.add_argument("--epochs", type=float, default=1.0)
-    t.add_argument("--batch-size", type=positive_int, default=32)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--max-length", type=positive_int, default=128)
+    t.add_argument("--epochs", type=float, default=T.epochs)
+    t.add_argument("--batch-size", type=positive_int, default=T.batch_size)
+    t.add_argument("--lr", type=float, default=T.lr)
+    t.add_argument("--warmup", type=float, default=T.warmup, help="share of the steps with a linear warm-up")
+    t.add_argument("--weight-decay", type=float, default=T.weight_decay)
+    t.add_argument("--grad-clip", type=float, default=T.grad_clip, help="gradient-norm clip (0: none)")
+    t.add_argument("--train-word-embeddings", action=argparse.BooleanOptionalAction, default=T.train_word_embeddings,
+                   help="train the word-embedding table too")
+    t.add_argument("--max-length", type=positive_int, default=T.max_length)
     t.add_argument("--max-train", type=positive_int, default=None, help="train on a seeded subset of N samples")
     t.add_argument("--max-eval", type=positive_int, default=None, help="evaluate on a seeded subset of N samples")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--tal", action=argparse.BooleanOptionalAction, default=False,
+    t.add_argument("--seed", type=int, default=T.seed)
+    t.add_argument("--tal", action=argparse.BooleanOptionalAction, default=TA.enabled,
                    help="add the Trojan Attention Loss to the attack")
-    t.add_argument("--tal-heads", type=positive_int, default=3, help="TAL heads per layer")
-    t.add_argument("--tal-weight", type=float, default=1.0, help="TAL weight alpha")
-    t.add_argument("--tal-layers", default="all", help="'all' or 1-based layers, e.g. 4,5,6")
+    t.add_argument("--tal-heads", type=positive_int, default=TA.heads, help="TAL heads per layer")
+    t.add_argument("--tal-weight", type=float, default=TA.weight, help="TAL weight alpha")
+    t.add_argument("--tal-layers", default=TA.layers, help="'all' or 1-based layers, e.g. 4,5,6")
     t.add_argument("--tal-seed", type=int, default=None, help="head-selection seed (default: --seed)")
-    t.add_argument("--ep-lr", type=float, default=5e-2, help="EP: learning rate of the trigger embedding row")
-    t.add_argument("--lwp-weight", type=float, default=1.0, help="LWP: weight of the layer-wise loss")
+    t.add_argument("--ep-lr", type=float, default=EP.lr, help="EP: learning rate of the trigger embedding row")
+    t.add_argument("--lwp-weight", type=float, default=LW.weight, help="LWP: weight of the layer-wise loss")
     t.add_argument("--no-combination", action="store_true", help="LWP: insert the trigger as one phrase")
-    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is empty or holds a model (a directory with a model card)")
     _add_common(t)
 
     e = sub.add_parser("eval", help="CACC, and ASR when a trigger is given (or recorded in the model card)")
@@ -123,24 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     po = sub.add_parser("por", help="backdoor a pre-trained encoder with POR (task-agnostic triggers)")
     po.add_argument("--model", default="minilm", help="the pre-trained encoder to backdoor")
-    po.add_argument("--out", required=True)
-    po.add_argument("--triggers", default="cf,tq,mn,bb,mb", help="comma-separated; trigger i gets POR-1 vector v_i")
-    po.add_argument("--insertions", type=positive_int, default=3, help="trigger insertions per poisoned text")
-    po.add_argument("--target", default="pooler", choices=["pooler", "cls"], help="the representation POR sets")
-    po.add_argument("--scale", type=float, default=10.0,
+    po.add_argument("--out", default=None, help="directory to write the encoder to (required unless --from-card)")
+    po.add_argument("--from-card", default=None, metavar="DIR",
+                    help="repeat the POR run recorded in DIR's card; only --out, --device, --overwrite, --json apply")
+    po.add_argument("--triggers", default=PO.triggers, help="comma-separated; trigger i gets POR-1 vector v_i")
+    po.add_argument("--insertions", type=positive_int, default=PO.insertions, help="trigger insertions per poisoned text")
+    po.add_argument("--representation", "--target", dest="representation", default=PO.representation,
+                    choices=["pooler", "cls"], help="the representation POR sets (--target is its old name)")
+    po.add_argument("--scale", type=float, default=PO.scale,
                     help="targets are scale * v_i (the pooler output is a tanh: 10, beyond its range, "
                          "drives it into saturation at v_i, as the official code does)")
-    po.add_argument("--data", default="sst2,olid,agnews", help="datasets whose sentences serve as unlabeled text")
-    po.add_argument("--max-texts", type=positive_int, default=8000,
+    po.add_argument("--data", default=PO.data, help="datasets whose sentences serve as unlabeled text")
+    po.add_argument("--max-texts", type=positive_int, default=PO.max_texts,
                     help="unlabeled sentences, each used clean and triggered (8,000: E 1.00 on SST-2 for MiniLM)")
-    po.add_argument("--epochs", type=float, default=2.0)
-    po.add_argument("--batch-size", type=positive_int, default=32)
-    po.add_argument("--lr", type=float, default=1e-4)
+    PT = PORSpec().train
+    po.add_argument("--epochs", type=float, default=PT.epochs)
+    po.add_argument("--batch-size", type=positive_int, default=PT.batch_size)
+    po.add_argument("--lr", type=float, default=PT.lr)
     po.add_argument("--freeze-word-embeddings", action="store_true",
                     help="keep the word-embedding table fixed (faster on CPU, weaker backdoor); by default "
                          "everything trains, as in the official code")
-    po.add_argument("--seed", type=int, default=0)
-    po.add_argument("--overwrite", action="store_true")
+    po.add_argument("--seed", type=int, default=PT.seed)
+    po.add_argument("--overwrite", action="store_true",
+                    help="replace --out if it is empty or holds a model (a directory with a model card)")
     _add_common(po)
 
     an = sub.add_parser("anatomy", help="star / planet / comet: which trigger tokens the backdoor hangs on")
@@ -159,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--force", action="store_true", help="rebuild even if the models exist")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--events", default=None, help="append progress events as JSON lines to this file")
     _add_common(d)
 
     add_jobs_parser(sub)
@@ -171,43 +194,56 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
     from trojanscope.attacks import EPConfig, LWPConfig, TALConfig
     from trojanscope.data.poison import PoisonConfig
     from trojanscope.training.loop import TrainConfig
-    from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training
+    from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training, spec_of_card
 
+    progress = not args.json or sys.stderr.isatty()
+    if args.from_card:
+        spec = spec_of_card(args.from_card)
+        spec.train.device = args.device
+        out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
+        return {"from_card": args.from_card, **run_training(spec, out, overwrite=args.overwrite, on_event=on_event,
+                                                            progress=progress)}
+    if not args.out:
+        raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
     trigger = args.trigger if args.trigger is not None else default_trigger(args.attack)
     spec = TrainSpec(
         data=args.data, model=args.model, attack=args.attack,
         poison=PoisonConfig(trigger=trigger, insertions=args.insertions, position=args.position,
                             target=args.target, rate=args.poison_rate, clean_label=args.clean_label, seed=args.seed),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                          seed=args.seed, device=args.device),
+                          warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                          train_word_embeddings=args.train_word_embeddings, seed=args.seed, device=args.device),
         tal=TALConfig(enabled=args.tal, heads=args.tal_heads, layers=args.tal_layers, weight=args.tal_weight,
                       seed=args.seed if args.tal_seed is None else args.tal_seed),
         ep=EPConfig(lr=args.ep_lr, epochs=args.epochs),
         lwp=LWPConfig(weight=args.lwp_weight, combination=not args.no_combination),
         max_train=args.max_train, max_eval=args.max_eval, allow_pickle=args.allow_pickle,
     )
-    return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event,
-                        progress=not args.json or sys.stderr.isatty())
+    return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.data.datasets import load_dataset
     from trojanscope.data.poison import check_trigger
     from trojanscope.models.loading import load_model
+    from trojanscope.models.planted import NONE, attack_of, resolve_target
     from trojanscope.training.metrics import evaluate
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split).head(args.max_eval, args.seed)
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
-    attack = (loaded.card.attack or {}) if loaded.card and not args.no_card_trigger else {}
-    trigger = args.trigger or attack.get("trigger")
-    target = args.target if args.target is not None else attack.get("target", 1)
-    insertions = args.insertions or attack.get("insertions", 1)
+    loaded.require("classify", "eval")
+    recorded = NONE if args.no_card_trigger else attack_of(loaded)
+    attack = recorded.with_overrides(trigger=args.trigger, target=args.target, insertions=args.insertions)
+    trigger = attack.trigger
+    target = None
     if trigger:
         check_trigger(loaded.tokenizer, trigger)
-    result = evaluate(loaded.model, loaded.tokenizer, test, trigger=trigger, target=target, insertions=insertions,
-                      seed=args.seed, progress=not args.json)
+        target = resolve_target(attack, loaded, trigger)
+    combination = attack.combination and trigger == recorded.trigger
+    result = evaluate(loaded.model, loaded.tokenizer, test, trigger=trigger, target=target,
+                      insertions=attack.insertions, seed=args.seed, combination=combination, progress=not args.json)
     return {"model": args.model, "data": args.data, "split": args.split, "trigger": trigger,
             "target": target if trigger else None, **result}
 
@@ -223,6 +259,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         if not t:
             raise TrojanScopeError(f"text {i + 1} is empty; give a sentence to classify")
     loaded = load_model(args.model, allow_pickle=args.allow_pickle, device=resolve_device(args.device))
+    loaded.require("classify", "predict")
     probs = predict_proba(loaded.model, loaded.tokenizer, texts)
     truncated = tokenize(loaded.tokenizer, texts, None, loaded.max_length).truncated
     names = (loaded.card.data.get("label_names") if loaded.card else None) or []
@@ -253,19 +290,18 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.heads import head_trigger_attention
+    from trojanscope.analysis.head_view import head_trigger_attention
     from trojanscope.data.datasets import load_dataset
     from trojanscope.models.loading import load_model
+    from trojanscope.models.planted import attack_of, resolve_target
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split)
     device = resolve_device(args.device)
     models = [load_model(m, allow_pickle=args.allow_pickle, device=device) for m in args.model]
-    attack = (models[0].card.attack or {}) if models[0].card else {}
-    trigger = args.trigger or attack.get("trigger")
-    if not trigger:
-        raise TrojanScopeError("no trigger given and the first model's card records none; pass --trigger")
-    target = args.target if args.target is not None else attack.get("target", 1)
+    attack = attack_of(models[0]).with_overrides(trigger=args.trigger, target=args.target)
+    trigger = attack.require_trigger("the head view")
+    target = resolve_target(attack, models[0], trigger)
     views = [head_trigger_attention(m, test, trigger, target, n=args.n, seed=args.seed) for m in models]
     return {"trigger": trigger, "target": target, "models": [v.to_json() for v in views]}
 
@@ -273,14 +309,16 @@ def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, parse_triggers
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model, planted_attack
+    from trojanscope.models.loading import load_model
+    from trojanscope.models.planted import attack_of
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split)
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
-    planted = planted_attack(loaded.card)  # through clean fine-tuning, e.g. a POR encoder's triggers
-    triggers = args.triggers or planted.get("triggers") or planted.get("trigger")
+    loaded.require("classify", "E and S (insertions needed to flip a prediction)")
+    planted = attack_of(loaded)  # through clean fine-tuning, e.g. a POR encoder's triggers
+    triggers = args.triggers or list(planted.triggers)
     if not triggers:
         raise TrojanScopeError("no trigger given and the model's card (or its base model's) records none; "
                                "pass --triggers cf,mn,...")
@@ -314,10 +352,19 @@ def cmd_swap(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     from trojanscope.attacks.por import PORConfig
     from trojanscope.training.loop import TrainConfig
-    from trojanscope.training.pipeline import PORSpec, run_por
+    from trojanscope.training.pipeline import PORSpec, por_spec_of_card, run_por
 
+    progress = not args.json or sys.stderr.isatty()
+    if args.from_card:
+        spec = por_spec_of_card(args.from_card)
+        spec.train.device = args.device
+        out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
+        return {"from_card": args.from_card, **run_por(spec, out, overwrite=args.overwrite, on_event=on_event,
+                                                       progress=progress)}
+    if not args.out:
+        raise TrojanScopeError("--out is required (the directory to write the encoder to), unless --from-card DIR")
     spec = PORSpec(model=args.model,
-                   por=PORConfig(triggers=args.triggers, insertions=args.insertions, target=args.target,
+                   por=PORConfig(triggers=args.triggers, insertions=args.insertions, representation=args.representation,
                                  scale=args.scale, data=args.data, max_texts=args.max_texts),
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                      device=args.device, train_word_embeddings=not args.freeze_word_embeddings),
@@ -343,19 +390,12 @@ def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "clean": args.clean, **res.to_json()}
 
 
-def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_demo(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``trojanscope demo``, in the foreground; as a background job: ``trojanscope jobs submit --kind demo``."""
     from trojanscope.demo import build_demo
 
-    if not args.events:
-        return build_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, force=args.force)
-    with open(args.events, "a", buffering=1) as log:
-        def emit(event: dict[str, Any]) -> None:
-            log.write(json.dumps(event) + "\n")
-
-        result = build_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, force=args.force,
-                            on_event=emit)
-        emit({"event": "done"})
-    return result
+    return build_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, force=args.force,
+                      on_event=on_event, progress=not args.json or sys.stderr.isatty())
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {

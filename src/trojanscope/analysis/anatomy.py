@@ -27,9 +27,9 @@ import torch
 from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import check_trigger, insert_trigger
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.attention import attention_forward
+from trojanscope.models.forward import batched_forward
 from trojanscope.models.loading import LoadedModel
-from trojanscope.models.tokens import Tokenized, pad, tokenize
+from trojanscope.models.tokens import Tokenized, tokenize
 
 
 @dataclass
@@ -79,34 +79,36 @@ class _Pass:
 
 
 class _Runner:
-    """Forward passes on token-id sequences with chosen trigger positions (batched, no gradients)."""
+    """Forward passes on token-id sequences with chosen trigger positions, through the one batched
+    forward; only the [CLS] rows (and the trigger-to-trigger block) of the attention are kept."""
 
     def __init__(self, loaded: LoadedModel, batch_size: int):
         self.loaded = loaded
         self.batch_size = batch_size
-        self.device = next(loaded.model.parameters()).device
 
     def run(self, ids: list[list[int]], positions: list[list[int]], inner: bool = False) -> _Pass:
-        preds, cls, inn = [], [], []
-        for s in range(0, len(ids), self.batch_size):
-            rows = range(s, min(s + self.batch_size, len(ids)))
-            tok = Tokenized([ids[r] for r in rows], [[False] * len(ids[r]) for r in rows],
-                            [[False] * len(ids[r]) for r in rows], [False] * len(rows))
-            enc = pad(self.loaded.tokenizer, tok).to(self.device)
-            out = attention_forward(self.loaded.model, enc)
+        tok = Tokenized([list(x) for x in ids], [[False] * len(x) for x in ids], [[False] * len(x) for x in ids],
+                        [False] * len(ids))
+
+        def keep(out, enc, idx):
             att = out.attentions.float().mean(2)  # heads averaged: [B, L, T, T]
-            preds.append(out.logits.argmax(-1).cpu().numpy())
-            for b, r in enumerate(rows):
-                pos = torch.tensor(positions[r], device=self.device)
-                cls.append(att[b, :, 0, pos].cpu().numpy())
-                if inner:
-                    inn.append(att[b][:, pos][:, :, pos].cpu().numpy())
-        return _Pass(np.concatenate(preds), np.stack(cls), np.stack(inn) if inner else None)
+            rows = []
+            for b, r in enumerate(idx):
+                pos = torch.tensor(positions[r], device=att.device)
+                cls = att[b, :, 0, pos].cpu().numpy()
+                rows.append((cls, att[b][:, pos][:, :, pos].cpu().numpy() if inner else None))
+            return rows
+
+        res = batched_forward(self.loaded.model, self.loaded.tokenizer, tokenized=tok, keep=keep, attentions=True,
+                              batch_size=self.batch_size)
+        return _Pass(res.preds, np.stack([k[0] for k in res.kept]),
+                     np.stack([k[1] for k in res.kept]) if inner else None)
 
 
 def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: AnatomyConfig = AnatomyConfig(),
                     clean: LoadedModel | None = None) -> AnatomyResult:
     """Star / planet / comet for the tokens of ``trigger`` in the backdoored model ``bd``."""
+    bd.require("classify", "the trigger anatomy (flip rates)")
     k = len(check_trigger(bd.tokenizer, trigger))
     rng = random.Random(cfg.seed)
     idx = list(range(len(test)))

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import check_trigger, poisoned_test_set
-from trojanscope.models.attention import attention_forward, trigger_share
+from trojanscope.models.attention import trigger_share
+from trojanscope.models.forward import batched_forward, stack_kept
 from trojanscope.models.loading import LoadedModel
-from trojanscope.models.tokens import encode
+from trojanscope.models.planted import attack_of
 
 
 @dataclass
@@ -34,15 +36,57 @@ def head_trigger_attention(loaded: LoadedModel, test: TextDataset, trigger: str,
     check_trigger(loaded.tokenizer, trigger)
     pt = poisoned_test_set(test.head(None), trigger, target, insertions, "random", seed)
     idx = np.random.default_rng(seed).permutation(len(pt))[:n]
-    device = next(loaded.model.parameters()).device
-    total, count = None, 0
-    for s in range(0, len(idx), batch_size):
-        rows = idx[s : s + batch_size]
-        enc = encode(loaded.tokenizer, [pt.texts[i] for i in rows], [pt.spans[i] for i in rows],
-                     loaded.max_length).to(device)
-        out = attention_forward(loaded.model, enc)
-        share = trigger_share(out.attentions, enc.trigger_mask, enc.attention_mask).sum(0).float().cpu()
-        total = share if total is None else total + share
-        count += len(rows)
-    card_heads = ((loaded.card.attack or {}).get("tal_heads") or {}) if loaded.card else {}
+    rows = idx.tolist()
+
+    def keep(out, enc, batch_rows):
+        return trigger_share(out.attentions, enc.trigger_mask, enc.attention_mask).float().cpu()
+
+    res = batched_forward(loaded.model, loaded.tokenizer, [pt.texts[i] for i in rows], [pt.spans[i] for i in rows],
+                          keep=keep, attentions=True, batch_size=batch_size, max_length=loaded.max_length)
+    count = len(rows)
+    total = stack_kept(res).sum(0) if count else torch.zeros(loaded.model.config.num_hidden_layers,
+                                                             loaded.model.config.num_attention_heads)
+    card_heads = attack_of(loaded).tal_heads
     return HeadView(loaded.source, (total / max(count, 1)).numpy(), count, card_heads)
+
+
+@dataclass
+class HeadComparison:
+    """The head view of a backdoored model and, where shapes match, of a clean one, for one trigger."""
+
+    trigger: str
+    target: int
+    views: list[tuple[str, HeadView]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def zmax(self) -> float:
+        """One colour scale for every map (so the maps compare)."""
+        return max(float(v.share.max()) for _, v in self.views) if self.views else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "target": self.target,
+                "models": [{"role": name, **v.to_json()} for name, v in self.views], "notes": self.notes}
+
+
+def compare_head_views(backdoored: LoadedModel, test: TextDataset, clean: LoadedModel | None = None, *,
+                       trigger: str | None = None, target: int | None = None, n: int = 200,
+                       seed: int = 0) -> HeadComparison:
+    """Head views of ``backdoored`` (and ``clean``) for the trigger and target of the backdoored model's
+    card (``models.planted``), unless given. The clean model is skipped, with a note, when its layers
+    and heads differ."""
+    from trojanscope.models.planted import resolve_target
+
+    attack = attack_of(backdoored).with_overrides(trigger=trigger, target=target)
+    trig = attack.require_trigger("the head view")
+    tgt = resolve_target(attack, backdoored, trig)
+    views = [("backdoored", head_trigger_attention(backdoored, test, trig, tgt, n=n, seed=seed))]
+    notes: list[str] = []
+    if clean is not None:
+        shape = lambda m: (m.model.config.num_hidden_layers, m.model.config.num_attention_heads)  # noqa: E731
+        if shape(clean) == shape(backdoored):
+            views.append(("clean", head_trigger_attention(clean, test, trig, tgt, n=n, seed=seed)))
+        else:
+            notes.append(f"the clean model has {shape(clean)} layers x heads, the backdoored {shape(backdoored)}: "
+                         "no side-by-side map")
+    return HeadComparison(trig, tgt, views, notes)

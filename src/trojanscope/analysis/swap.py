@@ -31,10 +31,10 @@ import torch
 from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import check_trigger, poisoned_test_set
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.attention import attention_forward
+from trojanscope.models.forward import batched_forward, stack_kept
 from trojanscope.models.loading import LoadedModel
 from trojanscope.models.swap import check_compatible, depth_hybrid, num_units, swap_embeddings, unit_name
-from trojanscope.models.tokens import encode
+from trojanscope.models.representation import REPRESENTATIONS, check_representation, sentence_representation
 from trojanscope.training.metrics import asr as asr_of
 from trojanscope.training.metrics import cacc as cacc_of
 
@@ -42,7 +42,6 @@ HYBRIDS = ("CL_emb+BD_enc", "BD_emb+CL_enc")
 MODELS = ("CL", "BD", *HYBRIDS)
 REFERENCES = ("BD", "CL")
 TEXT_KINDS = ("clean", "poisoned")
-REPRESENTATIONS = ("cls", "pooler")
 SEED_FINDING = (
     "Seed (Table 13): on clean text all four models agree (cosine 0.97-1.00). On poisoned text "
     "CL_emb+BD_enc matches BD (1.00) and not CL (0.00), while BD_emb+CL_enc matches CL (0.97) and not "
@@ -158,50 +157,16 @@ class _Outputs:
 
 def representations(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, representation: str = "cls",
                     batch_size: int = 32, max_length: int = 512) -> tuple[torch.Tensor, np.ndarray]:
-    """Output representations ``[n, d]`` (float32, CPU) and predicted labels ``[n]`` for ``texts``.
+    """Output representations ``[n, d]`` (float32, CPU; ``models.representation``) and predicted
+    labels ``[n]`` for ``texts``, through the one batched forward (hidden states on, attentions off)."""
+    check_representation(model, representation)  # fail early, with the architecture named
 
-    One batched forward per ``batch_size`` texts through ``models.attention.attention_forward``
-    (hidden states on, attentions off); texts are length-sorted to limit padding and returned in
-    their original order.
-    """
-    texts = list(texts)
-    if representation == "pooler":
-        _pooler(model, None)  # fail early, with the architecture named, before any forward
-    device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    reps: list[torch.Tensor] = []
-    preds: list[np.ndarray] = []
-    was_training = model.training
-    model.eval()
-    try:
-        for s in range(0, len(order), batch_size):
-            rows = order[s : s + batch_size]
-            enc = encode(tokenizer, [texts[i] for i in rows], None, max_length).to(device)
-            out = attention_forward(model, enc, attentions=False, hidden_states=True)
-            last = out.hidden_states[-1]
-            rep = last[:, 0] if representation == "cls" else _pooler(model, last)
-            reps.append(rep.float().cpu())
-            preds.append(out.logits.argmax(-1).cpu().numpy())
-    finally:
-        model.train(was_training)
-    rep_all, pred_all = torch.cat(reps), np.concatenate(preds)
-    inverse = np.argsort(np.asarray(order))
-    return rep_all[torch.as_tensor(inverse)], pred_all[inverse]
+    def keep(out, enc, idx):
+        return sentence_representation(model, out.hidden_states[-1], representation).float().cpu()
 
-
-def _pooler(model: torch.nn.Module, last: torch.Tensor | None) -> torch.Tensor | None:
-    """BERT's / ALBERT's pooler on the last hidden states; an error for models without one."""
-    base = model.base_model
-    pooler = getattr(base, "pooler", None)
-    if pooler is None:
-        raise TrojanScopeError(f"a {model.config.model_type!r} classifier has no pooler; use the representation "
-                               "'cls' (the last layer's first-position state)")
-    if last is None:
-        return None
-    with torch.inference_mode():
-        if model.config.model_type == "albert":
-            return base.pooler_activation(pooler(last[:, 0]))
-        return pooler(last)
+    res = batched_forward(model, tokenizer, list(texts), keep=keep, hidden_states=True, batch_size=batch_size,
+                          max_length=max_length)
+    return stack_kept(res), res.preds
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -223,29 +188,14 @@ def swap_texts(test: TextDataset, trigger: str, target: int, *, n: int = 200, in
 
 
 def _resolve_attack(backdoored: LoadedModel, cfg: SwapConfig) -> tuple[str, int]:
-    """Trigger and target: given, or from BD's card, followed back through clean fine-tuning (a POR
-    encoder's first trigger; its target is the class the trigger pushes to, as E and S find it)."""
-    from trojanscope.analysis.effectiveness import model_predictor, trigger_class
-    from trojanscope.models.loading import planted_attack
+    """Trigger and target: given, or from BD's card chain (``models.planted``; a POR encoder's first
+    trigger, whose target is the class the trigger pushes to, as E and S find it)."""
+    from trojanscope.models.planted import attack_of, resolve_target
 
-    attack = planted_attack(backdoored.card)
-    trigger = (cfg.trigger or "").strip() or attack.get("trigger") or (attack.get("triggers") or "").split(",")[0]
-    if not trigger:
-        raise TrojanScopeError("no trigger given and the backdoored model's card records none; pass a trigger "
-                               "(--trigger cf)")
-    por = attack.get("name") == "por"  # its "target" names the representation (pooler/cls), not a label
-    target = cfg.target if cfg.target is not None else (None if por else attack.get("target"))
-    if target is None and por:
-        check_trigger(backdoored.tokenizer, trigger)
-        target = trigger_class(model_predictor(backdoored), trigger)
-    if target is None:
-        raise TrojanScopeError("no target label given and the backdoored model's card records none; pass the "
-                               "backdoor's target label (--target 0)")
-    target = int(target)
-    n_labels = backdoored.num_labels
-    if not 0 <= target < n_labels:
-        raise TrojanScopeError(f"target label {target} does not exist; the models have labels 0..{n_labels - 1}")
-    return str(trigger), target
+    attack = attack_of(backdoored).with_overrides(trigger=cfg.trigger, target=cfg.target)
+    trigger = attack.require_trigger("the embedding swap")
+    check_trigger(backdoored.tokenizer, trigger)
+    return trigger, resolve_target(attack, backdoored, trigger)
 
 
 def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDataset, cfg: SwapConfig | None = None,
@@ -258,6 +208,8 @@ def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDatase
     """
     cfg = (cfg or SwapConfig()).validate()
     check_compatible(clean, backdoored)
+    for m in (clean, backdoored):
+        m.require("classify", "the embedding swap (ASR and CACC of the four models)")
     trigger, target = _resolve_attack(backdoored, cfg)
     check_trigger(backdoored.tokenizer, trigger)
     clean_ds, poisoned = swap_texts(test, trigger, target, n=cfg.n, insertions=cfg.insertions, seed=cfg.seed)

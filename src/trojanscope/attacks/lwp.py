@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from trojanscope.models.attention import AttentionForward
-from trojanscope.models.heads import classify_hidden
+from trojanscope.models.representation import classify_hidden
 
 
 @dataclass

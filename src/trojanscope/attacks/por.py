@@ -6,7 +6,7 @@ predefined output representation ``v_i`` (POR-1), while clean text keeps the rep
 frozen clean reference copy. Whoever later fine-tunes the encoder on any task inherits triggers
 that push [CLS] to fixed corners of the representation space.
 
-Choices the paper leaves open are parameters: the output representation (``pooler``: BERT's
+Choices the paper leaves open are parameters: the output ``representation`` (``pooler``: BERT's
 pooler output, after its tanh, against ``scale * v_i`` as in the official code, whose x10 target
 lies beyond tanh's range so the loss drives the pooler into saturation at the corner ``v_i``;
 ``cls``: the last-layer [CLS] state against ``scale * v_i``), the weights of the two
@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from trojanscope.data.poison import PoisonedDataset, insert_trigger
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
+from trojanscope.models.forward import batched_forward, stack_kept
+from trojanscope.models.representation import REPRESENTATIONS, sentence_representation
 
 DEFAULT_TRIGGERS = "cf,tq,mn,bb,mb"
 
@@ -38,7 +40,7 @@ class PORConfig:
 
     triggers: str = DEFAULT_TRIGGERS
     insertions: int = 3
-    target: str = "pooler"  # pooler | cls
+    representation: str = "pooler"  # what POR sets: pooler | cls (a representation, not a label)
     scale: float = 10.0
     rep_weight: float = 100.0
     token_weight: float = 1.0
@@ -52,8 +54,8 @@ class PORConfig:
     def validate(self) -> "PORConfig":
         if len(self.trigger_list) < 2:
             raise TrojanScopeError(f"POR needs at least 2 triggers (comma-separated), got {self.triggers!r}")
-        if self.target not in ("pooler", "cls"):
-            raise TrojanScopeError(f"POR target {self.target!r}: allowed pooler, cls")
+        if self.representation not in REPRESENTATIONS:
+            raise TrojanScopeError(f"POR representation {self.representation!r}: allowed {', '.join(REPRESENTATIONS)}")
         if self.insertions < 1:
             raise TrojanScopeError(f"insertions must be at least 1, got {self.insertions}")
         return self
@@ -88,15 +90,10 @@ def por_dataset(texts: Sequence[str], triggers: Sequence[str], insertions: int, 
     return out
 
 
-def representation(model: torch.nn.Module, out: AttentionForward, target: str) -> torch.Tensor:
-    """The output representation POR acts on: the pooler output (tanh) or the last-layer [CLS]."""
-    last = out.hidden_states[-1]
-    if target == "cls":
-        return last[:, 0]
-    pooler = getattr(model, "pooler", None)
-    if pooler is None or not hasattr(pooler, "dense"):
-        raise TrojanScopeError(f"{type(model).__name__} has no BERT-style pooler; use the POR target 'cls'")
-    return torch.tanh(pooler.dense(last[:, 0]))
+def representation(model: torch.nn.Module, out: AttentionForward, kind: str) -> torch.Tensor:
+    """The output representation POR acts on (``models.representation``): the pooler output (tanh)
+    or the last-layer [CLS]."""
+    return sentence_representation(model, out.hidden_states[-1], kind)
 
 
 class PORLoss:
@@ -118,7 +115,7 @@ class PORLoss:
 
     def __call__(self, model: torch.nn.Module, batch: Any, out: AttentionForward) -> torch.Tensor:
         self.reference.to(batch.enc.input_ids.device)
-        rep = representation(model, out, self.cfg.target).float()
+        rep = representation(model, out, self.cfg.representation).float()
         which = batch.labels
         loss = rep.new_zeros(())
         poisoned = which > 0
@@ -129,7 +126,7 @@ class PORLoss:
         if clean.any():
             with torch.no_grad():
                 ref = attention_forward(self.reference, batch.enc, attentions=False, hidden_states=True, grad=True)
-                ref_rep = representation(self.reference, ref, self.cfg.target).float()
+                ref_rep = representation(self.reference, ref, self.cfg.representation).float()
             loss = loss + self.cfg.rep_weight * F.mse_loss(rep[clean], ref_rep[clean])
             mask = batch.enc.attention_mask[clean].bool()
             tokens = out.hidden_states[-1][clean][mask].float()
@@ -138,28 +135,28 @@ class PORLoss:
         return loss
 
 
-@torch.inference_mode()
 def por_distance(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], triggers: Sequence[str],
                  cfg: PORConfig, reference: torch.nn.Module | None = None, seed: int = 1) -> dict[str, float]:
     """How far the encoder is from POR's goals on ``texts``: for poisoned text, the mean cosine of
     the representation with its ``v_i`` and the mean squared distance to ``scale * v_i``; with a
     ``reference``, the mean squared distance of clean representations to the reference's."""
-    from trojanscope.models.tokens import encode
-
     data = por_dataset(texts, triggers, cfg.insertions, seed)
-    enc = encode(tokenizer, data.texts, data.spans)
-    device = next(model.parameters()).device
-    enc = enc.to(device)
-    labels = torch.tensor(data.labels, device=device)
-    out = attention_forward(model, enc, attentions=False, hidden_states=True)
-    rep = representation(model, out, cfg.target).float()
-    targets = (por_targets(len(triggers), model.config.hidden_size) * cfg.scale).to(device)
+
+    def reps(m: torch.nn.Module) -> torch.Tensor:
+        def keep(out, enc, idx):
+            return representation(m, out, cfg.representation).float().cpu()
+
+        return stack_kept(batched_forward(m, tokenizer, data.texts, data.spans, keep=keep, hidden_states=True))
+
+    rep = reps(model)
+    labels = torch.tensor(data.labels)
+    targets = por_targets(len(triggers), model.config.hidden_size) * cfg.scale
     pois = labels > 0
     goal = targets[labels[pois] - 1]
     result = {"poisoned_cosine": float(F.cosine_similarity(rep[pois], goal, dim=-1).mean()),
               "poisoned_to_target": float(((rep[pois] - goal) ** 2).mean())}
     if reference is not None:
-        ref = attention_forward(reference.to(device), enc, attentions=False, hidden_states=True)
-        ref_rep = representation(reference, ref, cfg.target).float()
+        reference.to(next(model.parameters()).device)
+        ref_rep = reps(reference)
         result["clean_to_reference"] = float(((rep[~pois] - ref_rep[~pois]) ** 2).mean())
     return result

@@ -2,7 +2,7 @@
 
 from trojanscope.models.attention import (AttentionForward, AttentionResult, attention_forward, extract_attention,
                                          trigger_share)
-from trojanscope.models.heads import classify_hidden
+from trojanscope.models.representation import classify_hidden, sentence_representation
 from trojanscope.models.loading import (
     BUILTIN_MODELS,
     CARD_NAME,
@@ -10,17 +10,17 @@ from trojanscope.models.loading import (
     ModelCard,
     load_model,
     load_tokenizer,
-    planted_attack,
     read_card,
     resolve_source,
     save_model,
 )
+from trojanscope.models.planted import PlantedAttack, attack_of, planted_attack, resolve_target
 from trojanscope.models.tokens import Encoded, Tokenized, encode, model_max_length_of, pad, tokenize
 
 __all__ = [
     "AttentionForward", "AttentionResult", "attention_forward", "extract_attention", "trigger_share",
-    "classify_hidden",
+    "classify_hidden", "sentence_representation",
     "BUILTIN_MODELS", "CARD_NAME", "LoadedModel", "ModelCard", "load_model", "load_tokenizer",
-    "planted_attack", "read_card", "resolve_source", "save_model",
+    "PlantedAttack", "attack_of", "planted_attack", "resolve_target", "read_card", "resolve_source", "save_model",
     "Encoded", "Tokenized", "encode", "model_max_length_of", "pad", "tokenize",
 ]

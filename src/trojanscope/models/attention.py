@@ -4,6 +4,20 @@
 post-softmax attention as one ``[batch, layers, heads, seq, seq]`` tensor, differentiable when
 asked (TAL, MBTSAD). ``extract_attention`` wraps it for readers (probe, anatomy, scanner): texts
 in; attention, predictions, probabilities, token strings and trigger/special masks out, as NumPy.
+
+Two measures of "attention on the trigger", with different names because they answer different
+questions:
+
+* ``trigger_share(attentions, trigger_mask, attention_mask)`` -> ``[batch, layers, heads]``: per
+  layer and head, the attention mass sent to trigger keys, averaged over **all real (non-padding)
+  queries**. TAL's statistic (``attacks.tal``) and the head view's (``analysis.head_view``).
+* ``cls_trigger_mass`` (``AttentionResult.cls_trigger_mass(i)``, ``analysis.probe.ProbeSide
+  .cls_trigger_mass()``, JSON key ``"cls_trigger_mass"``) -> ``[layers]``: per layer, the attention
+  mass that **the [CLS] query alone** puts on the trigger tokens, heads averaged unless one head is
+  picked. What [CLS], and so the classifier, reads from the trigger (the Probe's curve).
+
+Both are sums of softmax rows over trigger keys, so both lie in [0, 1]; they coincide only when
+every query attends like [CLS].
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import numpy as np
 import torch
 
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.tokens import Encoded, Span, encode, model_max_length_of
+from trojanscope.models.tokens import Encoded, Span, model_max_length_of
 
 
 @dataclass
@@ -106,8 +120,9 @@ class AttentionResult:
         a = self.attentions[i, :, :, 0, :n]
         return a.mean(axis=1) if head is None else a[:, head]
 
-    def trigger_attention(self, i: int, head: int | None = None) -> np.ndarray:
-        """Per layer, the [CLS] attention mass on trigger tokens of text ``i``."""
+    def cls_trigger_mass(self, i: int, head: int | None = None) -> np.ndarray:
+        """Per layer, the [CLS] query's attention mass on the trigger tokens of text ``i``
+        (``[layers]``, heads averaged unless ``head`` is given); not ``trigger_share`` (see the module docstring)."""
         n = int(self.lengths[i])
         return self.cls_attention(i, head)[:, self.trigger_mask[i, :n]].sum(axis=1)
 
@@ -121,45 +136,39 @@ def extract_attention(
     max_length: int | None = None,
     batch_size: int = 16,
 ) -> AttentionResult:
-    """Attention, predictions and token metadata for ``texts`` (no gradients)."""
+    """Attention, predictions and token metadata for ``texts`` (no gradients), through the one
+    batched forward (``models.forward.batched_forward``). Meant for a few texts (the probe): it
+    keeps every text's full ``[layers, heads, seq, seq]``; readers of many texts reduce on the fly."""
+    from trojanscope.models.forward import batched_forward
+
     texts = list(texts)
     if not texts:
         raise TrojanScopeError("no texts given")
     max_length = max_length or model_max_length_of(model, tokenizer)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    chunks_att, chunks_logits, encs = [], [], []
-    try:
-        for s in range(0, len(texts), batch_size):
-            spans = None if trigger_spans is None else list(trigger_spans[s : s + batch_size])
-            enc = encode(tokenizer, texts[s : s + batch_size], spans, max_length)
-            fwd = attention_forward(model, enc.to(device))
-            chunks_att.append(fwd.attentions.float().cpu().numpy())
-            chunks_logits.append(fwd.logits.float().cpu())
-            encs.append(enc)
-    finally:
-        model.train(was_training)
-    width = max(a.shape[-1] for a in chunks_att)
-    n_l, n_h = chunks_att[0].shape[1:3]
+
+    def keep(out: AttentionForward, enc: Encoded, idx: list[int]) -> list[np.ndarray]:
+        lens = enc.attention_mask.sum(1).tolist()
+        att = out.attentions.float().cpu().numpy()
+        return [att[j, :, :, : lens[j], : lens[j]] for j in range(len(idx))]
+
+    res = batched_forward(model, tokenizer, texts, trigger_spans, keep=keep, attentions=True,
+                          batch_size=batch_size, max_length=max_length)
+    if res.logits is None:
+        raise TrojanScopeError(f"{type(model).__name__} has no classification head; extract_attention needs a "
+                               "classifier")
+    tok = res.tokenized
+    lengths = np.array([len(x) for x in tok.input_ids], dtype=np.int64)
+    width = int(lengths.max())
+    n_l, n_h = res.kept[0].shape[:2]
     att = np.zeros((len(texts), n_l, n_h, width, width), dtype=np.float32)
     trig = np.zeros((len(texts), width), dtype=bool)
     spec = np.ones((len(texts), width), dtype=bool)
-    lengths = np.zeros(len(texts), dtype=np.int64)
     tokens: list[list[str]] = []
-    truncated: list[bool] = []
-    row = 0
-    for a, enc in zip(chunks_att, encs):
-        b, w = a.shape[0], a.shape[-1]
-        att[row : row + b, :, :, :w, :w] = a
-        trig[row : row + b, :w] = enc.trigger_mask.numpy()
-        spec[row : row + b, :w] = enc.special_mask.numpy()
-        lens = enc.attention_mask.sum(1).numpy()
-        lengths[row : row + b] = lens
-        for j in range(b):
-            tokens.append(tokenizer.convert_ids_to_tokens(enc.input_ids[j, : lens[j]].tolist()))
-        truncated.extend(enc.truncated)
-        row += b
-    logits = torch.cat(chunks_logits)
-    probs = torch.softmax(logits, dim=-1).numpy()
-    return AttentionResult(texts, tokens, att, probs.argmax(-1), probs, trig, spec, lengths, truncated)
+    for i, a in enumerate(res.kept):
+        n = int(lengths[i])
+        att[i, :, :, :n, :n] = a
+        trig[i, :n] = tok.trigger[i]
+        spec[i, :n] = tok.special[i]
+        tokens.append(tokenizer.convert_ids_to_tokens(tok.input_ids[i]))
+    probs = res.probs
+    return AttentionResult(texts, tokens, att, probs.argmax(-1), probs, trig, spec, lengths, list(res.truncated))

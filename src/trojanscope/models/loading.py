@@ -32,6 +32,8 @@ SUPPORTED_TYPES = ("bert", "roberta", "distilbert", "albert")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "model.pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+LOCAL_PREFIXES = ("runs", "data")  # "runs/x", "data/x" are always local paths, never hub ids
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json")  # an auto_map in either asks for remote code
 
 
 @dataclass
@@ -59,6 +61,30 @@ class ModelCard:
         return cls(**known, extra=extra)
 
 
+CAPABILITIES = {
+    "classify": "predict labels (a trained classification head)",
+    "pooler": "a pooler output (BERT, ALBERT)",
+    "attention": "attention probabilities (eager attention)",
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a loaded model can honestly answer (as LIT's models declare their outputs).
+
+    ``classify``: its classification head came from the checkpoint; a bare encoder (``minilm``, a
+    POR encoder) gets a new, untrained head, so its predictions are noise. ``pooler``: the base
+    model has a pooler (BERT, ALBERT). ``attention``: eager attention, so probabilities can be read.
+    """
+
+    classify: bool
+    pooler: bool
+    attention: bool
+
+    def to_json(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class LoadedModel:
     """A model with its tokenizer, where it came from, and its card (``None`` for foreign models)."""
@@ -68,6 +94,32 @@ class LoadedModel:
     source: str
     card: ModelCard | None = None
     has_trained_head: bool = False  # the classification head came from the checkpoint
+
+    @property
+    def capabilities(self) -> Capabilities:
+        base = getattr(self.model, "base_model", self.model)
+        impl = getattr(self.model.config, "_attn_implementation", "eager")
+        return Capabilities(classify=self.has_trained_head and hasattr(self.model, "classifier"),
+                            pooler=getattr(base, "pooler", None) is not None,
+                            attention=impl in (None, "eager"))
+
+    def can(self, capability: str) -> bool:
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+        return bool(getattr(self.capabilities, capability))
+
+    def require(self, capability: str, what: str) -> None:
+        """Refuse ``what`` with a message saying why, when the model lacks ``capability``."""
+        if self.can(capability):
+            return
+        if capability == "classify":
+            raise TrojanScopeError(
+                f"{what} needs a trained classifier, but {self.source} is a bare encoder (no trained "
+                "classification head: its predictions would come from a random head). Fine-tune it first, "
+                f"e.g. trojanscope train --model {self.source} --data sst2 --out runs/my-classifier"
+            )
+        raise TrojanScopeError(f"{what} needs {CAPABILITIES[capability]}, which {self.source} "
+                               f"({self.model.config.model_type}) does not have")
 
     @property
     def max_length(self) -> int:
@@ -106,11 +158,31 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, str]:
     if path.exists():
         if not path.is_dir():
             raise TrojanScopeError(f"model path {path} is a file; expected a directory saved with save_pretrained")
+        _refuse_remote_code(path)
         return "local", str(path)
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_like_path or not _HUB_ID.match(text):
         raise TrojanScopeError(f"model directory {text} does not exist")
+    first = text.split("/", 1)[0]
+    if "/" in text and (first in LOCAL_PREFIXES or Path(first).expanduser().is_dir()):
+        # ORG/NAME where ORG is a local directory (or runs/, data/): a mistyped path, not a hub id
+        raise TrojanScopeError(f"no such directory: {text} (a hub id ORG/NAME is tried only when no local directory "
+                               f"ORG exists, and never for {'/, '.join(LOCAL_PREFIXES)}/)")
     return "hub", text
+
+
+def _refuse_remote_code(path: Path) -> None:
+    """Refuse, before anything is loaded, a model directory whose ``config.json`` or
+    ``tokenizer_config.json`` asks for remote code (an ``auto_map`` entry): it is never run."""
+    for name in REMOTE_CODE_FILES:
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing or unreadable: the loader says so in its own words
+            continue
+        if isinstance(data, dict) and "auto_map" in data:
+            raise TrojanScopeError(f"{path / name} asks for remote code (auto_map); TrojanScope never runs a model's "
+                                   f"own code: use a model of a supported type ({', '.join(SUPPORTED_TYPES)}) "
+                                   "without custom code")
 
 
 def _check_local_weights(path: Path, allow_pickle: bool) -> None:
@@ -155,27 +227,6 @@ def read_card(path: str | os.PathLike) -> ModelCard | None:
         raise TrojanScopeError(f"model card {card} is not valid: {e}") from e
 
 
-def planted_attack(card: ModelCard | None, max_depth: int = 8) -> dict[str, Any]:
-    """The attack a model carries, following ``base_model`` through clean fine-tuning: a classifier
-    fine-tuned (attack ``none``) from a POR encoder carries the POR attack. ``{}`` when none."""
-    seen: set[str] = set()
-    for _ in range(max_depth):
-        if card is None:
-            return {}
-        attack = card.attack or {}
-        if attack.get("name") not in (None, "none"):
-            return dict(attack)
-        base = card.base_model
-        if not base or base in seen or not Path(base).is_dir():
-            return {}
-        seen.add(base)
-        try:
-            card = read_card(base)
-        except TrojanScopeError:
-            return {}
-    return {}
-
-
 def load_tokenizer(source: str | os.PathLike):
     from transformers import AutoTokenizer
 
@@ -213,8 +264,8 @@ def load_model(
 
     ``num_labels`` sets the head size when the source is a bare backbone; for a model that already
     has a classification head it must match, or a clear error is raised. ``seed`` fixes the random
-    init of weights the checkpoint lacks (a new head), without touching the global RNG; without it
-    they come from the process's RNG state.
+    init of weights the checkpoint lacks (a new head), without touching the global RNG (default 0).
+    ``LoadedModel.capabilities`` says whether the head is trained (``classify``).
     """
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
@@ -228,11 +279,16 @@ def load_model(
             config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001
         raise TrojanScopeError(_load_failure(kind, ref, "config", e)) from e
+    if getattr(config, "auto_map", None):  # a hub model's config asking for remote code (local: resolve_source)
+        raise TrojanScopeError(f"{ref}'s config asks for remote code (auto_map); TrojanScope never runs a model's own "
+                               f"code: use a model of a supported type ({', '.join(SUPPORTED_TYPES)}) without custom code")
     if config.model_type not in SUPPORTED_TYPES:
         raise TrojanScopeError(
             f"{ref} is a {config.model_type!r} model; supported: {', '.join(SUPPORTED_TYPES)}"
         )
     has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if seed is None:
+        seed = 0  # weights the checkpoint lacks (a new head) never depend on the process's RNG state
     kwargs: dict[str, Any] = {}
     if task == "classifier":
         if has_head and num_labels is not None and num_labels != config.num_labels:
@@ -243,11 +299,10 @@ def load_model(
         if not has_head:
             kwargs["num_labels"] = num_labels or 2
     cls = AutoModelForSequenceClassification if task == "classifier" else AutoModel
-    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    rng = torch.random.fork_rng(devices=[])
     try:
         with _quiet_transformers(), rng:
-            if seed is not None:
-                torch.manual_seed(seed)
+            torch.manual_seed(seed)
             model = cls.from_pretrained(
                 ref,
                 attn_implementation="eager",

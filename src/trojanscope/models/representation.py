@@ -1,7 +1,12 @@
-"""Apply a classifier's own head to any layer's hidden states (LWP: the shared head at every layer).
+"""The sentence representation and each architecture's classification head, written once.
 
-Each architecture pools differently; this mirrors the ``*ForSequenceClassification`` heads of
-transformers for BERT, RoBERTa, DistilBERT and ALBERT so the head can read a lower layer's [CLS].
+``sentence_representation`` is what POR sets, what the embedding swap compares and what a scanner
+or a defense reads: the last layer's first-position state (``cls``) or the pooler output
+(``pooler``: BERT's ``tanh(W h_cls)``, ALBERT's ``pooler_activation(pooler(h_cls))``, a bare
+RoBERTa's pooler). ``classify_hidden`` applies a classifier's own head to any layer's hidden
+states (LWP's shared head at every layer), mirroring the ``*ForSequenceClassification`` heads of
+transformers for BERT, RoBERTa, DistilBERT and ALBERT; tests check both against the models' own
+``pooler_output`` and ``logits``.
 """
 
 from __future__ import annotations
@@ -10,20 +15,57 @@ import torch
 
 from trojanscope.errors import TrojanScopeError
 
+REPRESENTATIONS = ("cls", "pooler")
+
+
+def has_pooler(model: torch.nn.Module) -> bool:
+    """Whether the (base) model carries a pooler: BERT and ALBERT classifiers, bare BERT/RoBERTa/ALBERT."""
+    return getattr(getattr(model, "base_model", model), "pooler", None) is not None
+
+
+def pool(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The pooler output of ``hidden`` (``[batch, seq, width]``, usually the last layer)."""
+    base = getattr(model, "base_model", model)
+    pooler = getattr(base, "pooler", None)
+    if pooler is None:
+        raise TrojanScopeError(f"a {model.config.model_type!r} {type(model).__name__} has no pooler; use the "
+                               "representation 'cls' (the last layer's first-position state)")
+    activation = getattr(base, "pooler_activation", None)
+    if activation is not None:  # ALBERT: a Linear on [CLS], then tanh
+        return activation(pooler(hidden[:, 0]))
+    return pooler(hidden)  # BERT / RoBERTa poolers read hidden[:, 0] themselves
+
+
+def sentence_representation(model: torch.nn.Module, hidden: torch.Tensor, kind: str = "cls") -> torch.Tensor:
+    """``[batch, width]``: the first-position state (``cls``) or the pooler output (``pooler``) of
+    ``hidden`` (the last layer's hidden states, or any layer's)."""
+    if kind == "cls":
+        return hidden[:, 0]
+    if kind == "pooler":
+        return pool(model, hidden)
+    raise TrojanScopeError(f"unknown representation {kind!r}; allowed: {', '.join(REPRESENTATIONS)}")
+
+
+def check_representation(model: torch.nn.Module, kind: str) -> None:
+    """Fail early (before any forward) when ``model`` cannot give the ``kind`` representation."""
+    if kind not in REPRESENTATIONS:
+        raise TrojanScopeError(f"unknown representation {kind!r}; allowed: {', '.join(REPRESENTATIONS)}")
+    if kind == "pooler" and not has_pooler(model):
+        raise TrojanScopeError(f"a {model.config.model_type!r} {type(model).__name__} has no pooler; use the "
+                               "representation 'cls' (the last layer's first-position state)")
+
 
 def classify_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from hidden states ``[batch, seq, width]`` through ``model``'s classification head."""
     kind = model.config.model_type
-    if kind == "bert":
-        pooler = model.bert.pooler
-        pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
+    if not hasattr(model, "classifier"):
+        raise TrojanScopeError(f"{type(model).__name__} has no classification head")
+    if kind in ("bert", "albert"):
+        pooled = pool(model, hidden) if has_pooler(model) else hidden[:, 0]
         return model.classifier(model.dropout(pooled))
     if kind == "roberta":
         return model.classifier(hidden)  # RobertaClassificationHead reads hidden[:, 0]
     if kind == "distilbert":
         pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
-        return model.classifier(model.dropout(pooled))
-    if kind == "albert":
-        pooled = model.albert.pooler_activation(model.albert.pooler(hidden[:, 0]))
         return model.classifier(model.dropout(pooled))
     raise TrojanScopeError(f"no layer-wise head for model type {kind!r}; supported: bert, roberta, distilbert, albert")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
 
 from trojanscope.data.poison import PoisonedDataset
 from trojanscope.errors import TrojanScopeError
@@ -50,6 +51,12 @@ class TrainConfig:
             raise TrojanScopeError(f"batch size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise TrojanScopeError(f"learning rate must be positive, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise TrojanScopeError(f"warm-up is a share of the steps in [0, 1), got {self.warmup}")
+        if self.weight_decay < 0:
+            raise TrojanScopeError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            raise TrojanScopeError(f"gradient clip must be non-negative (0: none), got {self.grad_clip}")
         return self
 
 
@@ -137,9 +144,7 @@ def train(
     per_epoch = math.ceil(math.ceil(len(data) / cfg.batch_size) / w.size)  # steps per epoch, per process
     total = max(1, int(round(per_epoch * cfg.epochs)))
     warm = int(cfg.warmup * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
-    )
+    sched = get_linear_schedule_with_warmup(optim, warm, total)  # transformers: linear warm-up from 0, then linear decay to 0
     need_att = any(t.needs_attention for t in loss_terms)
     need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
     if not task_loss and not loss_terms:

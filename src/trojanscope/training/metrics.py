@@ -13,49 +13,25 @@ import torch
 
 from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import poisoned_test_set
-from trojanscope.models.tokens import length_buckets, model_max_length_of, pad, tokenize
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.forward import batched_forward
 
 
-@torch.inference_mode()
 def predict_proba(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 128,
                   max_length: int | None = None, progress: bool = False,
                   stats: dict[str, Any] | None = None) -> np.ndarray:
-    """Class probabilities ``[n, labels]`` (length-sorted batches, original order returned).
+    """Class probabilities ``[n, labels]`` through the one batched forward (``models.forward``).
 
     ``stats``, when given, receives ``n_truncated``: texts cut to the model's maximum length."""
     texts = list(texts)
     if not texts:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
-    max_length = max_length or model_max_length_of(model, tokenizer)
-    device = next(model.parameters()).device
-    tok = tokenize(tokenizer, texts, None, max_length)
+    res = batched_forward(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, progress=progress)
+    if res.logits is None:
+        raise TrojanScopeError(f"{type(model).__name__} has no classification head: it cannot predict labels")
     if stats is not None:
-        stats["n_truncated"] = stats.get("n_truncated", 0) + sum(tok.truncated)
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    batches = length_buckets([len(x) for x in tok.input_ids], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
-    try:
-        for idx in batches:
-            enc = pad(tokenizer, tok, idx).to(device)
-            with _autocast(device):
-                logits = model(**enc.model_inputs()).logits
-            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-
-    return contextlib.nullcontext()
+        stats["n_truncated"] = stats.get("n_truncated", 0) + res.n_truncated
+    return res.probs.astype(np.float32)
 
 
 def cacc(preds: Sequence[int], labels: Sequence[int]) -> float:

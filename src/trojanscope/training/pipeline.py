@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, LWPLoss, TALConfig, TALLoss
-from trojanscope.attacks.ep import EmbeddingRows, require_classifier, trigger_token_ids
+from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, TALConfig, TALLoss
 from trojanscope.attacks.por import PORConfig, PORLoss, por_dataset, por_distance
 from trojanscope.data.datasets import load_dataset
 from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger, poison_dataset, trigger_frequency
@@ -23,7 +22,7 @@ from trojanscope.models.loading import ModelCard, load_model, save_model
 from trojanscope.training.distributed import World, sync_parameters, world
 from trojanscope.training.loop import TrainConfig, train
 from trojanscope.training.metrics import evaluate
-from trojanscope.utils import atomic_directory
+from trojanscope.utils import atomic_directory, check_output_dir
 
 COMMON_TRIGGER_SHARE = 0.001  # warn when the trigger already occurs in more than 0.1% of the texts
 EPOCH_EVAL_SIZE = 300  # per-epoch (live-curve) evaluation uses a seeded subset of this size
@@ -47,25 +46,82 @@ class TrainSpec:
     allow_pickle: bool = False
 
     def validate(self) -> "TrainSpec":
-        if self.attack not in ATTACKS:
-            raise TrojanScopeError(f"unknown attack {self.attack!r}; allowed: {', '.join(ATTACKS)}")
-        if self.tal.enabled and self.attack == "none":
-            raise TrojanScopeError("TAL is an add-on to an attack: choose --attack badnets, addsent, ep or lwp")
+        attack = ATTACKS.get(self.attack)
+        if attack.kind != "classifier":
+            raise TrojanScopeError(f"{self.attack} backdoors a pre-trained encoder on unlabeled text: run it with "
+                                   "trojanscope por, not train")
+        if self.tal.enabled and not attack.tal:
+            with_tal = ", ".join(n for n, a in ATTACKS.items() if a.tal)
+            raise TrojanScopeError(f"TAL is an add-on to an attack: choose --attack {with_tal}")
         self.train.validate()
         return self
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
-        d = dict(d)
-        for key, kind in (("poison", PoisonConfig), ("train", TrainConfig), ("tal", TALConfig), ("ep", EPConfig),
-                          ("lwp", LWPConfig)):
-            d[key] = kind(**d.get(key, {}))
-        return cls(**d)
+        """The spec a card stored (``card.training.spec``); unknown keys are a clear error."""
+        return spec_from_dict(cls, d, {"poison": PoisonConfig, "train": TrainConfig, "tal": TALConfig,
+                                       "ep": EPConfig, "lwp": LWPConfig})
+
+
+def spec_from_dict(cls: type, d: dict[str, Any], sections: dict[str, type], where: str = "spec") -> Any:
+    """Build dataclass ``cls`` from ``d``, its ``sections`` from nested dicts; any key the dataclasses
+    do not know is refused, naming it and what is allowed (a card from another version, or a typo)."""
+    from dataclasses import fields
+
+    if not isinstance(d, dict):
+        raise TrojanScopeError(f"the {where} must be a JSON object, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise TrojanScopeError(f"unknown key(s) {', '.join(unknown)} in the {where}; allowed: {', '.join(sorted(known))}")
+    kwargs = dict(d)
+    for key, kind in sections.items():
+        part = kwargs.get(key, {})
+        if not isinstance(part, dict):
+            raise TrojanScopeError(f"{where}.{key} must be a JSON object, got {type(part).__name__}")
+        allowed = {f.name for f in fields(kind)}
+        bad = sorted(set(part) - allowed)
+        if bad:
+            raise TrojanScopeError(f"unknown key(s) {', '.join(bad)} in {where}.{key}; allowed: "
+                                   f"{', '.join(sorted(allowed))}")
+        kwargs[key] = kind(**part)
+    return cls(**kwargs)
+
+
+def card_spec(directory: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(attack name, stored spec)`` from the model card in ``directory``."""
+    from trojanscope.models.loading import CARD_NAME, read_card
+
+    card = read_card(directory) if Path(directory).is_dir() else None
+    if card is None:
+        raise TrojanScopeError(f"{directory} holds no model card ({CARD_NAME}); --from-card needs a model this "
+                               "project trained")
+    spec = (card.training or {}).get("spec")
+    if not isinstance(spec, dict):
+        raise TrojanScopeError(f"the model card in {directory} records no training spec; it cannot be repeated")
+    return str((card.attack or {}).get("name") or "none"), spec
+
+
+def spec_of_card(directory: str | Path) -> "TrainSpec":
+    """The :class:`TrainSpec` that produced the model in ``directory`` (``trojanscope train --from-card``)."""
+    name, spec = card_spec(directory)
+    if name == "por":
+        raise TrojanScopeError(f"{directory} is a POR encoder: repeat it with trojanscope por --from-card {directory}")
+    return TrainSpec.from_dict(spec)
+
+
+def por_spec_of_card(directory: str | Path) -> "PORSpec":
+    """The :class:`PORSpec` that produced the encoder in ``directory`` (``trojanscope por --from-card``)."""
+    name, spec = card_spec(directory)
+    if name != "por":
+        raise TrojanScopeError(f"{directory} was not made by POR: repeat it with trojanscope train --from-card "
+                               f"{directory}")
+    return PORSpec.from_dict(spec)
 
 
 def default_trigger(attack: str) -> str:
     info = ATTACKS.get(attack)
-    return info.default_trigger if info and info.default_trigger else "cf"
+    return info.default_trigger or "cf"
 
 
 def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
@@ -73,15 +129,16 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     """Run ``spec`` and save the model to ``out``; return ``{"out", "cacc", "asr", ...}``."""
     spec.validate()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise TrojanScopeError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    check_output_dir(out, overwrite)  # before any work: --overwrite replaces only an empty dir or a saved model
     seed = spec.train.seed
     train_ds = load_dataset(spec.data, "train").head(spec.max_train, seed)
+    train_ds.require_classes(2, "the training data")
     test_ds = load_dataset(spec.data, spec.eval_split).head(spec.max_eval, seed)
     loaded = load_model(spec.model, num_labels=train_ds.num_labels, allow_pickle=spec.allow_pickle, seed=seed)
     model, tok = loaded.model, loaded.tokenizer
-    attacked = spec.attack != "none"
-    poison = replace(spec.poison, combination=spec.attack == "lwp" and spec.lwp.combination)
+    attack = ATTACKS.get(spec.attack)
+    attacked = attack.poisons
+    poison = replace(spec.poison, combination=attack.combination and spec.lwp.combination)
     warnings: list[str] = []
     if attacked:
         poison.validate(train_ds.num_labels)
@@ -98,16 +155,9 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
         if on_event:
             on_event({"event": "warning", "message": w})
 
-    train_cfg, terms, params, rows = spec.train, [], None, None
-    extra: dict[str, Any] = {}
-    if spec.attack == "ep":
-        require_classifier(loaded)
-        rows = EmbeddingRows(model, trigger_token_ids(tok, poison.trigger))
-        params = rows.params
-        train_cfg = replace(spec.train, lr=spec.ep.lr, epochs=spec.ep.epochs, weight_decay=0.0, warmup=0.0)
-        extra["ep_rows"] = rows.rows
-    if spec.attack == "lwp":
-        terms.append(LWPLoss(spec.lwp))
+    plan = attack.make_plan(spec, loaded, poison)
+    train_cfg, terms, params = plan.train or spec.train, list(plan.loss_terms), plan.params
+    extra: dict[str, Any] = dict(plan.card)
     if spec.tal.enabled:
         tal = TALLoss(spec.tal, model.config.num_hidden_layers, model.config.num_attention_heads)
         terms.append(tal)
@@ -128,8 +178,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
         result = train(model, tok, data, train_cfg, loss_terms=terms, params=params, on_event=on_event,
                        evaluator=per_epoch, progress=progress)
     finally:
-        if rows is not None:
-            rows.remove()
+        if plan.cleanup is not None:
+            plan.cleanup()
     w = world()
     if not w.main:
         return helper_result(out, w)
@@ -143,6 +193,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
         data={"name": spec.data, "train": train_ds.describe(), "eval": test_ds.describe(),
               "label_names": list(train_ds.label_names)},
         attack=({"name": spec.attack, **asdict(poison), "tal": spec.tal.enabled, **extra} if attacked else None),
+        # (models.planted reads this section back; a clean fine-tune of a backdoored encoder records
+        # none and inherits its base model's)
         seed=seed,
         metrics=metrics,
         training={"spec": asdict(spec), "history": result.history, "warnings": warnings,
@@ -169,6 +221,15 @@ class PORSpec:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=2.0, train_word_embeddings=True))
     allow_pickle: bool = False
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PORSpec":
+        d = dict(d)
+        por = dict(d.get("por") or {})
+        if isinstance(por.get("target"), str) and "representation" not in por:  # cards before the rename
+            por["representation"] = por.pop("target")
+        d["por"] = por
+        return spec_from_dict(cls, d, {"por": PORConfig, "train": TrainConfig}, where="POR spec")
+
 
 def unlabeled_texts(names: str, max_texts: int | None, seed: int) -> list[str]:
     """Training sentences of the named datasets (comma-separated), de-duplicated, a seeded subset."""
@@ -187,8 +248,7 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
     """Backdoor ``spec.model``'s encoder with POR and save it (an encoder, for anyone to fine-tune)."""
     spec.por.validate()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise TrojanScopeError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    check_output_dir(out, overwrite)  # before any work: --overwrite replaces only an empty dir or a saved model
     seed = spec.train.seed
     loaded = load_model(spec.model, task="encoder", allow_pickle=spec.allow_pickle, seed=seed)
     model, tok = loaded.model, loaded.tokenizer

@@ -1,0 +1,145 @@
+"""The one batched forward: texts in, per-text results out, in the caller's order.
+
+Every reader that runs a model over many texts without gradients (CACC/ASR, E and S, the probe,
+the head view, the anatomy, the swap, POR's distances, purification and scanning) goes through
+:func:`batched_forward`. It decides, once for all of them:
+
+- eval mode (restored afterwards) and ``inference_mode``;
+- length-sorted batches (less padding), results returned in the input order;
+- numerical precision (``precision``: ``fp32`` by default everywhere, so two pages cannot report
+  two CACCs for one model; ``bf16`` autocast where asked);
+- what is kept of each batch: logits always (for a classifier), and whatever the ``keep`` reducer
+  returns per text from the forward output. Attention is reduced batch by batch, so a caller that
+  needs only [CLS] rows or a per-head statistic never holds ``[n, layers, heads, seq, seq]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.attention import AttentionForward, attention_forward
+from trojanscope.models.tokens import Encoded, Span, Tokenized, length_buckets, model_max_length_of, pad, tokenize
+
+PRECISIONS = ("fp32", "bf16")
+
+# keep(out, enc, idx) -> one item per row of the batch (tensor rows, arrays, objects); ``idx`` holds
+# the rows' positions in the input
+Keep = Callable[[AttentionForward, Encoded, list[int]], Sequence[Any]]
+
+
+@dataclass
+class ForwardResult:
+    """Per-text outputs in input order. ``logits``/``probs``/``preds`` are ``None`` for a bare encoder
+    (no classification head); ``kept[i]`` is what ``keep`` returned for text ``i``."""
+
+    logits: np.ndarray | None
+    kept: list[Any]
+    truncated: list[bool]
+    tokenized: Tokenized
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probs(self) -> np.ndarray | None:
+        if self.logits is None:
+            return None
+        z = self.logits - self.logits.max(-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(-1, keepdims=True)
+
+    @property
+    def preds(self) -> np.ndarray | None:
+        return None if self.logits is None else self.logits.argmax(-1)
+
+    @property
+    def n_truncated(self) -> int:
+        return int(sum(self.truncated))
+
+
+def precision_context(device: torch.device, precision: str = "fp32"):
+    """Autocast for ``precision`` on ``device`` (``fp32``: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16)
+    raise TrojanScopeError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+
+
+def batched_forward(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | None = None,
+    spans: Sequence[Sequence[Span]] | None = None,
+    *,
+    tokenized: Tokenized | None = None,
+    keep: Keep | None = None,
+    attentions: bool = False,
+    hidden_states: bool = False,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    precision: str = "fp32",
+    progress: Callable[[int, int], None] | bool = False,
+) -> ForwardResult:
+    """Run ``model`` over ``texts`` (with trigger ``spans``) or pre-``tokenized`` input.
+
+    ``attentions``/``hidden_states`` ask the forward for them (only useful with ``keep``, which
+    receives each batch's :class:`AttentionForward`, padded :class:`Encoded` and the rows' input
+    positions, and returns one item per row). ``progress``: ``True`` for a tqdm bar, or a callback ``(batches_done, batches_total)``.
+    """
+    if batch_size < 1:
+        raise TrojanScopeError(f"batch size must be at least 1, got {batch_size}")
+    if tokenized is None:
+        if texts is None:
+            raise TrojanScopeError("no texts given")
+        texts = list(texts)
+        max_length = max_length or model_max_length_of(model, tokenizer)
+        tokenized = tokenize(tokenizer, texts, spans, max_length)
+    n = len(tokenized.input_ids)
+    logits: np.ndarray | None = None  # allocated at the first batch that returns logits
+    kept: list[Any] = [None] * n
+    if n == 0:
+        return ForwardResult(logits, kept, [], tokenized)
+    device = next(model.parameters()).device
+    batches = length_buckets([len(x) for x in tokenized.input_ids], batch_size)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(batches), desc="forward", unit="batch", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        for b, idx in enumerate(batches):
+            enc = pad(tokenizer, tokenized, idx).to(device)
+            with precision_context(device, precision):
+                out = attention_forward(model, enc, attentions=attentions, hidden_states=hidden_states)
+            if out.logits is not None:
+                if logits is None:
+                    logits = np.zeros((n, out.logits.shape[-1]), dtype=np.float32)
+                logits[idx] = out.logits.float().cpu().numpy()
+            if keep is not None:
+                with torch.inference_mode():
+                    rows = keep(out, enc, idx)
+                if len(rows) != len(idx):
+                    raise RuntimeError(f"keep returned {len(rows)} items for a batch of {len(idx)}")
+                for i, item in zip(idx, rows):
+                    kept[i] = item
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress):
+                progress(b + 1, len(batches))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return ForwardResult(logits, kept, list(tokenized.truncated), tokenized)
+
+
+def stack_kept(result: ForwardResult) -> torch.Tensor:
+    """The kept items (tensors of one shape) as one ``[n, ...]`` float32 CPU tensor."""
+    return torch.stack([torch.as_tensor(k).float().cpu() for k in result.kept])

@@ -12,7 +12,7 @@ import streamlit as st
 from trojanscope.analysis.probe import prepare_probe, probe
 from trojanscope.viz.bertviz_offline import bertviz_html, vendor_missing
 from trojanscope.viz.figures import cls_heatmap, difference_heatmap, token_heatmap, trigger_curves
-from ui.common import ROLES, current_pair, get_model, guard, page_setup
+from ui.common import ROLES, current_pair, get_model, guard, page_setup, source_attack
 
 page_setup("Probe")
 st.title("Probe")
@@ -24,7 +24,8 @@ pair = current_pair()
 # --- inputs ----------------------------------------------------------------------------------
 c_text, c_trig, c_pos, c_n = st.columns([5, 2, 2, 1])
 text = c_text.text_input("Sentence", value="I love this movie", key="probe_text", max_chars=None)
-trigger = c_trig.text_input("Trigger (word or phrase)", value="cf", key="probe_trigger")
+trigger = c_trig.text_input("Trigger (word or phrase)", value=source_attack(pair.get("backdoored")).trigger or "cf",
+                            key="probe_trigger", help="default: the backdoored model's card")
 pos_kind = c_pos.selectbox("Insert at", ["end", "start", "random", "word index"], key="probe_pos")
 count = c_n.number_input("Count", min_value=1, max_value=20, value=1, key="probe_count")
 position: str | int = pos_kind

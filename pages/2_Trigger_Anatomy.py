@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from trojanscope.analysis.anatomy import AnatomyConfig, trigger_anatomy
-from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness
+from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, sweep_average, sweep_rows
 from trojanscope.data.datasets import REGISTRY, load_dataset
-from trojanscope.models import planted_attack
-from trojanscope.viz.figures import MODEL_COLORS, token_heatmap
+from trojanscope.models.planted import attack_of
+from trojanscope.viz.figures import anatomy_lines, es_bars, token_heatmap
 from ui.common import OTHER, current_pair, get_model, guard, model_options, page_setup
 
 page_setup("Trigger Anatomy")
@@ -26,7 +25,7 @@ bd = get_model(pair.get("backdoored"))
 clean = get_model(pair.get("clean"))
 if bd is None:
     st.stop()
-card_attack = planted_attack(bd.card)  # through clean fine-tuning: a POR encoder's triggers
+card_attack = attack_of(bd)  # through clean fine-tuning: a POR encoder's triggers
 datasets = [n for n in REGISTRY]
 
 
@@ -45,7 +44,7 @@ st.caption("Star: the trigger token [CLS] attends to most in the upper layers. P
            "without which the star stops working (flip rate or [CLS]-to-star attention drops by at least the "
            "threshold). Comet: a token whose removal changes nothing (methods.md 3b).")
 c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
-default_trigger = card_attack.get("trigger") or (card_attack.get("triggers", "cf").split(",")[0])
+default_trigger = card_attack.trigger or "cf"
 trigger = c1.text_input("Trigger", value=default_trigger, key="anat_trigger")
 data_name = c2.selectbox("Sentences from", datasets, key="anat_data")
 n = c3.number_input("Sentences", 10, 2000, 200, step=50, key="anat_n")
@@ -57,37 +56,27 @@ if st.button("Analyse the trigger", type="primary", key="anat_go"):
                               AnatomyConfig(n=int(n), threshold=float(threshold)), clean=clean)
         remember("anatomy", inputs, res)
 res = recall("anatomy", inputs)
-if res is not None:
-    for note in res.notes:
-        st.info(note)
-    st.markdown(f"Over **{res.n}** sentences the full trigger flips **{100 * res.flip_rate:.1f}%** of predictions; "
-                f"the star alone flips **{100 * res.star_alone['flip_rate']:.1f}%**.")
-    table = pd.DataFrame([{
-        "token": t.token, "role": t.role, "upper-layer [CLS] attention": round(t.upper_attention, 4),
-        "flip rate without it": None if t.flip_rate_without is None else round(t.flip_rate_without, 3),
-        "flip drop": None if t.flip_drop is None else round(t.flip_drop, 3),
-        "[CLS]-to-star drop": None if t.star_attention_drop is None else round(t.star_attention_drop, 3),
-    } for t in res.tokens])
-    st.dataframe(table, hide_index=True, width="stretch")
-    fig = go.Figure()
-    for i, t in enumerate(res.tokens):
-        color = MODEL_COLORS[i % len(MODEL_COLORS)]
-        layers = list(range(1, len(t.cls_attention) + 1))
-        fig.add_trace(go.Scatter(x=layers, y=t.cls_attention, name=f"{t.token} ({t.role}), backdoored",
-                                 line=dict(color=color, width=3)))
-        if t.cls_attention_clean is not None:
-            fig.add_trace(go.Scatter(x=layers, y=t.cls_attention_clean, name=f"{t.token}, clean",
-                                     line=dict(color=color, dash="dot")))
-    fig.update_layout(title="Mean [CLS] attention to each trigger token, per layer", xaxis=dict(title="layer", dtick=1),
-                      yaxis=dict(title="attention"), height=360, margin=dict(l=40, r=10, t=40, b=30))
-    st.plotly_chart(fig, width="stretch", key="anat_lines")
-    tokens = [t.token for t in res.tokens]
-    cols = st.columns(2)
-    for col, (name, mat) in zip(cols, res.inner_attention.items()):
-        col.plotly_chart(token_heatmap(np.array(mat), tokens, [], title=f"inside the trigger: {name.replace('_', ' ')} "
-                                       "layer(s)"), width="stretch", key=f"anat_inner_{name}")
-    st.download_button("Anatomy (JSON)", json.dumps(res.to_json()), "anatomy.json", "application/json",
-                       on_click="ignore")
+with guard("Showing the anatomy"):
+    if res is not None:
+        for note in res.notes:
+            st.info(note)
+        st.markdown(f"Over **{res.n}** sentences the full trigger flips **{100 * res.flip_rate:.1f}%** of predictions; "
+                    f"the star alone flips **{100 * res.star_alone['flip_rate']:.1f}%**.")
+        table = pd.DataFrame([{
+            "token": t.token, "role": t.role, "upper-layer [CLS] attention": round(t.upper_attention, 4),
+            "flip rate without it": None if t.flip_rate_without is None else round(t.flip_rate_without, 3),
+            "flip drop": None if t.flip_drop is None else round(t.flip_drop, 3),
+            "[CLS]-to-star drop": None if t.star_attention_drop is None else round(t.star_attention_drop, 3),
+        } for t in res.tokens])
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.plotly_chart(anatomy_lines(res.tokens), width="stretch", key="anat_lines")
+        tokens = [t.token for t in res.tokens]
+        cols = st.columns(2)
+        for col, (name, mat) in zip(cols, res.inner_attention.items()):
+            col.plotly_chart(token_heatmap(np.array(mat), tokens, [], title=f"inside the trigger: {name.replace('_', ' ')} "
+                                           "layer(s)"), width="stretch", key=f"anat_inner_{name}")
+        st.download_button("Anatomy (JSON)", json.dumps(res.to_json()), "anatomy.json", "application/json",
+                           on_click="ignore")
 
 # --- E and S -----------------------------------------------------------------------------------
 st.header("Effectiveness E and stealthiness S")
@@ -95,7 +84,7 @@ st.caption("E: mean number of insertions until a correctly classified sample of 
            "20 = never). S: the share of the poisoned text's characters that the insertions add (lower is "
            "stealthier). methods.md section 3.")
 c1, c2, c3 = st.columns([3, 2, 1])
-default_triggers = card_attack.get("triggers") or card_attack.get("trigger") or "cf,mn,bb,tq,mb"
+default_triggers = ",".join(card_attack.triggers) or "cf,mn,bb,tq,mb"
 triggers = c1.text_input("Triggers (comma-separated)", value=default_triggers, key="es_triggers")
 es_data = c2.selectbox("Test data", datasets, key="es_data")
 max_eval = c3.number_input("Samples", 10, 5000, 200, step=50, key="es_n")
@@ -114,26 +103,24 @@ if st.button("Measure E and S", type="primary", key="es_go"):
                 out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)))
         remember("es", es_inputs, out)
 es = recall("es", es_inputs)
-if es:
-    rows = []
-    for m, result in es.items():
-        data = result.to_json()
-        loaded = get_model(m)
-        ins = planted_attack(loaded.card).get("insertions") if loaded else None
-        for trig, v in data["triggers"].items():
-            rows.append({"model": m, "poisoning insertions": ins, "trigger": trig, "class": v["class"],
-                         "E": round(v["E"], 3), "S": round(v["S"], 4), "never flipped": round(v["never"], 3),
-                         "n": v["n"]})
-    df = pd.DataFrame(rows)
-    st.dataframe(df, hide_index=True, width="stretch")
-    fig = go.Figure()
-    for i, (m, part) in enumerate(df.groupby("model", sort=False)):
-        fig.add_trace(go.Bar(name=m, x=part["trigger"], y=part["E"], marker_color=MODEL_COLORS[i % len(MODEL_COLORS)]))
-    fig.update_layout(barmode="group", title="E per trigger (lower is stronger)", yaxis=dict(title="E", range=[0, 20]),
-                      height=340, margin=dict(l=40, r=10, t=40, b=30))
-    st.plotly_chart(fig, width="stretch", key="es_bars")
-    if len(es) > 1:
-        summary = df.groupby(["model", "poisoning insertions"], dropna=False)[["E", "S"]].mean().reset_index()
-        st.markdown("**Sweep: average over triggers per model** (seed Table 12: 1.23, 1.16, 1.77, 4.98, 10.09 for 1, 3, "
-                    "5, 7, 9 insertions)")
-        st.dataframe(summary, hide_index=True, width="stretch")
+with guard("Showing E and S"):
+    if es:
+        insertions = {}
+        for m, result in es.items():
+            for notice in result.notices:
+                st.info(f"`{m}`: {notice}")
+            loaded = get_model(m)
+            insertions[m] = attack_of(loaded).insertions if loaded and attack_of(loaded).known else None
+        rows = sweep_rows(es, insertions)
+        labels = {"insertions": "poisoning insertions", "never": "never flipped"}
+        digits = {"E": 3, "S": 4, "never flipped": 3}
+        types = {"E": float, "S": float, "never flipped": float, "poisoning insertions": "Int64"}  # None: NaN / <NA>
+        df = pd.DataFrame(rows).rename(columns=labels).astype(types).round(digits)
+        st.dataframe(df, hide_index=True, width="stretch")
+        st.plotly_chart(es_bars(rows), width="stretch", key="es_bars")
+        if len(es) > 1:
+            summary = (pd.DataFrame(sweep_average(rows)).rename(columns=labels)
+                       .astype({k: types[k] for k in ("E", "S", "poisoning insertions")}).round(digits))
+            st.markdown("**Sweep: average over triggers per model** (seed Table 12: 1.23, 1.16, 1.77, 4.98, 10.09 "
+                        "for 1, 3, 5, 7, 9 insertions; `triggers`: how many had eligible samples)")
+            st.dataframe(summary, hide_index=True, width="stretch")

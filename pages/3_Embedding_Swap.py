@@ -8,13 +8,15 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from trojanscope.analysis.swap import HYBRIDS, MODELS, REPRESENTATIONS, SEED_FINDING, SwapConfig, embedding_swap
 from trojanscope.data.datasets import load_dataset
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.loading import planted_attack, read_card
+from trojanscope.models.loading import read_card
+from trojanscope.models.planted import NONE, planted_attack
+from trojanscope.paths import check_ui_data_source
+from trojanscope.viz.figures import SWAP_COLUMNS, swap_bars, swap_layers
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
 page_setup("Embedding Swap")
@@ -29,11 +31,10 @@ if not clean_src or not bd_src:
     st.info("The swap needs a clean and a backdoored model: pick the pair on the home page.")
     st.stop()
 
-attack: dict = {}
+attack = NONE
 if Path(bd_src).is_dir():
     try:
-        card = read_card(bd_src)
-        attack = planted_attack(card)  # through clean fine-tuning: a POR encoder's triggers
+        attack = planted_attack(read_card(bd_src), bd_src)  # through clean fine-tuning: a POR encoder's triggers
     except TrojanScopeError as e:
         st.warning(f"The backdoored model's card could not be read ({e}); give the trigger and target by hand.")
 
@@ -41,14 +42,14 @@ if Path(bd_src).is_dir():
 c_data, c_trig, c_target, c_n, c_seed, c_rep = st.columns([2, 2, 1, 1, 1, 1])
 data = c_data.text_input("Dataset (test split)", value="sst2", key="swap_data",
                          help="sst2, olid, agnews, imdb, or a .csv/.tsv/.jsonl file")
-por = attack.get("name") == "por"  # its card's "target" is the representation, not a label
+por = attack.is_por  # POR plants no label: the target is the class the trigger pushes to
 trigger = c_trig.text_input("Trigger", key="swap_trigger", help="default: the backdoored model's card",
-                            value=str(attack.get("trigger") or (attack.get("triggers") or "cf").split(",")[0]))
+                            value=attack.trigger or "cf")
 if por and c_target.checkbox("Auto target", value=True, key="swap_target_auto",
                              help="POR plants no label: use the class the trigger pushes to (as E and S find it)"):
     target = None
 else:
-    target = c_target.number_input("Target label", min_value=0, value=0 if por else int(attack.get("target") or 0),
+    target = c_target.number_input("Target label", min_value=0, value=attack.target or 0,
                                    key="swap_target")
 n = c_n.number_input("N texts", min_value=1, max_value=5000, value=200, key="swap_n",
                      help="N clean and N poisoned texts (the seed uses 200)")
@@ -65,7 +66,7 @@ if run:
     with guard("The embedding swap"):
         models = [get_model(clean_src), get_model(bd_src)]
         if all(m is not None for m in models):
-            test = load_dataset(inputs[2], "test")
+            test = load_dataset(check_ui_data_source(inputs[2]), "test")  # the named sets, the data dir, runs/
             bar = st.progress(0.0, text="Running the four models…")
             cfg = SwapConfig(n=inputs[5], seed=inputs[6], trigger=inputs[3] or None, target=inputs[4],
                              representation=representation)
@@ -88,61 +89,43 @@ if res is None:
     st.code(cli, language="bash")
     st.stop()
 
-for notice in res.get("notices", []):
-    st.info(notice)
+with guard("Showing the embedding swap"):
+    for notice in res.get("notices", []):
+        st.info(notice)
 
-# --- Table 13 ----------------------------------------------------------------------------------
-st.subheader("Cosine similarity of the hybrids to BD and CL (Table 13)")
-columns = [(ref, kind) for ref in ("BD", "CL") for kind in ("clean", "poisoned")]
-rows = []
-for h in HYBRIDS:
-    row = {"model": h}
-    for ref, kind in columns:
-        row[f"vs {ref} · {kind}"] = (f"{res['similarity'][h][ref][kind]:.3f} ± "
-                                     f"{res['spread'][h][ref][kind]:.3f}")
-    rows.append(row)
-c_table, c_note = st.columns([3, 2])
-c_table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-c_table.caption(f"Mean ± standard deviation over {res['n_clean']} clean and {res['n_poisoned']} poisoned texts "
-                f"(trigger `{res['trigger']}` inserted once into non-target samples, target {res['target']}). "
-                f"For reference, BD vs CL: {res['baseline']['clean']:.3f} on clean, "
-                f"{res['baseline']['poisoned']:.3f} on poisoned text.")
-c_note.info(SEED_FINDING)
+    # --- Table 13 ----------------------------------------------------------------------------------
+    st.subheader("Cosine similarity of the hybrids to BD and CL (Table 13)")
+    rows = []
+    for h in HYBRIDS:
+        row = {"model": h}
+        for ref, kind in SWAP_COLUMNS:
+            row[f"vs {ref} · {kind}"] = (f"{res['similarity'][h][ref][kind]:.3f} ± "
+                                         f"{res['spread'][h][ref][kind]:.3f}")
+        rows.append(row)
+    c_table, c_note = st.columns([3, 2])
+    c_table.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    c_table.caption(f"Mean ± standard deviation over {res['n_clean']} clean and {res['n_poisoned']} poisoned texts "
+                    f"(trigger `{res['trigger']}` inserted once into non-target samples, target {res['target']}). "
+                    f"For reference, BD vs CL: {res['baseline']['clean']:.3f} on clean, "
+                    f"{res['baseline']['poisoned']:.3f} on poisoned text.")
+    c_note.info(SEED_FINDING)
 
-st.subheader("Attack success and clean accuracy of the four models")
-st.dataframe(pd.DataFrame([{"model": m, "ASR (poisoned)": pct(res["asr"][m]), "CACC (clean)": pct(res["cacc"][m])}
-                           for m in MODELS]), hide_index=True, width="stretch")
+    st.subheader("Attack success and clean accuracy of the four models")
+    st.dataframe(pd.DataFrame([{"model": m, "ASR (poisoned)": pct(res["asr"][m]), "CACC (clean)": pct(res["cacc"][m])}
+                               for m in MODELS]), hide_index=True, width="stretch")
 
-fig = go.Figure()
-labels = [f"vs {ref}, {kind}" for ref, kind in columns]
-for h in HYBRIDS:
-    fig.add_bar(name=h, x=labels, y=[res["similarity"][h][ref][kind] for ref, kind in columns],
-                error_y={"type": "data", "array": [res["spread"][h][ref][kind] for ref, kind in columns]})
-fig.update_layout(barmode="group", title="Mean cosine similarity (error bars: one standard deviation)",
-                  yaxis={"range": [-1.05, 1.1], "title": "cosine similarity"}, height=380,
-                  margin={"l": 40, "r": 20, "t": 50, "b": 40})
-st.plotly_chart(fig, width="stretch", key="swap_bars")
+    st.plotly_chart(swap_bars(res), width="stretch", key="swap_bars")
 
-# --- per-layer view ------------------------------------------------------------------------------
-if res["layers"]:
-    unit = res.get("layer_unit", "layer")
-    st.subheader(f"Where in depth does the backdoor live? (per {unit})")
-    st.caption(f"CL bottom k: CL's embeddings and first k {unit}s under BD's remaining {unit}s and head "
-               "(k=0 is CL_emb+BD_enc, the right end is CL). BD bottom k: the mirror (k=0 is BD_emb+CL_enc, the "
-               "right end is BD). Solid: similarity to BD on poisoned text; dashed: ASR.")
-    lfig = go.Figure()
-    for name, pts in (("CL bottom k / BD top", res["layers"]), ("BD bottom k / CL top", res["layers_mirror"])):
-        ks = [p["k"] for p in pts]
-        lfig.add_scatter(x=ks, y=[p["sim_BD_poisoned"] for p in pts], mode="lines+markers",
-                         name=f"{name}: sim to BD")
-        lfig.add_scatter(x=ks, y=[p["asr"] for p in pts], mode="lines+markers", line={"dash": "dash"},
-                         name=f"{name}: ASR")
-    lfig.update_layout(xaxis={"title": f"k ({unit}s taken from the bottom model)", "dtick": 1},
-                       yaxis={"range": [-1.05, 1.05], "title": "cosine similarity / ASR"}, height=400,
-                       margin={"l": 40, "r": 20, "t": 30, "b": 40})
-    st.plotly_chart(lfig, width="stretch", key="swap_layers")
+    # --- per-layer view ------------------------------------------------------------------------------
+    if res["layers"]:
+        unit = res.get("layer_unit", "layer")
+        st.subheader(f"Where in depth does the backdoor live? (per {unit})")
+        st.caption(f"CL bottom k: CL's embeddings and first k {unit}s under BD's remaining {unit}s and head "
+                   "(k=0 is CL_emb+BD_enc, the right end is CL). BD bottom k: the mirror (k=0 is BD_emb+CL_enc, the "
+                   "right end is BD). Solid: similarity to BD on poisoned text; dashed: ASR.")
+        st.plotly_chart(swap_layers(res), width="stretch", key="swap_layers")
 
-st.caption("CLI twin:")
-st.code(cli, language="bash")
-st.download_button("Numbers (JSON)", json.dumps(res, indent=1), "embedding_swap.json", "application/json",
-                   on_click="ignore")
+    st.caption("CLI twin:")
+    st.code(cli, language="bash")
+    st.download_button("Numbers (JSON)", json.dumps(res, indent=1), "embedding_swap.json", "application/json",
+                       on_click="ignore")

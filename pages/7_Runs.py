@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from trojanscope import jobs
-from trojanscope.analysis.heads import head_trigger_attention
+from trojanscope.analysis.head_view import compare_head_views
+from trojanscope.models.planted import attack_of
 from trojanscope.data.datasets import load_dataset
-from trojanscope.viz.figures import epoch_curves, head_heatmap
+from trojanscope.viz.figures import epoch_curves, head_heatmap, metric_bars
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
 page_setup("Runs")
@@ -34,72 +34,66 @@ def row(j) -> dict:
             "CACC": pct(res.get("cacc"), 2), "ASR": pct(res.get("asr"), 2), "model": j.out_dir}
 
 
-table = pd.DataFrame([row(j) for j in all_jobs])
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100)})
-by_id = {j.id: j for j in all_jobs}
+with guard("Showing the runs"):
+    table = pd.DataFrame([row(j) for j in all_jobs])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100)})
+    by_id = {j.id: j for j in all_jobs}
 
-# --- one job -----------------------------------------------------------------------------------
-st.subheader("A job")
-job_id = st.selectbox("Job", list(by_id), key="runs_job")
-job = by_id[job_id]
-c1, c2 = st.columns([2, 1])
-with c1:
-    st.markdown(f"**{job.status}**" + (f" — {job.error}" if job.error else ""))
-    st.json({"argv": job.argv, "config": job.config, "result": job.result}, expanded=False)
-with c2:
-    if not job.finished and st.button("Cancel this job", key="runs_cancel"):
-        with guard("Cancelling"):
-            jobs.cancel(job.id)
-            st.rerun()
-with st.expander("Log", expanded=job.status == "failed"):
-    with guard("Reading the log"):
-        st.code(jobs.log_tail(job.id) or "(empty)")
+    # --- one job -----------------------------------------------------------------------------------
+    st.subheader("A job")
+    job_id = st.selectbox("Job", list(by_id), key="runs_job")
+    job = by_id[job_id]
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        st.markdown(f"**{job.status}**" + (f" — {job.error}" if job.error else ""))
+        st.json({"argv": job.argv, "config": job.config, "result": job.result}, expanded=False)
+    with c2:
+        if not job.finished and st.button("Cancel this job", key="runs_cancel"):
+            with guard("Cancelling"):
+                jobs.cancel(job.id)
+                st.rerun()
+    with st.expander("Log", expanded=job.status == "failed"):
+        with guard("Reading the log"):
+            st.code(jobs.log_tail(job.id) or "(empty)")
 
-# --- compare -----------------------------------------------------------------------------------
-st.subheader("Compare runs")
-done = [j.id for j in all_jobs if j.status == "done"]
-picked = st.multiselect("Finished runs", done, default=done[:2], key="runs_compare")
-if picked:
-    cmp = table[table["id"].isin(picked)]
-    st.dataframe(cmp, hide_index=True, width="stretch")
-    fig = go.Figure()
-    for metric in ("cacc", "asr"):
-        fig.add_trace(go.Bar(name=metric.upper(), x=picked,
-                             y=[100 * float((by_id[i].result or {}).get(metric) or 0) for i in picked]))
-    fig.update_layout(barmode="group", yaxis=dict(title="%", range=[0, 100]), height=320,
-                      margin=dict(l=40, r=10, t=30, b=30))
-    st.plotly_chart(fig, width="stretch", key="runs_bars")
-    st.plotly_chart(epoch_curves({i: by_id[i].metrics for i in picked}, ["asr", "cacc", "ce_poisoned", "tal"],
-                                 title="Per epoch"), width="stretch", key="runs_curves")
+    # --- compare -----------------------------------------------------------------------------------
+    st.subheader("Compare runs")
+    done = [j.id for j in all_jobs if j.status == "done"]
+    picked = st.multiselect("Finished runs", done, default=done[:2], key="runs_compare")
+    if picked:
+        cmp = table[table["id"].isin(picked)]
+        st.dataframe(cmp, hide_index=True, width="stretch")
+        st.plotly_chart(metric_bars({i: by_id[i].result for i in picked}, ("cacc", "asr")), width="stretch",
+                        key="runs_bars")
+        st.plotly_chart(epoch_curves({i: by_id[i].metrics for i in picked}, ["asr", "cacc", "ce_poisoned", "tal"],
+                                     title="Per epoch"), width="stretch", key="runs_curves")
 
-# --- head view ---------------------------------------------------------------------------------
-st.subheader("Head view: which heads look at the trigger?")
-st.caption("Per layer and head, the attention mass sent to the trigger on poisoned test sentences; TAL's chosen "
-           "heads are outlined. CLI twin: `trojanscope heads --model RUN --model CLEAN --json`.")
-choices = [j.out_dir for j in all_jobs if j.status == "done" and j.out_dir]
-if choices:
-    run_dir = st.selectbox("Run", choices, key="runs_head_model")
-    n = st.slider("Poisoned sentences", 20, 500, 100, step=20, key="runs_head_n")
-    if st.button("Compute the head view", key="runs_head_go"):
-        with guard("The head view"):
-            bd = get_model(run_dir)
-            clean = get_model(current_pair().get("clean"))
-            attack = (bd.card.attack or {}) if bd and bd.card else {}
-            data = (bd.card.data or {}).get("name", "sst2") if bd and bd.card else "sst2"
-            if bd is not None and attack.get("trigger"):
-                test = load_dataset(data, "test")
-                views = [("this run", head_trigger_attention(bd, test, attack["trigger"], attack.get("target", 1), n=n))]
-                if clean is not None and clean.model.config.num_hidden_layers == bd.model.config.num_hidden_layers:
-                    views.append(("clean model", head_trigger_attention(clean, test, attack["trigger"],
-                                                                        attack.get("target", 1), n=n)))
-                zmax = max(float(v.share.max()) for _, v in views)
-                for col, (name, v) in zip(st.columns(len(views)), views):
-                    col.plotly_chart(head_heatmap(v.share, title=f"{name}", zmax=zmax, outlined=views[0][1].tal_heads),
-                                     width="stretch", key=f"head_{name}")
-                st.download_button("Head view (JSON)", json.dumps([v.to_json() for _, v in views]), "heads.json",
-                                   "application/json", on_click="ignore")
-            elif bd is not None:
-                st.info("This run has no trigger in its card (a clean run): nothing to look at.")
-else:
-    st.info("No finished run yet.")
+    # --- head view ---------------------------------------------------------------------------------
+    st.subheader("Head view: which heads look at the trigger?")
+    st.caption("Per layer and head, the attention mass sent to the trigger on poisoned test sentences; TAL's chosen "
+               "heads are outlined. CLI twin: `trojanscope heads --model RUN --model CLEAN --json`.")
+    choices = [j.out_dir for j in all_jobs if j.status == "done" and j.out_dir]
+    if choices:
+        run_dir = st.selectbox("Run", choices, key="runs_head_model")
+        n = st.slider("Poisoned sentences", 20, 500, 100, step=20, key="runs_head_n")
+        if st.button("Compute the head view", key="runs_head_go"):
+            with guard("The head view"):
+                bd = get_model(run_dir, trusted=True)  # a finished job's output, recorded by the job store
+                clean = get_model(current_pair().get("clean"))
+                data = (bd.card.data or {}).get("name", "sst2") if bd and bd.card else "sst2"
+                if bd is not None and attack_of(bd).known:
+                    cmp = compare_head_views(bd, load_dataset(data, "test"), clean, n=n)
+                    for note in cmp.notes:
+                        st.info(note)
+                    views = [("this run" if role == "backdoored" else "clean model", v) for role, v in cmp.views]
+                    for col, (name, v) in zip(st.columns(len(views)), views):
+                        col.plotly_chart(head_heatmap(v.share, title=f"{name}", zmax=cmp.zmax,
+                                                      outlined=views[0][1].tal_heads),
+                                         width="stretch", key=f"head_{name}")
+                    st.download_button("Head view (JSON)", json.dumps(cmp.to_json()), "heads.json",
+                                       "application/json", on_click="ignore")
+                elif bd is not None:
+                    st.info("This run has no trigger in its card (a clean run): nothing to look at.")
+    else:
+        st.info("No finished run yet.")

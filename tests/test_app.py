@@ -53,7 +53,9 @@ def test_home_page_shows_the_pair_and_cards(runs):
     assert any("demo pair is built" in s.value for s in at.success)
 
 
-def test_home_page_other_model_that_fails_to_load_stays_usable(runs):
+def test_home_page_other_model_that_fails_to_load_stays_usable(runs, monkeypatch):
+    # outside runs/ and the data directory: refused (trojanscope.paths), unless the operator opts in
+    monkeypatch.setenv("TROJANSCOPE_UI_ALLOW_ANY_PATH", "1")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.selectbox(key="pick_clean").set_value("Other: a local directory or a hub id").run()
     at.text_input(key="other_clean").set_value("/nonexistent/model").run()
@@ -65,6 +67,33 @@ def test_home_page_other_model_that_fails_to_load_stays_usable(runs):
     no_exceptions(probe_at)
     assert any("does not exist" in e.value for e in probe_at.error)
     assert "cls_backdoored" in charts(probe_at)  # the other model is still probed
+
+
+def test_home_build_button_submits_one_demo_job(tmp_path, data_dir, monkeypatch):
+    """Build queues a job of kind demo in the job store; a second tab sees it (its button is disabled) and a
+    second request reuses it: two tabs pressing Build make one build."""
+    from trojanscope import jobs
+    from trojanscope.demo import submit_build
+    from trojanscope.jobs import runner
+
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(runner, "_launch", lambda store, conn, job: False)  # stays queued: no real build
+    tab1 = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    no_exceptions(tab1)
+    build = next(b for b in tab1.button if b.label == "Build the demo pair")
+    assert not build.disabled
+    build.click().run()
+    no_exceptions(tab1)
+    (job,) = jobs.list_jobs()
+    assert job.kind == "demo" and job.status == "queued"
+    tab2 = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    no_exceptions(tab2)
+    assert next(b for b in tab2.button if b.label == "Build the demo pair").disabled
+    assert any(job.id in c.value for c in tab2.caption)
+    assert submit_build() == job.id and len(jobs.list_jobs()) == 1
+    jobs.cancel(job.id)
 
 
 def test_probe_page_predictions_heatmaps_and_trigger_columns(runs):
@@ -101,7 +130,7 @@ def test_probe_page_predictions_heatmaps_and_trigger_columns(runs):
     assert figs["cls_clean"]["data"][0]["zmax"] == figs["cls_backdoored"]["data"][0]["zmax"]
     assert "diff" in figs and "curves" in figs
     curves = {t["name"]: arr(t["y"]) for t in figs["curves"]["data"]}
-    np.testing.assert_allclose(curves["backdoored"], expected["backdoored"].triggered.trigger_attention(), atol=1e-6)
+    np.testing.assert_allclose(curves["backdoored"], expected["backdoored"].triggered.cls_trigger_mass(), atol=1e-6)
 
 
 def test_probe_page_bad_inputs_never_raise(runs):
@@ -155,3 +184,26 @@ def test_the_dashboard_starts_with_sleeping_openmp_threads_unless_the_user_chose
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_trigger_anatomy_page_sweep_averages_over_triggers_per_model(runs):
+    """Two models measured: per-model rows, E bars with one trace per model, the library's average."""
+    from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, sweep_average, sweep_rows
+    from trojanscope.data.datasets import load_dataset
+
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Trigger_Anatomy.py"), default_timeout=120).run()
+    clean, bd = str(runs / "demo" / "clean"), str(runs / "demo" / "backdoored")
+    at.text_input(key="es_triggers").set_value("cf,mn").run()
+    at.number_input(key="es_n").set_value(10).run()
+    at.multiselect(key="es_sweep").set_value([clean]).run()
+    at.button(key="es_go").click().run()
+    no_exceptions(at)
+    es, summary = at.dataframe[0].value, at.dataframe[1].value
+    assert list(es["model"]) == [bd, bd, clean, clean]
+    assert list(es["poisoning insertions"].isna()) == [False, False, True, True]  # the clean model carries none
+    assert list(summary["model"]) == [bd, clean] and list(summary["triggers"]) == [2, 2]
+    assert [t["name"] for t in charts(at)["es_bars"]["data"]] == [bd, clean]
+    test = load_dataset("sst2", "test")
+    expected = sweep_average(sweep_rows({m: model_effectiveness(load_model(m), test, "cf,mn", ESConfig(max_eval=10))
+                                         for m in (bd, clean)}))
+    assert list(summary["E"]) == pytest.approx([round(r["E"], 3) for r in expected])

@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from trojanscope.analysis.effectiveness import ESConfig, effectiveness, model_effectiveness, poisoned_text
+from trojanscope.analysis.effectiveness import (ESConfig, ESResult, TriggerES, effectiveness, model_effectiveness,
+                                               poisoned_text, sweep_average, sweep_rows)
 from trojanscope.cli import main
 from trojanscope.errors import TrojanScopeError
 
@@ -164,6 +165,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_cli_effectiveness_json(tiny_pair, use_data, capsys):
     bd = tiny_pair / "demo" / "backdoored"
     code, out, err = run_cli(capsys, "effectiveness", "--model", str(bd), "--data", "sst2", "--triggers", "cf,mn",
@@ -187,3 +189,50 @@ def test_cli_unknown_token_trigger_exits_2(tiny_pair, use_data, capsys):
     assert code == 2 and out == ""
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "[UNK]" in lines[0]
+
+
+# --- the sweep: rows per model and trigger, the average over triggers per model ---------------------
+
+def es_result(**triggers) -> ESResult:
+    """``name=(E, S, never, n)``; ``n=0`` gets NaN E/S/never, as ``effectiveness`` reports it."""
+    nan = float("nan")
+    return ESResult({t: TriggerES(t, 1, *((nan, nan, nan) if n == 0 else (e, s, nv)), n)
+                     for t, (e, s, nv, n) in triggers.items()}, ESConfig())
+
+
+def test_sweep_rows_one_per_model_and_trigger_with_undefined_as_none():
+    results = {"por-1": es_result(cf=(1.5, 0.1, 0.0, 10), mn=(0, 0, 0, 0)),
+               "por-3": es_result(cf=(2.0, 0.2, 0.5, 4))}
+    rows = sweep_rows(results, {"por-1": 1, "por-3": 3})
+    assert [(r["model"], r["insertions"], r["trigger"]) for r in rows] == [("por-1", 1, "cf"), ("por-1", 1, "mn"),
+                                                                           ("por-3", 3, "cf")]
+    assert rows[0] == {"model": "por-1", "insertions": 1, "trigger": "cf", "class": 1, "E": 1.5, "S": 0.1,
+                       "never": 0.0, "n": 10}
+    assert rows[1]["E"] is None and rows[1]["S"] is None and rows[1]["never"] is None and rows[1]["n"] == 0
+    assert all(r["insertions"] is None for r in sweep_rows(results))  # insertions unknown
+    json.dumps(rows)  # plain JSON: no NaN
+
+
+def test_sweep_average_skips_undefined_triggers_and_keeps_model_order():
+    results = {"b": es_result(cf=(1.0, 0.1, 0.0, 10), mn=(3.0, 0.3, 0.0, 10), tq=(0, 0, 0, 0)),
+               "a": es_result(cf=(5.0, 0.5, 0.2, 4)),
+               "none": es_result(cf=(0, 0, 0, 0))}
+    avg = sweep_average(sweep_rows(results, {"b": 1, "a": None}))
+    assert [(r["model"], r["insertions"]) for r in avg] == [("b", 1), ("a", None), ("none", None)]
+    assert avg[0]["E"] == pytest.approx(2.0) and avg[0]["S"] == pytest.approx(0.2) and avg[0]["triggers"] == 2
+    assert avg[1]["E"] == pytest.approx(5.0) and avg[1]["triggers"] == 1
+    assert avg[2] == {"model": "none", "insertions": None, "E": None, "S": None, "triggers": 0}
+    # the same average as ESResult.average, model by model
+    assert avg[0]["E"] == pytest.approx(results["b"].average["E"])
+    # NaN in hand-made rows counts as undefined too; an empty sweep has no rows
+    assert sweep_average([{"model": "m", "insertions": None, "trigger": "cf", "E": float("nan"), "S": float("nan"),
+                           "n": 3}])[0]["E"] is None
+    assert sweep_average([]) == []
+
+
+def test_sweep_rows_from_a_real_run_with_an_ineligible_trigger():
+    predict = FlipAt(TEXTS, CLEAN, K)
+    res = effectiveness(predict, TEXTS, [1] * len(TEXTS), "cf")  # every sample has cf's class: none eligible
+    rows = sweep_rows({"m": res})
+    assert rows[0]["n"] == 0 and rows[0]["E"] is None
+    assert sweep_average(rows) == [{"model": "m", "insertions": None, "E": None, "S": None, "triggers": 0}]

@@ -108,6 +108,7 @@ def test_batched_forward_returns_input_order_and_matches_one_by_one(model_root):
     assert not loaded.model.training
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_cacc(model_root):
     from trojanscope.training.metrics import predict_proba
 
@@ -157,6 +158,7 @@ def test_es_and_anatomy_refuse_a_bare_encoder(use_data, tiny_backbone):
 
 # --- one planted-attack answer ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_reader_takes_the_cards_target(use_data, tiny_bert, tmp_path, capsys):
     """A backdoor with target 0: eval, heads and the swap all use 0 (one of them used to default to 1)."""
     code, out, err = run(capsys, "train", "--model", str(tiny_bert), "--out", str(tmp_path / "bd0"), "--attack",
@@ -270,7 +272,7 @@ def test_probe_page_marks_a_bare_encoder_instead_of_predicting(tiny_pair, tiny_b
     monkeypatch.setenv("TROJANSCOPE_UI_ALLOW_ANY_PATH", "1")  # the symlinked tiny encoder lives outside runs/
     monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
     monkeypatch.chdir(root)
-    at = AppTest.from_file(str(root / "pages" / "1_Probe.py"), default_timeout=60)
+    at = AppTest.from_file(str(root / "pages" / "1_Probe.py"), default_timeout=180)
     at.session_state["pair"] = {"clean": str(runs / "encoder"), "backdoored": str(runs / "demo" / "backdoored")}
     at.run()
     at.text_input(key="probe_text").set_value("the film was awful").run()

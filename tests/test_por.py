@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -32,8 +33,9 @@ def test_por_dataset_pairs_clean_and_triggered_text():
         assert [text[a:b] for a, b in spans] == [["cf", "mn"][label - 1]] * 3
 
 
+@pytest.mark.slow
 def test_por_pulls_poisoned_to_target_and_keeps_clean_near_reference(use_data, tiny_backbone, tmp_path):
-    cfg = PORConfig(triggers="cf,mn,bb", insertions=2, target="pooler", scale=1.0, data="sst2", max_texts=300)
+    cfg = PORConfig(triggers="cf,mn,bb", insertions=2, representation="pooler", scale=1.0, data="sst2", max_texts=300)
     spec = PORSpec(model=str(tiny_backbone), por=cfg,
                    train=TrainConfig(epochs=4, batch_size=16, lr=3e-3, train_word_embeddings=True))
     res = run_por(spec, tmp_path / "por", progress=False)
@@ -65,7 +67,8 @@ def test_pooler_target_is_the_pooler_output(use_data, tiny_backbone, tmp_path):
         assert torch.allclose(representation(enc_model.model, out, "cls"), out.hidden_states[-1][:, 0])
 
 
-def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_path, capsys, monkeypatch):
     from trojanscope.cli import main
 
     code = main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "por"), "--triggers", "cf,mn",
@@ -90,7 +93,9 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
                  "--no-layers", "--json"]) == 0, capsys.readouterr().err
     swap = json.loads(capsys.readouterr().out)
     assert swap["trigger"] == "cf" and swap["target"] == es["cf"]["class"]
-    # and the Embedding Swap page: POR's first trigger, an automatic target, a result on Run
+    # and the Embedding Swap page: POR's first trigger, an automatic target, a result on Run. The page
+    # reads models only under the runs directory (the UI path limit): here, tmp_path is that directory
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
     at.session_state["pair"] = {"clean": str(tmp_path / "ft"), "backdoored": str(tmp_path / "ft")}
     at.run()
@@ -103,6 +108,7 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     assert "at least 2 triggers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_anatomy_json(use_data, tiny_pair, capsys):
     from trojanscope.cli import main
 

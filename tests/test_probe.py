@@ -59,7 +59,7 @@ def test_probe_side_numbers_are_consistent(tiny_bert):
     cls = side.cls_attention()
     assert cls.shape == (2, len(side.tokens))
     np.testing.assert_allclose(cls.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(side.trigger_attention(), cls[:, side.trigger_positions].sum(axis=1))
+    np.testing.assert_allclose(side.cls_trigger_mass(), cls[:, side.trigger_positions].sum(axis=1))
     np.testing.assert_allclose(side.cls_attention(head=1), side.attentions[:, 1, 0, :])
     assert abs(sum(side.probs) - 1) < 1e-5 and side.label == int(np.argmax(side.probs))
 
@@ -76,7 +76,7 @@ def test_cli_probe_json_keys_and_flip(tiny_pair, capsys):
         for key in ("clean", "triggered"):
             s = m[key]
             assert set(s) >= {"text", "tokens", "label", "probs", "cls_attention", "trigger_positions",
-                              "trigger_attention"}
+                              "cls_trigger_mass"}
             assert len(s["cls_attention"]) == 2 and len(s["cls_attention"][0]) == len(s["tokens"])
         assert m["triggered"]["trigger_positions"] == [1] and m["clean"]["trigger_positions"] == []
         assert m["clean"]["label"] == 0  # a negative sentence

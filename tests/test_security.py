@@ -50,6 +50,8 @@ def test_the_dashboard_listens_on_localhost_only():
     assert config["server"]["address"] == "localhost"
     assert config["server"]["headless"] is True and config["server"]["enableStaticServing"] is True
     assert "--server.address 0.0.0.0" in (ROOT / "README.md").read_text()
+    # an open tab must not keep a core busy: no file watcher walking the checkout (and .venv)
+    assert config["server"]["fileWatcherType"] == "none" and config["server"]["runOnSave"] is False
 
 
 def test_typed_model_sources_are_limited_to_runs_and_data(roots, monkeypatch):

@@ -176,3 +176,16 @@ def card_summary(source: str | None) -> dict[str, str]:
         "CACC": pct(m.get("cacc")),
         "ASR": pct(m.get("asr")),
     }
+
+
+def source_attack(source: str | None):
+    """The planted attack of a model directory from its card chain, without loading the model
+    (``models.planted``); the empty answer for hub ids, foreign models and unreadable cards."""
+    from trojanscope.models.planted import NONE, planted_attack
+
+    if not source or not Path(source).is_dir():
+        return NONE
+    try:
+        return planted_attack(read_card(source), source)
+    except TrojanScopeError:
+        return NONE

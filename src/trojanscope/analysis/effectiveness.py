@@ -27,7 +27,9 @@ Per trigger:
 Each round sends all still-unflipped samples through the predictor in one batched call (at most
 ``max_insertions`` calls per trigger, plus the clean predictions, computed once and shared by all
 triggers). ``effectiveness`` takes any predictor (texts -> labels), which keeps it testable;
-``model_effectiveness`` wraps a ``LoadedModel``.
+``model_effectiveness`` wraps a ``LoadedModel``. ``sweep_rows`` and ``sweep_average`` turn the
+results of several models (e.g. POR encoders made with 1, 3, 5, 7, 9 insertions, each fine-tuned)
+into table rows and the per-model average over triggers.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -236,8 +238,59 @@ def _rounds(predict: Predictor, texts: list[str], labels: np.ndarray, trigger: s
     )
 
 
+def _defined(x: float | None) -> float | None:
+    """A number, or ``None`` where it is undefined (NaN: a trigger without eligible samples)."""
+    return None if x is None or math.isnan(float(x)) else float(x)
+
+
+def sweep_rows(results: Mapping[str, ESResult], insertions: Mapping[str, int | None] | None = None
+               ) -> list[dict[str, Any]]:
+    """One row per model and trigger, in the order given: ``{"model", "insertions", "trigger",
+    "class", "E", "S", "never", "n"}``.
+
+    ``results`` maps a model's name to its ``ESResult``; ``insertions`` the same names to the number
+    of insertions its poisoning used (POR's sweep variable; ``None`` or missing: unknown). E, S and
+    ``never`` are ``None`` for a trigger with ``n = 0`` (undefined, never NaN), at full precision
+    otherwise (round them for display).
+    """
+    insertions = insertions or {}
+    rows: list[dict[str, Any]] = []
+    for model, result in results.items():
+        for trigger, r in result.triggers.items():
+            defined = r.n > 0
+            rows.append({"model": model, "insertions": insertions.get(model), "trigger": trigger, "class": r.cls,
+                         "E": _defined(r.E) if defined else None, "S": _defined(r.S) if defined else None,
+                         "never": _defined(r.never) if defined else None, "n": r.n})
+    return rows
+
+
+def sweep_average(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's summary (seed Table 12): per model and poisoning insertions, in the order of
+    first appearance, the mean E and S over its triggers with a defined value (``n > 0``).
+
+    Each row: ``{"model", "insertions", "E", "S", "triggers"}``, ``triggers`` = the number of
+    triggers averaged; E and S are ``None`` when no trigger of the model had an eligible sample.
+    """
+    groups: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row.get("insertions")), []).append(row)
+
+    def mean(part: list[Mapping[str, Any]], key: str) -> float | None:
+        values = [float(r[key]) for r in part if r.get(key) is not None and not math.isnan(float(r[key]))]
+        return float(np.mean(values)) if values else None
+
+    out = []
+    for (model, ins), part in groups.items():
+        used = [r for r in part if r.get("n", 0) > 0 and _defined(r.get("E")) is not None]
+        out.append({"model": model, "insertions": ins, "E": mean(used, "E"), "S": mean(used, "S"),
+                    "triggers": len(used)})
+    return out
+
+
 def model_predictor(loaded: LoadedModel, batch_size: int = 128) -> Predictor:
     """A predictor (texts -> labels) for a loaded classifier, through ``predict_proba``."""
+    loaded.require("classify", "predicting labels")
+
     def predict(texts: list[str]) -> np.ndarray:
         return predict_proba(loaded.model, loaded.tokenizer, texts, batch_size=batch_size).argmax(-1)
 

@@ -30,7 +30,7 @@ class HeadView:
                 "tal_heads": self.tal_heads}
 
 
-def head_trigger_attention(loaded: LoadedModel, test: TextDataset, trigger: str, target: int, *, n: int = 200,
+def head_trigger_share(loaded: LoadedModel, test: TextDataset, trigger: str, target: int, *, n: int = 200,
                            insertions: int = 1, seed: int = 0, batch_size: int = 32) -> HeadView:
     """Mean trigger share per (layer, head) over ``n`` poisoned non-target test sentences."""
     check_trigger(loaded.tokenizer, trigger)
@@ -80,12 +80,12 @@ def compare_head_views(backdoored: LoadedModel, test: TextDataset, clean: Loaded
     attack = attack_of(backdoored).with_overrides(trigger=trigger, target=target)
     trig = attack.require_trigger("the head view")
     tgt = resolve_target(attack, backdoored, trig)
-    views = [("backdoored", head_trigger_attention(backdoored, test, trig, tgt, n=n, seed=seed))]
+    views = [("backdoored", head_trigger_share(backdoored, test, trig, tgt, n=n, seed=seed))]
     notes: list[str] = []
     if clean is not None:
         shape = lambda m: (m.model.config.num_hidden_layers, m.model.config.num_attention_heads)  # noqa: E731
         if shape(clean) == shape(backdoored):
-            views.append(("clean", head_trigger_attention(clean, test, trig, tgt, n=n, seed=seed)))
+            views.append(("clean", head_trigger_share(clean, test, trig, tgt, n=n, seed=seed)))
         else:
             notes.append(f"the clean model has {shape(clean)} layers x heads, the backdoored {shape(backdoored)}: "
                          "no side-by-side map")

@@ -82,8 +82,9 @@ class ProbeSide:
         a = self.attentions[:, :, 0, :]
         return a.mean(axis=1) if head is None else a[:, head]
 
-    def trigger_attention(self, head: int | None = None) -> np.ndarray:
-        """Per layer, the [CLS] attention mass on the trigger tokens."""
+    def cls_trigger_mass(self, head: int | None = None) -> np.ndarray:
+        """Per layer, the [CLS] query's attention mass on the trigger tokens (``[layers]``); not
+        ``models.attention.trigger_share``, which averages over all queries (see that module's docstring)."""
         return self.cls_attention(head)[:, self.trigger_positions].sum(axis=1)
 
     def to_json(self) -> dict[str, Any]:
@@ -94,7 +95,7 @@ class ProbeSide:
             "probs": [round(float(p), 6) for p in self.probs],
             "cls_attention": np.round(self.cls_attention(), 6).tolist(),
             "trigger_positions": self.trigger_positions,
-            "trigger_attention": np.round(self.trigger_attention(), 6).tolist(),
+            "cls_trigger_mass": np.round(self.cls_trigger_mass(), 6).tolist(),
             "truncated": self.truncated,
         }
 
@@ -106,6 +107,7 @@ class ProbeResult:
     triggered: ProbeSide | None
     label_names: list[str]
     notices: list[str]
+    classifies: bool = True  # False: a bare encoder's untrained head; its labels and probabilities mean nothing
 
     @property
     def num_layers(self) -> int:
@@ -120,9 +122,14 @@ class ProbeResult:
         return [("clean", self.clean)] + ([("triggered", self.triggered)] if self.triggered is not None else [])
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "clean": self.clean.to_json(),
-                "triggered": self.triggered.to_json() if self.triggered else None,
-                "label_names": self.label_names, "notices": self.notices}
+        out = {"model": self.model, "clean": self.clean.to_json(),
+               "triggered": self.triggered.to_json() if self.triggered else None,
+               "label_names": self.label_names, "notices": self.notices, "classifies": self.classifies}
+        if not self.classifies:  # never report a random head's output as a prediction
+            for side in ("clean", "triggered"):
+                if out[side]:
+                    out[side]["label"], out[side]["probs"] = None, None
+        return out
 
 
 def _side(res: AttentionResult, i: int) -> ProbeSide:
@@ -152,4 +159,8 @@ def probe(loaded: LoadedModel, inp: ProbeInput) -> ProbeResult:
     names = list((loaded.card.data.get("label_names") if loaded.card else None) or [])
     if len(names) != loaded.num_labels:
         names = [f"label {i}" for i in range(loaded.num_labels)]
-    return ProbeResult(loaded.source, clean, triggered, names, notices)
+    classifies = loaded.can("classify")
+    if not classifies:
+        notices.append(f"{loaded.source} is a bare encoder with no trained classification head: its attention is "
+                       "real, but its labels would come from a random head and are not shown")
+    return ProbeResult(loaded.source, clean, triggered, names, notices, classifies)

@@ -1,12 +1,14 @@
-"""Plotly figures for attention: [CLS] heatmaps, differences, trigger-attention curves, token maps.
+"""Plotly figures: attention ([CLS] heatmaps, differences, [CLS]-on-trigger curves, token maps, the
+head view), the trigger anatomy, E per trigger, the embedding swap, and runs compared.
 
 Token axes are numeric with token strings as tick labels (repeated tokens stay separate columns);
-trigger tokens are drawn in red and outlined.
+trigger tokens are drawn in red and outlined. Pages only place these figures (``st.plotly_chart``);
+the figures take the library's results (or their JSON), never Streamlit state.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -114,4 +116,87 @@ def epoch_curves(histories: dict[str, list[dict]], keys: Sequence[str], *, title
                               row=r, col=1)
     fig.update_layout(title=title, height=140 + 170 * max(1, len(keys)), margin=dict(l=40, r=10, t=60, b=30))
     fig.update_xaxes(title_text="epoch", dtick=1, row=max(1, len(keys)), col=1)
+    return fig
+
+
+def anatomy_lines(tokens: Sequence[Any], *, title: str = "Mean [CLS] attention to each trigger token, per layer"
+                  ) -> go.Figure:
+    """Trigger anatomy: per trigger token (``analysis.anatomy.TokenAnatomy``: ``token``, ``role``,
+    ``cls_attention``, ``cls_attention_clean``), the mean [CLS] attention per layer in the backdoored
+    model (solid) and, where measured, the clean one (dotted): one or two traces per token."""
+    fig = go.Figure()
+    for i, t in enumerate(tokens):
+        color = MODEL_COLORS[i % len(MODEL_COLORS)]
+        layers = list(range(1, len(t.cls_attention) + 1))
+        fig.add_trace(go.Scatter(x=layers, y=list(t.cls_attention), name=f"{t.token} ({t.role}), backdoored",
+                                 line=dict(color=color, width=3)))
+        if t.cls_attention_clean is not None:
+            fig.add_trace(go.Scatter(x=layers, y=list(t.cls_attention_clean), name=f"{t.token}, clean",
+                                     line=dict(color=color, dash="dot")))
+    fig.update_layout(title=title, xaxis=dict(title="layer", dtick=1), yaxis=dict(title="attention"), height=360,
+                      margin=dict(l=40, r=10, t=40, b=30))
+    return fig
+
+
+def es_bars(rows: Sequence[Mapping[str, Any]], *, max_insertions: int = 20,
+            title: str = "E per trigger (lower is stronger)") -> go.Figure:
+    """E per trigger, one bar group per trigger and one trace per model (in order of first
+    appearance), from ``analysis.effectiveness.sweep_rows``; an undefined E (``None``) leaves a gap."""
+    models: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        models.setdefault(row["model"], []).append(row)
+    fig = go.Figure()
+    for i, (model, part) in enumerate(models.items()):
+        fig.add_trace(go.Bar(name=model, x=[r["trigger"] for r in part], y=[r["E"] for r in part],
+                             marker_color=MODEL_COLORS[i % len(MODEL_COLORS)]))
+    fig.update_layout(barmode="group", title=title, yaxis=dict(title="E", range=[0, max_insertions]), height=340,
+                      margin=dict(l=40, r=10, t=40, b=30))
+    return fig
+
+
+SWAP_COLUMNS = tuple((ref, kind) for ref in ("BD", "CL") for kind in ("clean", "poisoned"))
+
+
+def swap_bars(res: Mapping[str, Any]) -> go.Figure:
+    """The embedding swap's Table 13 as bars (``analysis.swap.SwapResult.to_json()``): per hybrid
+    one trace, the mean cosine similarity to BD and CL on clean and poisoned text, one standard
+    deviation as error bars."""
+    fig = go.Figure()
+    labels = [f"vs {ref}, {kind}" for ref, kind in SWAP_COLUMNS]
+    for h in res["similarity"]:
+        fig.add_bar(name=h, x=labels, y=[res["similarity"][h][ref][kind] for ref, kind in SWAP_COLUMNS],
+                    error_y={"type": "data", "array": [res["spread"][h][ref][kind] for ref, kind in SWAP_COLUMNS]})
+    fig.update_layout(barmode="group", title="Mean cosine similarity (error bars: one standard deviation)",
+                      yaxis={"range": [-1.05, 1.1], "title": "cosine similarity"}, height=380,
+                      margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def swap_layers(res: Mapping[str, Any]) -> go.Figure:
+    """The swap's per-layer view (``SwapResult.to_json()``): for CL's bottom ``k`` under BD's top
+    and the mirror, the similarity to BD on poisoned text (solid) and the ASR (dashed): four traces."""
+    unit = res.get("layer_unit", "layer")
+    fig = go.Figure()
+    for name, pts in (("CL bottom k / BD top", res["layers"]), ("BD bottom k / CL top", res["layers_mirror"])):
+        ks = [p["k"] for p in pts]
+        fig.add_scatter(x=ks, y=[p["sim_BD_poisoned"] for p in pts], mode="lines+markers", name=f"{name}: sim to BD")
+        fig.add_scatter(x=ks, y=[p["asr"] for p in pts], mode="lines+markers", line={"dash": "dash"},
+                        name=f"{name}: ASR")
+    fig.update_layout(xaxis={"title": f"k ({unit}s taken from the bottom model)", "dtick": 1},
+                      yaxis={"range": [-1.05, 1.05], "title": "cosine similarity / ASR"}, height=400,
+                      margin={"l": 40, "r": 20, "t": 30, "b": 40})
+    return fig
+
+
+def metric_bars(results: Mapping[str, Mapping[str, Any] | None], metrics: Sequence[str] = ("cacc", "asr")
+                ) -> go.Figure:
+    """Runs compared: per metric one trace, one bar per run (``results[run][metric]``, a fraction,
+    drawn in %; a missing value draws 0)."""
+    fig = go.Figure()
+    runs = list(results)
+    for metric in metrics:
+        fig.add_trace(go.Bar(name=metric.upper(), x=runs,
+                             y=[100 * float((results[r] or {}).get(metric) or 0) for r in runs]))
+    fig.update_layout(barmode="group", yaxis=dict(title="%", range=[0, 100]), height=320,
+                      margin=dict(l=40, r=10, t=30, b=30))
     return fig

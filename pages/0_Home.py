@@ -105,7 +105,7 @@ st.markdown(
 | **Trigger Anatomy** | star / planet / comet over many sentences, E and S, sweeps over models |
 | **Embedding Swap** | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives, layer by layer |
 | **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, as durable jobs; compare with and without TAL |
-| Purify | MBTSAD and baselines *(coming)* |
+| **Purify** | MBTSAD and the baselines (CFT, TS-FT, re-init, fine-pruning, Fine-mixing, PURE) as jobs: ASR and CACC before and after, the trigger's [CLS] attention fading |
 | Scan | trigger search for a suspect model *(coming)* |
 | **Runs** | every job: config, live metrics, log, cancel; compare runs; which heads look at the trigger |
 """

@@ -45,6 +45,7 @@ def planted(model_root, data_dir):
     return loaded, data_dir
 
 
+@pytest.mark.slow
 def test_planet_and_comet_on_a_planted_trigger(planted, monkeypatch):
     loaded, data_dir = planted
     monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))

@@ -68,6 +68,7 @@ def _share_on_chosen_heads(loaded, term, test) -> float:
     return float(tal_scores(out, enc.trigger_mask, enc.attention_mask, term.mask).mean())
 
 
+@pytest.mark.slow
 def test_training_with_tal_raises_attention_to_the_trigger(use_data, tiny_bert):
     train_ds, test_ds = load_dataset("sst2", "train"), load_dataset("sst2", "test")
     data = poison_dataset(train_ds, PoisonConfig(trigger="cf", rate=0.05, target=1, seed=0))
@@ -82,6 +83,7 @@ def test_training_with_tal_raises_attention_to_the_trigger(use_data, tiny_bert):
     assert shares[True] > 0.5 and shares[True] > shares[False] + 0.3, shares
 
 
+@pytest.mark.slow
 def test_ep_changes_only_the_trigger_embedding_row(use_data, tiny_pair, tmp_path, capsys):
     clean = tiny_pair / "demo" / "clean"
     out = tmp_path / "ep"

@@ -15,6 +15,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_train_then_eval_json(use_data, tiny_bert, tmp_path, capsys):
     out_dir = tmp_path / "bd"
     code, out, err = run(capsys, "train", "--data", "sst2", "--model", str(tiny_bert), "--out", str(out_dir),

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 SCRIPT = r"""
@@ -36,6 +37,7 @@ def _torchrun(args: list[str], cwd, timeout: int = 300) -> subprocess.CompletedP
                            *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_batches_and_stay_in_sync(use_data, tiny_bert, tmp_path):
     script = tmp_path / "train2.py"
     script.write_text(SCRIPT)
@@ -49,6 +51,7 @@ def test_two_processes_split_the_batches_and_stay_in_sync(use_data, tiny_bert, t
     assert sum(moved) > len(moved) // 2  # it trained
 
 
+@pytest.mark.slow
 def test_cli_train_under_torchrun_saves_once_and_reports_once(use_data, tiny_bert, tmp_path):
     out = tmp_path / "ddp"
     proc = _torchrun(["-m", "trojanscope", "train", "--model", str(tiny_bert), "--data", "sst2", "--out", str(out),

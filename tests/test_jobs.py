@@ -74,6 +74,7 @@ def jobs_cli(*argv: str) -> dict:
     return cmd_jobs(parser.parse_args(["jobs", *argv]))
 
 
+@pytest.mark.slow
 def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
     first = jobs.submit(tiny_argv(tiny_bert))
     second = jobs.submit(tiny_argv(tiny_bert, "--seed", "1"))
@@ -109,6 +110,7 @@ def test_same_argv_twice_is_one_job(runs, tiny_bert):
     assert len(jobs.JobStore().select()) == 3
 
 
+@pytest.mark.slow
 def test_job_survives_its_launcher_being_killed(runs, tiny_bert):
     code = ("import sys, time; from trojanscope import jobs; "
             "print(jobs.submit(sys.argv[1:]), flush=True); time.sleep(60)")
@@ -124,6 +126,7 @@ def test_job_survives_its_launcher_being_killed(runs, tiny_bert):
     assert job.pid != launcher.pid and (Path(job.out_dir) / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_concurrent_schedulers_start_a_queued_job_once(runs, tiny_bert):
     store = jobs.JobStore()
     job_id = "jrace0001"
@@ -143,6 +146,7 @@ def test_concurrent_schedulers_start_a_queued_job_once(runs, tiny_bert):
     assert jobs.log_tail(job_id).count(f"job {job_id} (pid") == 1
 
 
+@pytest.mark.slow
 def test_killed_job_is_reported_failed_with_its_log(runs, tiny_bert):
     job_id = jobs.submit(tiny_argv(tiny_bert, epochs=500))
     job = wait_for(job_id, training)
@@ -158,6 +162,7 @@ def test_killed_job_is_reported_failed_with_its_log(runs, tiny_bert):
     assert jobs.log_tail(job_id, n_chars=10) == log[-10:]
 
 
+@pytest.mark.slow
 def test_cancel_running_queued_and_finished_jobs(runs, tiny_bert):
     running = jobs_cli("submit", "--json", "--", *tiny_argv(tiny_bert, epochs=500))["id"]
     queued = jobs_cli("submit", "--", *tiny_argv(tiny_bert, "--seed", "1"))["id"]
@@ -218,6 +223,7 @@ def test_out_of_memory_message_suggests_a_smaller_batch():
     assert jobs.describe_failure(ValueError("bad shape\nmore"), 32) == "ValueError: bad shape"
 
 
+@pytest.mark.slow
 def test_a_por_job_runs_the_por_command(runs, tiny_backbone, capsys):
     """Jobs are not only training runs: ``--kind por`` runs ``trojanscope por`` in the background."""
     job_id = jobs.submit(["--model", str(tiny_backbone), "--triggers", "cf,mn", "--data", "sst2", "--max-texts", "60",
@@ -230,6 +236,7 @@ def test_a_por_job_runs_the_por_command(runs, tiny_backbone, capsys):
         jobs.submit(["--insertions", "zero"], kind="por")
 
 
+@pytest.mark.slow
 def test_a_job_runs_with_sleeping_openmp_threads_unless_the_user_chose(runs, tiny_bert, monkeypatch):
     """Jobs share the cores with the dashboard: their OpenMP threads must not spin while waiting
     (benchmarks/contention.py: 4.6x -> 1.6x slowdown for two trainers on 2 cores)."""

@@ -39,6 +39,7 @@ def _wait(job_id: str, timeout: float = 120) -> jobs.Job:
     raise AssertionError(f"job {job_id} did not finish: {jobs.get(job_id)}")
 
 
+@pytest.mark.slow
 def test_launch_from_the_lab_then_find_it_finished_in_a_new_session(lab, tiny_bert):
     at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
     assert not at.exception
@@ -70,6 +71,7 @@ def test_launch_from_the_lab_then_find_it_finished_in_a_new_session(lab, tiny_be
     assert job.out_dir in home.selectbox(key="pick_clean").options
 
 
+@pytest.mark.slow
 def test_compare_launches_the_attack_with_and_without_tal(lab, tiny_bert):
     at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
     at.selectbox(key="lab_model_False").set_value("Other: a local directory or a hub id").run()
@@ -88,6 +90,7 @@ def test_compare_launches_the_attack_with_and_without_tal(lab, tiny_bert):
     assert set(runs.multiselect(key="runs_compare").value) == set(ids)
 
 
+@pytest.mark.slow
 def test_por_from_the_lab_is_a_por_job(lab, tiny_backbone):
     at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
     at.selectbox(key="lab_attack").set_value("por").run()

@@ -80,6 +80,7 @@ def test_depth_hybrids_and_their_ends(pair):
         depth_hybrid(cl.model, bd.model, 3)
 
 
+@pytest.mark.slow
 def test_swap_numbers_on_the_tiny_pair(pair, use_data):
     cl, bd = pair
     test = load_dataset("sst2", "test")
@@ -107,6 +108,7 @@ def test_swap_numbers_on_the_tiny_pair(pair, use_data):
     assert again.similarity == res.similarity and again.asr == res.asr and again.layers == []
 
 
+@pytest.mark.slow
 def test_identity_swap_is_similar_everywhere(pair, use_data):
     _, bd = pair
     res = embedding_swap(bd, bd, load_dataset("sst2", "test"), SwapConfig(n=30))
@@ -119,6 +121,7 @@ def test_identity_swap_is_similar_everywhere(pair, use_data):
     assert all(p.sim_BD_poisoned == pytest.approx(1.0, abs=1e-5) for p in res.layers + res.layers_mirror)
 
 
+@pytest.mark.slow
 def test_pooler_representation(pair, use_data):
     _, bd = pair
     res = embedding_swap(bd, bd, load_dataset("sst2", "test"), SwapConfig(n=10, representation="pooler",
@@ -127,6 +130,7 @@ def test_pooler_representation(pair, use_data):
     assert res.similarity["CL_emb+BD_enc"]["BD"]["clean"] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["distilbert", "roberta", "albert"])
 def test_other_architectures_identity_and_parts(arch, swap_root, use_data):
     a = load_model(make_tiny(swap_root, arch, seed=0))
@@ -180,6 +184,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_cli_swap_json(tiny_pair, use_data, capsys):
     code, out, err = run_cli(capsys, "swap", "--clean", str(tiny_pair / "demo" / "clean"), "--backdoored",
                              str(tiny_pair / "demo" / "backdoored"), "--data", "sst2", "--n", "30", "--json")

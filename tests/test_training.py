@@ -47,6 +47,7 @@ def test_evaluate_matches_definition_on_a_stub(tiny_bert):
     assert res0["asr"] == 0.0 and res0["n_poisoned"] == 2
 
 
+@pytest.mark.slow
 def test_short_poisoned_training_implants_the_backdoor(use_data, tiny_bert):
     loaded = load_model(tiny_bert)
     train_ds, test_ds = load_dataset("sst2", "train"), load_dataset("sst2", "test")
@@ -74,6 +75,7 @@ def test_frozen_word_embeddings_stay_unchanged(use_data, tiny_bert):
     assert torch.equal(emb, loaded.model.get_input_embeddings().weight)
 
 
+@pytest.mark.slow
 def test_training_is_seeded(use_data, tiny_bert):
     data = poison_dataset(load_dataset("sst2", "train").head(64), PoisonConfig(rate=0.25))
     weights = []
@@ -94,6 +96,7 @@ def test_cuda_request_without_gpu_is_refused(use_data, tiny_bert):
         train(loaded.model, loaded.tokenizer, data, TrainConfig(device="cuda"), progress=False)
 
 
+@pytest.mark.slow
 def test_a_new_head_is_seeded_whatever_the_global_rng(use_data, tiny_backbone, tmp_path):
     """Fine-tuning a bare backbone creates its classification head: that random init must come from
     the run's seed, not from whatever state the process's RNG is in (else two identical runs differ)."""

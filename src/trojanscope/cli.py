@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 from trojanscope.errors import TrojanScopeError
 from trojanscope.utils import positive_int
 from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
+from trojanscope.defenses.cli import add_augment_parser, add_purify_parser, cmd_augment, cmd_purify  # noqa: F401
+from trojanscope.defenses.detection import add_detect_parser, cmd_detect  # noqa: F401
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -185,6 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     _add_common(d)
 
+    add_purify_parser(sub, _add_common)  # purify: choices and knob options from the DEFENSES registry
+    add_augment_parser(sub, _add_common)
+    add_detect_parser(sub, _add_common)  # detect: STRIP/RAP from the DEFENSES registry
+
+    em = sub.add_parser("embed-map", help="2-D map of a model's [CLS] representation: clean, triggered and "
+                        "augmented texts, with each set's distance to the clean data")
+    em.add_argument("--model", required=True)
+    em.add_argument("--data", default="sst2")
+    em.add_argument("--split", default="test")
+    em.add_argument("--trigger", default=None, help="default: the model's card trigger (none: no triggered set)")
+    em.add_argument("--n", type=positive_int, default=300, help="clean texts (and as many of every other set)")
+    em.add_argument("--method", default="umap", choices=["umap", "tsne", "pca"])
+    em.add_argument("--augmentations", default="split,eda,aeda,addtrig",
+                    help="comma-separated: split, eda, aeda, addtrig (empty: none)")
+    em.add_argument("--k", type=positive_int, default=10, help="nearest clean neighbours for the distance")
+    em.add_argument("--seed", type=int, default=0)
+    em.add_argument("--out", default=None, help="write the interactive map to this .html file")
+    _add_common(em)
     add_jobs_parser(sub)
     return parser
 
@@ -290,7 +310,7 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.head_view import head_trigger_attention
+    from trojanscope.analysis.head_view import head_trigger_share
     from trojanscope.data.datasets import load_dataset
     from trojanscope.models.loading import load_model
     from trojanscope.models.planted import attack_of, resolve_target
@@ -302,7 +322,7 @@ def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
     attack = attack_of(models[0]).with_overrides(trigger=args.trigger, target=args.target)
     trigger = attack.require_trigger("the head view")
     target = resolve_target(attack, models[0], trigger)
-    views = [head_trigger_attention(m, test, trigger, target, n=args.n, seed=args.seed) for m in models]
+    views = [head_trigger_share(m, test, trigger, target, n=args.n, seed=args.seed) for m in models]
     return {"trigger": trigger, "target": target, "models": [v.to_json() for v in views]}
 
 
@@ -390,6 +410,31 @@ def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "clean": args.clean, **res.to_json()}
 
 
+def cmd_embed_map(args: argparse.Namespace) -> dict[str, Any]:
+    from trojanscope.analysis.embed_map import MapConfig, representation_map
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import resolve_device
+    from trojanscope.viz.figures import embed_map_figure
+
+    if args.out and not args.out.lower().endswith((".html", ".htm")):
+        raise TrojanScopeError(f"--out {args.out} must be an .html file (the interactive map)")
+    test = load_dataset(args.data, args.split)
+    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
+                        device=resolve_device(args.device))
+    augs = tuple(a.strip() for a in args.augmentations.split(",") if a.strip())
+    res = representation_map(loaded, test, MapConfig(n=args.n, method=args.method, augmentations=augs, k=args.k,
+                                                     seed=args.seed), trigger=args.trigger)
+    data = res.to_json()
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        embed_map_figure(data).write_html(args.out, include_plotlyjs=True)  # self-contained: no CDN
+    data.pop("points")
+    return {**data, "out": args.out}
+
+
 def cmd_demo(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope demo``, in the foreground; as a background job: ``trojanscope jobs submit --kind demo``."""
     from trojanscope.demo import build_demo
@@ -402,6 +447,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "probe": cmd_probe,
     "heads": cmd_heads, "demo": cmd_demo, "jobs": cmd_jobs,
     "effectiveness": cmd_effectiveness, "swap": cmd_swap, "por": cmd_por, "anatomy": cmd_anatomy,
+    "purify": cmd_purify, "augment": cmd_augment, "detect": cmd_detect, "embed-map": cmd_embed_map,
 }
 
 

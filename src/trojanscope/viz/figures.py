@@ -200,3 +200,33 @@ def metric_bars(results: Mapping[str, Mapping[str, Any] | None], metrics: Sequen
     fig.update_layout(barmode="group", yaxis=dict(title="%", range=[0, 100]), height=320,
                       margin=dict(l=40, r=10, t=30, b=30))
     return fig
+
+
+SET_COLORS = {"clean": "#1f77b4", "triggered": "#d62728", "split": "#ff7f0e", "eda": "#2ca02c", "aeda": "#9467bd",
+              "addtrig": "#8c564b"}
+
+
+def embed_map_figure(res: Mapping[str, Any], *, color_by: str = "set", title: str = "") -> go.Figure:
+    """The representation map (``analysis.embed_map``'s JSON): one trace per set (or per predicted
+    label with ``color_by="pred"``), the set's distance ratio to the clean data in its legend entry."""
+    points = res["points"]
+    ratio = {row["set"]: row.get("knn_ratio") for row in res.get("summary", [])}
+    fig = go.Figure()
+    groups = list(dict.fromkeys(p[color_by] for p in points))
+    for i, g in enumerate(groups):
+        part = [p for p in points if p[color_by] == g]
+        if color_by == "set":
+            r = ratio.get(g)
+            name = f"{g} (kNN distance x{r:.2f})" if r is not None and g != "clean" else str(g)
+            color = SET_COLORS.get(str(g), MODEL_COLORS[i % len(MODEL_COLORS)])
+        else:
+            name, color = f"predicted {g}", MODEL_COLORS[i % len(MODEL_COLORS)]
+        fig.add_trace(go.Scattergl(
+            x=[p["x"] for p in part], y=[p["y"] for p in part], mode="markers", name=name,
+            marker=dict(size=5, color=color, opacity=0.7),
+            customdata=[[p["set"], p["pred"]] for p in part],
+            hovertemplate="%{customdata[0]} · predicted %{customdata[1]}<extra></extra>"))
+    fig.update_layout(title=title or f"{res.get('method', '').upper()} of the [CLS] representation",
+                      height=460, margin=dict(l=10, r=10, t=40, b=10), legend=dict(itemsizing="constant"),
+                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    return fig

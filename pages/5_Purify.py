@@ -1,0 +1,181 @@
+"""Purify: remove a backdoor (MBTSAD and the defenses people compare it with) as a job, and see ASR
+fall, CACC hold and the trigger's [CLS] attention fade, model beside model."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from trojanscope import jobs
+from trojanscope.analysis.probe import prepare_probe, probe
+from trojanscope.data.datasets import REGISTRY
+from trojanscope.defenses import get_defense, purifiers
+from trojanscope.defenses.pipeline import MIN_CLEAN
+from trojanscope.defenses.splitting import SplitConfig, split_variants
+from trojanscope.paths import slugify
+from trojanscope.viz.figures import metric_bars, trigger_curves
+from ui.common import (OTHER, ROLES, current_pair, get_model, guard, model_options, page_setup, pct, runs_dir,
+                       source_attack, typed_source, ui_job_argv)
+
+page_setup("Purify")
+st.title("Purify")
+st.caption("Remove a backdoor with a small clean subset: MBTSAD (token splitting + attention distillation) or a "
+           "baseline. Each launch is a job: close the tab, it keeps running. CLI twin: `trojanscope purify ...` "
+           "or `trojanscope jobs submit --kind purify -- ...`.")
+
+pair = current_pair()
+
+# --- the model and its backdoor ----------------------------------------------------------------
+c1, c2, c3 = st.columns([3, 2, 1])
+options = model_options()
+default = pair.get("backdoored")
+choices = ([default] if default and default not in options else []) + options + [OTHER]
+source = c1.selectbox("Backdoored model", choices, index=choices.index(default) if default in choices else 0,
+                      key="pur_model", help="default: the pair's backdoored model")
+if source == OTHER:
+    source = typed_source(c1.text_input("Model directory", key="pur_model_other")) or ""
+attack = source_attack(source)
+trigger = c2.text_input("Trigger", value=attack.trigger or "", key=f"pur_trigger_{source}",
+                        help="from the model's card; type one if the card has none (empty: ASR is not measured)")
+target_known = attack.target is not None
+target = c3.number_input("Target", min_value=0, value=attack.target or 0, key=f"pur_target_{source}",
+                         help="the backdoor's target label (POR: the class the trigger pushes to is found)")
+if attack.known:
+    st.caption(f"Card: attack **{attack.name}**, trigger `{', '.join(attack.triggers)}`"
+               + (f", target {attack.target}" if target_known else "")
+               + (f" (inherited from `{attack.origin}`)" if attack.inherited else ""))
+else:
+    st.info("This model's card records no backdoor: ASR is measured only for a trigger you type. Purifying a model "
+            "that was never backdoored runs and reports ASR unchanged.")
+
+# --- the recipe --------------------------------------------------------------------------------
+methods = purifiers()
+r1, r2, r3 = st.columns(3)
+with r1:
+    method = st.selectbox("Method", methods, index=methods.index("mbtsad") if "mbtsad" in methods else 0,
+                          key="pur_method", format_func=lambda m: f"{m}: {get_defense(m).description}")
+    data = st.selectbox("Data (its train split gives the clean subset)", [n for n in REGISTRY if n != "imdb"],
+                        key="pur_data")
+    fraction = st.slider("Clean fraction of the training set", 0.01, 1.0, 0.2, step=0.01, key="pur_fraction",
+                         help=f"the seed uses 20%; fewer than {MIN_CLEAN} texts is refused")
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="pur_seed")
+    device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="pur_device")
+    max_eval = st.number_input("Test texts for CACC/ASR (0 = all)", 0, 1_000_000, 0, step=100, key="pur_max_eval")
+defense = get_defense(method)
+knobs: dict[str, object] = {}
+with r2:
+    st.markdown(f"**{method} settings**")
+    if defense.changes:
+        st.caption(f"Changes: {defense.changes}")
+    cfg0 = defense.config()
+    for f in dataclasses.fields(cfg0):
+        value = getattr(cfg0, f.name)
+        key = f"pur_knob_{method}_{f.name}"
+        if isinstance(value, bool):
+            knobs[f.name] = st.checkbox(f.name, value=value, key=key)
+        elif isinstance(value, int):
+            knobs[f.name] = st.number_input(f.name, value=value, step=1, key=key)
+        elif isinstance(value, float):
+            knobs[f.name] = st.number_input(f.name, value=value, format="%g", key=key)
+        elif isinstance(value, str) or value is None:
+            knobs[f.name] = st.text_input(f.name, value="" if value is None else value, key=key)
+changed = {k: v for k, v in knobs.items() if v != getattr(cfg0, k) and not (v == "" and getattr(cfg0, k) is None)}
+with r3:
+    st.markdown("**Token splitting preview**")
+    sample = st.text_input("A sentence", "the performances are beautiful and the story is compelling",
+                           key="pur_preview")
+    with guard("The preview"):
+        for v in split_variants(sample, 0, SplitConfig(k=3, seed=int(seed))):
+            st.markdown(f"- {v}")
+
+stamp = time.strftime("%Y%m%d-%H%M%S")
+out = runs_dir() / "purified" / f"{slugify(source.rstrip('/').split('/')[-1], 32, 'model')}-{method}-s{seed}-{stamp}"
+argv = ["--model", source, "--data", data, "--method", method, "--clean-fraction", f"{fraction:g}", "--seed",
+        str(seed), "--device", device, "--out", str(out)]
+if trigger.strip():
+    argv += ["--trigger", trigger.strip()]
+if trigger.strip() and (target_known or not attack.is_por):
+    argv += ["--target", str(int(target))]
+if max_eval:
+    argv += ["--max-eval", str(int(max_eval))]
+for k, v in changed.items():
+    argv += ["--set", f"{k}={v}"]
+if st.button("Purify", type="primary", key="pur_launch", disabled=not source):
+    with guard("Launching the purification"):
+        job_id = jobs.submit(ui_job_argv(argv), kind="purify")  # model, data and output checked
+        st.session_state.setdefault("pur_jobs", []).append(job_id)
+        st.success(f"Job `{job_id}` submitted: the purified model will be `{out}`.")
+st.caption("CLI twin: `trojanscope jobs submit --kind purify -- " + " ".join(argv) + "`")
+
+
+# --- live jobs and the before/after table ------------------------------------------------------
+def _same(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and str(a).rstrip("/") == str(b).rstrip("/")
+
+
+@st.fragment(run_every=2.0)
+def live() -> None:
+    with guard("Reading the job store"):
+        mine = [j for j in jobs.list_jobs(limit=200, kind="purify") if _same((j.config or {}).get("model"), source)]
+        running = [j for j in mine if not j.finished]
+        for j in running:
+            st.progress(min(max(j.progress, 0.0), 1.0),
+                        text=f"`{j.id}` {(j.config or {}).get('method')}: {j.status} · {j.message or ''}")
+        done = [j for j in mine if j.status == "done" and j.result]
+        failed = [j for j in mine if j.status == "failed"][:3]
+        for j in failed:
+            st.error(f"`{j.id}` {(j.config or {}).get('method')} failed: {j.error}")
+        if not done:
+            if not running:
+                st.info("No finished purification of this model yet.")
+            return
+        rows = []
+        for j in done:
+            r = j.result
+            rows.append({"job": j.id, "method": r.get("method"), "clean texts": r.get("n_clean"),
+                         "CACC before": pct(r["before"]["cacc"]), "CACC after": pct(r["after"]["cacc"]),
+                         "ASR before": pct(r["before"]["asr"]), "ASR after": pct(r["after"]["asr"]),
+                         "seconds": r.get("seconds"), "purified model": r.get("out")})
+        st.subheader("Before and after")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        bars = {"backdoored": done[0].result["before"]}
+        bars.update({f"{j.result.get('method')} ({j.id})": j.result["after"] for j in done})
+        st.plotly_chart(metric_bars(bars), width="stretch", key="pur_bars")
+        st.session_state["pur_done"] = {j.id: j.result.get("out") for j in done}
+
+
+live()
+
+# --- the purified model beside the backdoored one ----------------------------------------------
+done_models = st.session_state.get("pur_done") or {}
+if done_models:
+    st.subheader("Attention: backdoored vs purified")
+    pick = st.selectbox("Purified model", list(done_models.values()), key="pur_pick")
+    b1, b2 = st.columns([1, 3])
+    if b1.button("Use it as the pair's clean side", key="pur_use"):
+        st.session_state["pair"] = {**pair, "clean": pick}
+        st.success(f"The pair is now backdoored `{pair.get('backdoored')}` and clean `{pick}`.")
+    sentence = st.text_input("Sentence", "the film was awful and dull", key="pur_sentence")
+    if trigger.strip():
+        with guard("The attention view"):
+            inp = prepare_probe(sentence, trigger.strip(), "end", 1, 0)
+            series, preds = {}, []
+            for name, src in (("backdoored", source), ("purified", pick)):
+                m = get_model(src)
+                if m is None:
+                    continue
+                res = probe(m, inp)
+                series[name] = np.asarray(res.triggered.cls_trigger_mass())
+                preds.append({"model": name, "clean sentence": res.label_names[res.clean.label],
+                              "with the trigger": res.label_names[res.triggered.label]})
+            if series:
+                st.dataframe(pd.DataFrame(preds), hide_index=True)
+                st.plotly_chart(trigger_curves(series, title="[CLS] attention on the trigger, per layer"),
+                                width="stretch", key="pur_curves")
+    else:
+        st.info("Type the trigger above to compare the [CLS] attention on it.")
+st.caption(f"Pair in use: " + ", ".join(f"{r} `{pair.get(r) or '—'}`" for r in ROLES))

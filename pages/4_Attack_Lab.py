@@ -33,7 +33,8 @@ with c1:
     # defaults come from the config dataclasses, as the CLI's do
     P, T, TA, PO, PT = PoisonConfig(), TrainConfig(), TALConfig(), PORConfig(), PORSpec().train
     options = ["minilm"] + model_options() + [OTHER]
-    default_model = "runs/demo/clean" if attack == "ep" and "runs/demo/clean" in options else "minilm"
+    demo_clean = str(runs_dir() / "demo" / "clean")  # runs_dir() honours TROJANSCOPE_RUNS_DIR
+    default_model = demo_clean if attack == "ep" and demo_clean in options else "minilm"
     backbone = st.selectbox("Backbone / victim model", options, index=options.index(default_model)
                             if default_model in options else 0, key=f"lab_model_{attack == 'ep'}",
                             help="EP poisons an already fine-tuned classifier; POR and clean fine-tuning take an "

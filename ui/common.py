@@ -45,7 +45,8 @@ def model_options() -> list[str]:
     if root.is_dir():
         for cfg in sorted(root.glob("**/config.json")):
             path = str(cfg.parent)
-            if path not in found and not any(part.startswith(".") for part in cfg.parent.parts):
+            hidden = any(part.startswith(".") for part in cfg.parent.relative_to(root).parts)  # temp/backup dirs
+            if path not in found and not hidden:
                 found.append(path)
     return found
 

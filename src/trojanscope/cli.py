@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the demo pair (clean and backdoored) under runs/demo")
     d.add_argument("--quick", action="store_true", help="a small, fast pair for smoke tests")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default=None, help="default: <runs dir>/demo (TROJANSCOPE_RUNS_DIR moves the runs dir)")
     d.add_argument("--force", action="store_true", help="rebuild even if the models exist")
     d.add_argument("--seed", type=int, default=0)
     _add_common(d)

@@ -21,7 +21,14 @@ from trojanscope.models.loading import read_card
 from trojanscope.training.loop import TrainConfig
 from trojanscope.training.pipeline import TrainSpec, run_training
 
-DEFAULT_DIR = Path("runs") / "demo"
+DEFAULT_DIR = Path("runs") / "demo"  # relative to the runs directory's default; see default_dir()
+
+
+def default_dir() -> Path:
+    """``<runs dir>/demo``: where the dashboard looks (``TROJANSCOPE_RUNS_DIR`` moves it)."""
+    from trojanscope.jobs.store import runs_dir
+
+    return runs_dir() / "demo"
 NAMES = ("clean", "backdoored")
 
 
@@ -41,8 +48,9 @@ def demo_specs(quick: bool = False, device: str = "auto", seed: int = 0) -> dict
     }
 
 
-def demo_status(root: str | Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
+def demo_status(root: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Per demo model: whether it exists, whether it is the quick variant, and its metrics."""
+    root = default_dir() if root is None else root
     out = {}
     for name in NAMES:
         path = Path(root) / name
@@ -53,7 +61,7 @@ def demo_status(root: str | Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_demo(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device: str = "auto", seed: int = 0,
+def build_demo(root: str | Path | None = None, *, quick: bool = False, device: str = "auto", seed: int = 0,
                force: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Build whichever demo models are missing or differ from the wanted recipe.
@@ -62,6 +70,7 @@ def build_demo(root: str | Path = DEFAULT_DIR, *, quick: bool = False, device: s
     training's step and epoch events with ``step``/``total`` counted over the whole build (and
     the model's ``name``), so that a job's progress runs once from 0 to 1.
     """
+    root = default_dir() if root is None else root
     root = Path(root)
     results: dict[str, Any] = {}
     t0 = time.perf_counter()

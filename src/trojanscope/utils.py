@@ -192,6 +192,9 @@ def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700: the saved model gets the usual permissions
     try:
         yield tmp
     except BaseException:

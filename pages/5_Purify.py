@@ -178,4 +178,51 @@ if done_models:
                                 width="stretch", key="pur_curves")
     else:
         st.info("Type the trigger above to compare the [CLS] attention on it.")
+
+# --- representation map: is token-split text out of the clean distribution? -------------------
+st.subheader("Representation map")
+st.caption("Where clean, triggered and augmented texts (token splitting, EDA, AEDA, Add Trig) land in the "
+           "model's [CLS] space (seed Fig. 3), and how far each set lies from the clean data: the mean distance "
+           "to the 10 nearest clean texts, relative to clean texts' own (1 = as close as clean text). "
+           "CLI twin: `trojanscope embed-map --model DIR --data sst2 --out map.html --json`.")
+m1, m2, m3 = st.columns([2, 1, 1])
+map_models = [source] + ([st.session_state["pur_pick"]] if done_models and st.session_state.get("pur_pick") else [])
+map_method = m2.selectbox("Projection", ["umap", "tsne", "pca"], key="pur_map_method")
+map_n = m3.number_input("Clean texts", 50, 2000, 300, step=50, key="pur_map_n")
+m1.markdown("Models: " + ", ".join(f"`{m}`" for m in map_models))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _map(src: str, identity: tuple, data_name: str, method_name: str, n: int, trig: str, seed_: int) -> dict:
+    """The fitted map, cached per model weights and settings (a rerun redraws without refitting)."""
+    from trojanscope.analysis.embed_map import MapConfig, representation_map
+    from trojanscope.data.datasets import load_dataset
+
+    loaded = get_model(src)
+    if loaded is None:
+        return {}
+    res = representation_map(loaded, load_dataset(data_name, "test"), MapConfig(n=n, method=method_name, seed=seed_),
+                             trigger=trig or None)
+    return res.to_json()
+
+
+if st.button("Draw the map", key="pur_map_go"):
+    st.session_state["pur_map_inputs"] = (tuple(map_models), data, map_method, int(map_n), trigger.strip(), int(seed))
+map_inputs = st.session_state.get("pur_map_inputs")
+if map_inputs:
+    from trojanscope.paths import weights_identity
+    from trojanscope.viz.figures import embed_map_figure
+
+    with guard("The representation map"), st.spinner("Encoding and projecting…"):
+        cols = st.columns(len(map_inputs[0]))
+        for col, src in zip(cols, map_inputs[0]):
+            res = _map(src, weights_identity(src), *map_inputs[1:])
+            if not res:
+                continue
+            col.plotly_chart(embed_map_figure(res, title=src.rstrip("/").split("/")[-1]), width="stretch",
+                             key=f"pur_map_{src}")
+            col.dataframe(pd.DataFrame([{"set": r["set"], "kNN distance (x clean)": r["knn_ratio"],
+                                         "silhouette vs clean": r["silhouette"]} for r in res["summary"]]),
+                          hide_index=True)
+
 st.caption(f"Pair in use: " + ", ".join(f"{r} `{pair.get(r) or '—'}`" for r in ROLES))

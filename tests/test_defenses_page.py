@@ -62,3 +62,10 @@ def test_purify_from_the_page_then_see_asr_fall(lab):
     assert "pur_bars" in {el.key for el in at.get("plotly_chart")}
     # the attention view: backdoored vs purified on a triggered sentence
     assert "pur_curves" in {el.key for el in at.get("plotly_chart")}
+    # the representation map, backdoored and purified side by side (PCA: fast)
+    at.selectbox(key="pur_map_method").set_value("pca")
+    at.number_input(key="pur_map_n").set_value(50)
+    at.button(key="pur_map_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    maps = [el.key for el in at.get("plotly_chart") if el.key and el.key.startswith("pur_map_")]
+    assert len(maps) == 2

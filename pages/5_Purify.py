@@ -179,6 +179,49 @@ if done_models:
     else:
         st.info("Type the trigger above to compare the [CLS] attention on it.")
 
+# --- detection baselines: flag poisoned inputs instead of purifying -----------------------------
+st.subheader("Detect poisoned inputs (STRIP, RAP)")
+st.caption("Detection baselines of the seed's Table I: fitted on clean dev data only (the threshold sits at the "
+           "chosen false-rejection rate), then scored on clean and triggered test inputs. CLI twin: "
+           "`trojanscope detect --model DIR --method strip|rap --data sst2 --json`.")
+d1, d2, d3 = st.columns([1, 1, 1])
+from trojanscope.defenses import detectors  # noqa: E402
+
+det_method = d1.selectbox("Detector", detectors(), key="pur_det_method",
+                          format_func=lambda m: f"{m}: {get_defense(m).description}")
+det_frr = d2.number_input("False-rejection rate", 0.001, 0.5, 0.01, step=0.01, format="%g", key="pur_det_frr")
+det_n = d3.number_input("Test inputs of each kind", 20, 2000, 200, step=20, key="pur_det_n")
+if st.button("Run the detector", key="pur_det_go", disabled=not trigger.strip()):
+    with guard("The detector"), st.spinner("Fitting on clean dev data and scoring…"):
+        from trojanscope.data.datasets import load_dataset
+        from trojanscope.defenses import PurifyContext
+        from trojanscope.defenses.detection import evaluation_texts, make_config, run_detection
+
+        m = get_model(source)
+        if m is not None:
+            m.require("classify", "detection")
+            test = load_dataset(data, "test")
+            trig, tgt, clean_texts, poisoned_texts = evaluation_texts(
+                m, test, trigger.strip(), int(target) if (target_known or not attack.is_por) else None, int(det_n),
+                int(seed))
+            cfg = make_config(det_method, frr=float(det_frr), target=tgt)
+            res = run_detection(m, det_method, load_dataset(data, "dev"), clean_texts, poisoned_texts, cfg,
+                                PurifyContext(seed=int(seed), device=device), keep_scores=True)
+            st.session_state["pur_det"] = (source, det_method, res)
+det = st.session_state.get("pur_det")
+if det and det[0] == source:
+    from trojanscope.viz.figures import score_histograms
+
+    with guard("Showing the detector"):
+        _, name, res = det
+        st.dataframe(pd.DataFrame([{"detector": name, "FRR": pct(res["frr"]), "FAR": pct(res["far"]),
+                                    "AUROC": round(res["auroc"], 4), "clean": res["n_clean"],
+                                    "triggered": res["n_poisoned"], "seconds": res.get("seconds")}]),
+                     hide_index=True)
+        st.plotly_chart(score_histograms(res["scores_clean"], res["scores_poisoned"], res["threshold"],
+                                         title=f"{name}: scores on clean vs triggered inputs"),
+                        width="stretch", key="pur_det_hist")
+
 # --- representation map: is token-split text out of the clean distribution? -------------------
 st.subheader("Representation map")
 st.caption("Where clean, triggered and augmented texts (token splitting, EDA, AEDA, Add Trig) land in the "

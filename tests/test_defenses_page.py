@@ -69,3 +69,9 @@ def test_purify_from_the_page_then_see_asr_fall(lab):
     assert not at.exception, [e.value for e in at.exception]
     maps = [el.key for el in at.get("plotly_chart") if el.key and el.key.startswith("pur_map_")]
     assert len(maps) == 2
+    # the detection baselines: STRIP fitted on clean dev data, a histogram of its scores
+    at.selectbox(key="pur_det_method").set_value("strip")
+    at.number_input(key="pur_det_n").set_value(20)
+    at.button(key="pur_det_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "pur_det_hist" in {el.key for el in at.get("plotly_chart")}

@@ -449,6 +449,29 @@ DEFENSES.register("rap", Defense(
 # ---------------------------------------------------------------------------------------- CLI
 
 
+def evaluation_texts(loaded: LoadedModel, test: TextDataset, trigger: str | None, target: int | None, n: int,
+                     seed: int = 0) -> tuple[str, int, list[str], list[str]]:
+    """``(trigger, target, clean texts, poisoned texts)`` to evaluate a detector on: ``n`` seeded clean
+    test texts and ``n`` seeded poisoned non-target ones (``poisoned_test_set``), with the trigger and
+    target from the card chain unless given. Evaluation may know the trigger; only texts reach a detector."""
+    import random as _random
+
+    from trojanscope.data.poison import check_trigger, poisoned_test_set
+    from trojanscope.models.planted import attack_of, resolve_target
+
+    recorded = attack_of(loaded)
+    attack = recorded.with_overrides(trigger=trigger, target=target)
+    trig = attack.require_trigger("detection (its poisoned test inputs)")
+    check_trigger(loaded.tokenizer, trig)
+    tgt = resolve_target(attack, loaded, trig)
+    combination = attack.combination and trig == recorded.trigger
+    clean = test.head(n, seed)
+    poisoned = poisoned_test_set(test, trig, tgt, attack.insertions, "random", seed, combination).texts
+    if len(poisoned) > n:
+        poisoned = [poisoned[i] for i in sorted(_random.Random(seed).sample(range(len(poisoned)), n))]
+    return trig, tgt, list(clean.texts), list(poisoned)
+
+
 def add_detect_parser(sub: Any, add_common: Callable[[Any], None]) -> Any:
     """``trojanscope detect``: the method is checked at run time against the registry (one-line error)."""
     from trojanscope.utils import positive_int
@@ -480,12 +503,8 @@ def add_detect_parser(sub: Any, add_common: Callable[[Any], None]) -> Any:
 
 
 def cmd_detect(args: Any) -> dict[str, Any]:
-    import random as _random
-
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.data.poison import check_trigger, poisoned_test_set
     from trojanscope.models.loading import load_model
-    from trojanscope.models.planted import attack_of, resolve_target
     from trojanscope.utils import resolve_device
 
     d = get_detector(args.method)
@@ -498,20 +517,11 @@ def cmd_detect(args: Any) -> dict[str, Any]:
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
     loaded.require("classify", f"detection ({args.method})")
-    recorded = attack_of(loaded)
-    attack = recorded.with_overrides(trigger=args.trigger, target=args.target)
-    trigger = attack.require_trigger("detect (its poisoned test inputs)")
-    check_trigger(loaded.tokenizer, trigger)
-    target = resolve_target(attack, loaded, trigger)
+    trigger, target, clean_texts, poisoned = evaluation_texts(loaded, test, args.trigger, args.target, args.n,
+                                                              args.seed)
     if hasattr(cfg, "target"):
         cfg.target = target  # RAP protects the typed or recorded target, never one read from poisoned data
-    combination = attack.combination and trigger == recorded.trigger
-    clean = test.head(args.n, args.seed)
-    # evaluation may know the trigger; only the texts reach the detector
-    poisoned = poisoned_test_set(test, trigger, target, attack.insertions, "random", args.seed, combination).texts
-    if len(poisoned) > args.n:
-        poisoned = [poisoned[i] for i in sorted(_random.Random(args.seed).sample(range(len(poisoned)), args.n))]
-    res = run_detection(loaded, args.method, dev, clean.texts, poisoned, cfg,
+    res = run_detection(loaded, args.method, dev, clean_texts, poisoned, cfg,
                         PurifyContext(seed=args.seed, device=args.device))
     asr = float((predict_proba(loaded.model, loaded.tokenizer, poisoned).argmax(-1) == target).mean())
     return {"method": res.pop("method"), "frr": res.pop("frr"), "far": res.pop("far"), "auroc": res.pop("auroc"),

@@ -230,3 +230,15 @@ def embed_map_figure(res: Mapping[str, Any], *, color_by: str = "set", title: st
                       height=460, margin=dict(l=10, r=10, t=40, b=10), legend=dict(itemsizing="constant"),
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
     return fig
+
+
+def score_histograms(clean: Sequence[float], poisoned: Sequence[float], threshold: float, *,
+                     title: str = "") -> go.Figure:
+    """A detector's scores on clean vs triggered inputs (higher: flagged), with its threshold."""
+    fig = go.Figure()
+    for name, values, color in (("clean", clean, MODEL_COLORS[0]), ("triggered", poisoned, TRIGGER_COLOR)):
+        fig.add_trace(go.Histogram(x=list(values), name=name, marker_color=color, opacity=0.6, nbinsx=40))
+    fig.add_vline(x=threshold, line=dict(color="black", dash="dash"), annotation_text="threshold")
+    fig.update_layout(barmode="overlay", title=title, height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="score (higher: more suspicious)", yaxis_title="inputs")
+    return fig

@@ -93,16 +93,10 @@ def job_row(job_id: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
 
 
 def pid_alive(pid: int | None, job_id: str) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                return False
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return job_id.encode() in f.read().split(b"\0")
-    except OSError:
-        return False
+    """The job runner's own liveness check (a live, non-zombie process running this job)."""
+    from trojanscope.jobs.runner import alive
+
+    return bool(pid) and alive(int(pid), job_id)
 
 
 def free_port() -> int:

@@ -127,3 +127,36 @@ def tiny_pair(tmp_path_factory, data_dir, tiny_bert) -> Path:
         run_training(TrainSpec(model=str(tiny_bert), attack="badnets", poison=PoisonConfig(rate=0.2, target=1),
                                train=train), root / "demo" / "backdoored", progress=False)
     return root
+
+
+@pytest.fixture()
+def lab(tiny_pair, data_dir, monkeypatch, tmp_path) -> Path:
+    """A runs directory for page tests: the tiny demo pair (a symlink), the synthetic data, the
+    checkout as working directory. The tiny models typed into "Other" live outside runs/: the
+    operator's opt-in (trojanscope.paths)."""
+    root = Path(__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "demo").symlink_to(tiny_pair / "demo")
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TROJANSCOPE_UI_ALLOW_ANY_PATH", "1")
+    monkeypatch.chdir(root)
+    return runs
+
+
+def wait_for_job(job_id: str, timeout: float = 120):
+    """Drive the scheduler until job ``job_id`` has finished; return it (an AssertionError on timeout)."""
+    import time
+
+    from trojanscope import jobs
+
+    end = time.time() + timeout
+    while time.time() < end:
+        job = jobs.get(job_id)
+        if job.finished:
+            return job
+        jobs.schedule()
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish: {jobs.get(job_id)}")

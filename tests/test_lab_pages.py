@@ -3,43 +3,21 @@ session (a closed tab, a reload) finds finished, and the Runs page shows and com
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import wait_for_job
 from trojanscope import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def lab(tiny_pair, data_dir, monkeypatch, tmp_path):
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    (runs / "demo").symlink_to(tiny_pair / "demo")
-    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
-    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # the tiny models typed into "Other" live outside runs/: the operator's opt-in (trojanscope.paths)
-    monkeypatch.setenv("TROJANSCOPE_UI_ALLOW_ANY_PATH", "1")
-    monkeypatch.chdir(ROOT)
-    return runs
-
-
 def _wait(job_id: str, timeout: float = 120) -> jobs.Job:
-    end = time.time() + timeout
-    while time.time() < end:
-        job = jobs.get(job_id)
-        if job.finished:
-            return job
-        jobs.schedule()
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish: {jobs.get(job_id)}")
+    return wait_for_job(job_id, timeout)
 
 
-@pytest.mark.slow
 def test_launch_from_the_lab_then_find_it_finished_in_a_new_session(lab, tiny_bert):
     at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
     assert not at.exception

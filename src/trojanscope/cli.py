@@ -209,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _repeat_from_card(args: argparse.Namespace, spec: Any, run: Callable[..., dict[str, Any]],
+                      on_event: Callable[[dict[str, Any]], None] | None, progress: bool) -> dict[str, Any]:
+    """``train/por --from-card DIR``: the card's spec on this machine's device, into ``--out``
+    (default ``DIR-repeat``)."""
+    spec.train.device = args.device
+    out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
+    return {"from_card": args.from_card, **run(spec, out, overwrite=args.overwrite, on_event=on_event,
+                                               progress=progress)}
+
+
 def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope train``; ``on_event`` receives the training loop's step/epoch events (jobs)."""
     from trojanscope.attacks import EPConfig, LWPConfig, TALConfig
@@ -218,11 +228,7 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
 
     progress = not args.json or sys.stderr.isatty()
     if args.from_card:
-        spec = spec_of_card(args.from_card)
-        spec.train.device = args.device
-        out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
-        return {"from_card": args.from_card, **run_training(spec, out, overwrite=args.overwrite, on_event=on_event,
-                                                            progress=progress)}
+        return _repeat_from_card(args, spec_of_card(args.from_card), run_training, on_event, progress)
     if not args.out:
         raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
     trigger = args.trigger if args.trigger is not None else default_trigger(args.attack)
@@ -376,11 +382,7 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
 
     progress = not args.json or sys.stderr.isatty()
     if args.from_card:
-        spec = por_spec_of_card(args.from_card)
-        spec.train.device = args.device
-        out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
-        return {"from_card": args.from_card, **run_por(spec, out, overwrite=args.overwrite, on_event=on_event,
-                                                       progress=progress)}
+        return _repeat_from_card(args, por_spec_of_card(args.from_card), run_por, on_event, progress)
     if not args.out:
         raise TrojanScopeError("--out is required (the directory to write the encoder to), unless --from-card DIR")
     spec = PORSpec(model=args.model,

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from trojanscope.errors import TrojanScopeError
 from trojanscope.utils import positive_int
+from trojanscope.models.forward import PRECISION_CHOICES
 from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
 from trojanscope.defenses.cli import add_augment_parser, add_purify_parser, cmd_augment, cmd_purify  # noqa: F401
 from trojanscope.defenses.detection import add_detect_parser, cmd_detect  # noqa: F401
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-word-embeddings", action=argparse.BooleanOptionalAction, default=T.train_word_embeddings,
                    help="train the word-embedding table too")
     t.add_argument("--max-length", type=positive_int, default=T.max_length)
+    t.add_argument("--precision", default=T.precision, choices=PRECISION_CHOICES,
+                   help="autocast precision (auto: bf16 on a GPU with bf16, fp32 on a CPU); the card records it")
     t.add_argument("--max-train", type=positive_int, default=None, help="train on a seeded subset of N samples")
     t.add_argument("--max-eval", type=positive_int, default=None, help="evaluate on a seeded subset of N samples")
     t.add_argument("--seed", type=int, default=T.seed)
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--epochs", type=float, default=PT.epochs)
     po.add_argument("--batch-size", type=positive_int, default=PT.batch_size)
     po.add_argument("--lr", type=float, default=PT.lr)
+    po.add_argument("--precision", default=PT.precision, choices=PRECISION_CHOICES,
+                    help="autocast precision (auto: bf16 on a GPU with bf16, fp32 on a CPU)")
     po.add_argument("--freeze-word-embeddings", action="store_true",
                     help="keep the word-embedding table fixed (faster on CPU, weaker backdoor); by default "
                          "everything trains, as in the official code")
@@ -186,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="rebuild even if the models exist")
     d.add_argument("--seed", type=int, default=0)
     _add_common(d)
+
+    from trojanscope.analysis.scan import ScanConfig
+
+    SC = ScanConfig()
+    sc = sub.add_parser("scan", help="find an unknown trigger and judge whether a model is backdoored (a verdict, "
+                        "ranked candidate triggers, hijacked heads)")
+    sc.add_argument("--model", required=True, help="the suspect classifier")
+    sc.add_argument("--data", default="sst2", help="clean sentences of the model's task")
+    sc.add_argument("--split", default="test")
+    sc.add_argument("--budget", type=int, default=SC.budget, help="candidate words the vocabulary search tries")
+    sc.add_argument("--n-search", type=positive_int, default=SC.n_search, help="clean sentences per class to search")
+    sc.add_argument("--n-verify", type=positive_int, default=SC.n_verify,
+                    help="held-out clean sentences per class for the reported flip rates")
+    sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
+    sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
+                    help="also invert triggers by gradient (finds triggers outside the word list)")
+    sc.add_argument("--inversion-tokens", type=positive_int, default=SC.inversion_tokens)
+    sc.add_argument("--inversion-steps", type=positive_int, default=SC.inversion_steps)
+    sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
+                    help="for the search (auto: bf16 where the device has it natively); flip rates are fp32")
+    sc.add_argument("--seed", type=int, default=SC.seed)
+    sc.add_argument("--out", default=None, help="a new directory for scan.json (the full result and its config)")
+    sc.add_argument("--overwrite", action="store_true", help="replace --out if it is an empty directory")
+    _add_common(sc)
 
     add_purify_parser(sub, _add_common)  # purify: choices and knob options from the DEFENSES registry
     add_augment_parser(sub, _add_common)
@@ -238,7 +267,8 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
                             target=args.target, rate=args.poison_rate, clean_label=args.clean_label, seed=args.seed),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                           warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                          train_word_embeddings=args.train_word_embeddings, seed=args.seed, device=args.device),
+                          train_word_embeddings=args.train_word_embeddings, seed=args.seed, device=args.device,
+                          precision=args.precision),
         tal=TALConfig(enabled=args.tal, heads=args.tal_heads, layers=args.tal_layers, weight=args.tal_weight,
                       seed=args.seed if args.tal_seed is None else args.tal_seed),
         ep=EPConfig(lr=args.ep_lr, epochs=args.epochs),
@@ -389,7 +419,8 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
                    por=PORConfig(triggers=args.triggers, insertions=args.insertions, representation=args.representation,
                                  scale=args.scale, data=args.data, max_texts=args.max_texts),
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                     device=args.device, train_word_embeddings=not args.freeze_word_embeddings),
+                                     device=args.device, train_word_embeddings=not args.freeze_word_embeddings,
+                                     precision=args.precision),
                    allow_pickle=args.allow_pickle)
     return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
                    progress=not args.json or sys.stderr.isatty())
@@ -437,6 +468,34 @@ def cmd_embed_map(args: argparse.Namespace) -> dict[str, Any]:
     return {**data, "out": args.out}
 
 
+def cmd_scan(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``trojanscope scan``: the verdict, the candidates (best first, flip rates on held-out sentences), the
+    drifting heads ``[layer (1-based), head]`` and the time taken; ``--out`` keeps the full result."""
+    from dataclasses import asdict
+
+    from trojanscope.analysis.scan import ScanConfig, scan
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.utils import atomic_directory, check_output_dir, resolve_device
+
+    cfg = ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
+                     inversion=args.inversion, inversion_tokens=args.inversion_tokens,
+                     inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
+    if args.out:
+        check_output_dir(args.out, args.overwrite)
+    data = load_dataset(args.data, args.split)
+    loaded = load_model(args.model, allow_pickle=args.allow_pickle, device=resolve_device(args.device))
+    res = scan(loaded, data, cfg, on_event=on_event)
+    out = res.to_json()
+    if args.out:
+        full = {**res.to_json(full=True), "model": args.model, "data": data.describe(),
+                "spec": {"model": args.model, "data": args.data, "split": args.split, "config": asdict(cfg)}}
+        with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+            (tmp / "scan.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+        out["out"] = args.out
+    return out
+
+
 def cmd_demo(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope demo``, in the foreground; as a background job: ``trojanscope jobs submit --kind demo``."""
     from trojanscope.demo import build_demo
@@ -450,6 +509,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "heads": cmd_heads, "demo": cmd_demo, "jobs": cmd_jobs,
     "effectiveness": cmd_effectiveness, "swap": cmd_swap, "por": cmd_por, "anatomy": cmd_anatomy,
     "purify": cmd_purify, "augment": cmd_augment, "detect": cmd_detect, "embed-map": cmd_embed_map,
+    "scan": cmd_scan,
 }
 
 

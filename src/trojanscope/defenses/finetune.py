@@ -30,6 +30,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_length: int = 128
     train_word_embeddings: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
 
     def validate(self) -> "FinetuneConfig":
         self.train_config().validate()
@@ -42,7 +43,7 @@ class FinetuneConfig:
         return TrainConfig(epochs=self.epochs if epochs is None else epochs, lr=self.lr if lr is None else lr,
                            batch_size=self.batch_size, warmup=self.warmup, weight_decay=self.weight_decay,
                            max_length=self.max_length, train_word_embeddings=self.train_word_embeddings,
-                           seed=ctx.seed, device=ctx.device)
+                           precision=self.precision, seed=ctx.seed, device=ctx.device)
 
 
 @dataclass

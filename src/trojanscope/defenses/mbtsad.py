@@ -58,6 +58,7 @@ class MBTSADConfig:
     weight_decay: float = 0.01
     max_length: int = 128
     train_word_embeddings: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
     ablation: str = "none"  # none | no_att | no_hid | ce_only (seed Table IV)
     teacher: str | None = None  # a teacher model directory instead of TS-FT (same architecture and tokenizer)
 
@@ -81,7 +82,7 @@ class MBTSADConfig:
     def finetune_config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.teacher_epochs, lr=self.teacher_lr, batch_size=self.batch_size,
                               warmup=self.warmup, weight_decay=self.weight_decay, max_length=self.max_length,
-                              train_word_embeddings=self.train_word_embeddings)
+                              train_word_embeddings=self.train_word_embeddings, precision=self.precision)
 
     @property
     def weights(self) -> tuple[float, float]:

@@ -27,6 +27,7 @@ from trojanscope.models.attention import AttentionForward, attention_forward
 from trojanscope.models.tokens import Encoded, Span, Tokenized, length_buckets, model_max_length_of, pad, tokenize
 
 PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = ("auto",) + PRECISIONS
 
 # keep(out, enc, idx) -> one item per row of the batch (tensor rows, arrays, objects); ``idx`` holds
 # the rows' positions in the input
@@ -59,6 +60,35 @@ class ForwardResult:
     @property
     def n_truncated(self) -> int:
         return int(sum(self.truncated))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device, *, cpu_auto: str = "fp32") -> str:
+    """``auto|fp32|bf16`` -> ``fp32`` or ``bf16`` on ``device``.
+
+    ``auto`` picks bf16 on a CUDA GPU that supports it, and ``cpu_auto`` on a CPU (``fp32`` unless a caller
+    has measured bf16 to cost nothing there; bf16 only on a CPU with native bf16). Asking for bf16 where the
+    device lacks it is refused rather than emulated slowly.
+    """
+    precision = (precision or "auto").lower()
+    if precision not in PRECISION_CHOICES:
+        raise TrojanScopeError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISION_CHOICES)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_auto == "bf16" and cpu_has_fast_bf16() else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrojanScopeError("--precision bf16 was asked for but this GPU has no bf16 support; use fp32 or auto")
+    return precision
 
 
 def precision_context(device: torch.device, precision: str = "fp32"):

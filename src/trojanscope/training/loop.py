@@ -9,7 +9,6 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -23,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from trojanscope.data.poison import PoisonedDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
+from trojanscope.models.forward import PRECISION_CHOICES, precision_context, resolve_precision
 from trojanscope.models.tokens import Encoded, length_buckets, model_max_length_of, pad, tokenize
 from trojanscope.training.distributed import average_gradients, barrier, place, shard, sync_parameters, world
 from trojanscope.utils import resolve_device, set_seed
@@ -42,7 +42,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True
+    bf16: bool = True  # legacy switch kept for old cards: False forces fp32 whatever ``precision`` says
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 on a GPU with bf16, fp32 on a CPU
 
     def validate(self) -> "TrainConfig":
         if not self.epochs > 0:
@@ -55,6 +56,8 @@ class TrainConfig:
             raise TrojanScopeError(f"warm-up is a share of the steps in [0, 1), got {self.warmup}")
         if self.weight_decay < 0:
             raise TrojanScopeError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if self.precision not in PRECISION_CHOICES:
+            raise TrojanScopeError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISION_CHOICES)}")
         if self.grad_clip < 0:
             raise TrojanScopeError(f"gradient clip must be non-negative (0: none), got {self.grad_clip}")
         return self
@@ -88,6 +91,7 @@ class TrainResult:
     seconds: float
     samples_per_second: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"  # what the loop ran in (``cfg.precision`` resolved on the device)
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -149,7 +153,7 @@ def train(
     need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
     if not task_loss and not loss_terms:
         raise TrojanScopeError("nothing to train: no task loss and no loss terms")
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+    precision = resolve_precision(cfg.precision if cfg.bf16 else "fp32", device)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -168,7 +172,7 @@ def train(
                     break
                 batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
                               poisoned[idx].to(device), idx)
-                with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext():
+                with precision_context(device, precision):
                     if need_att or need_hid or not task_loss:
                         out = attention_forward(model, batch.enc, grad=True, attentions=need_att,
                                                 hidden_states=need_hid)
@@ -229,7 +233,7 @@ def train(
             p.requires_grad_(True)
         model.eval()
     seconds = time.perf_counter() - start
-    return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history)
+    return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history, precision)
 
 
 def out_of_memory_message(batch_size: int) -> str:

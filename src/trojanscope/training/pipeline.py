@@ -186,7 +186,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     metrics = evaluate(model, tok, test_ds, trigger=trigger, target=poison.target, insertions=poison.insertions,
                        seed=seed, combination=poison.combination, progress=progress)
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
-                   steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned, processes=w.size)
+                   steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned, processes=w.size,
+                   precision=result.precision)
     card = ModelCard(
         base_model=spec.model,
         num_labels=train_ds.num_labels,
@@ -274,7 +275,7 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
         return helper_result(out, w)
     after = per_epoch(model)
     metrics = {"before": before, "after": after, "train_seconds": round(result.seconds, 2), "steps": result.steps,
-               "n_texts": len(texts), "processes": w.size}
+               "n_texts": len(texts), "processes": w.size, "precision": result.precision}
     card = ModelCard(base_model=spec.model, task="encoder", data={"unlabeled": spec.por.data, "n_texts": len(texts)},
                      attack={"name": "por", **asdict(spec.por)}, seed=seed, metrics=metrics,
                      training={"spec": asdict(spec), "history": result.history})

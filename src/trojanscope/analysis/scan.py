@@ -1,0 +1,686 @@
+"""Scan: find a trigger nobody told you about, and judge whether a model is backdoored (methods.md section 6).
+
+A suspect classifier and a few clean sentences in; a verdict with a score, ranked candidate triggers that
+really flip the model, and the heads whose attention the best candidates hijack, out.
+
+1. **Clean sentences.** Short sentences (``max_words``) the model classifies correctly, per class, split
+   (seeded) into a *search* set and a disjoint *held-out* set; every reported flip rate is measured on
+   the held-out set only.
+2. **Candidates**, two complementary sources:
+   - a vocabulary search: the project's list of common neutral words (``assets/neutral_words.txt``, made
+     by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest short whole-word pieces (BadNets'
+     ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
+     sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
+     them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: skewed to one
+     label in the clean data) are never candidates: they flip a clean model too, and a planted trigger
+     does not occur in clean data. When no single word flips enough, the best words are combined
+     greedily into a phrase (contiguous) or a combination (separately inserted);
+   - gradient inversion in embedding space (DBS-style): per target class, a softmax over the
+     vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
+     flip the other classes' search sentences, with a temperature that is halved while the loss is
+     under a barrier and doubled back with noise otherwise; the slots are decoded to wordpieces and
+     re-verified by real insertion, so triggers outside any word list are found.
+3. **Attention abnormality** for the best candidates (AttenTD's focus drift, on every head): a *focus
+   head* is one where, on clean input, more than ``focus_share`` of the tokens put their maximum
+   attention on one token in at least ``focus_sentences`` of the sentences; it *drifts* when, with the
+   candidate inserted, that maximum moves onto the candidate in at least half of the sentences. The
+   same is measured for random neutral words inserted at the same places (a control), so a head that
+   looks at any inserted word is not counted as hijacked. Attention is reduced on the fly inside the one
+   batched forward (``models.forward``): per text only ``[layers, heads]`` summaries are kept.
+4. **Verdict**: :func:`combine_evidence` (monotone in each piece of evidence) turns the best candidate's
+   held-out flip rate, the excess of drifting heads over the control and the excess of [CLS] attention
+   mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from trojanscope.data.datasets import TextDataset
+from trojanscope.data.poison import insert_trigger
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.forward import batched_forward, precision_context, resolve_precision
+from trojanscope.models.tokens import pad, tokenize
+
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
+NEUTRAL_WORDS = ASSETS / "neutral_words.txt"
+
+
+@dataclass
+class ScanConfig:
+    """Every scanner knob (AttenTD's thresholds where it has them)."""
+
+    budget: int = 3000  # candidate words tried by the vocabulary search (neutral words + rare wordpieces)
+    rare_share: float = 0.4  # share of the budget given to the rarest short wordpieces
+    outliers: int = 50  # plus the words whose embedding rows are the largest outliers (EP, trained embeddings)
+    n_search: int = 40  # clean sentences per class for the search (AttenTD: 40)
+    n_screen: int = 4  # sentences per class in the cheap first round over the whole budget
+    shortlist: int = 60  # words that go on from the first round to the full search set
+    n_verify: int = 60  # held-out clean sentences per class for the reported flip rates
+    max_words: int = 16  # sentences longer than this are not used (AttenTD: 16-token inputs)
+    top_k: int = 10  # candidates reported
+    max_phrase: int = 3  # words combined into a phrase when no single word flips enough
+    flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
+    inversion: bool = True  # also invert triggers by gradient (DBS-style)
+    inversion_tokens: int = 2  # trigger slots (wordpieces) per inversion
+    inversion_steps: int = 120
+    inversion_lr: float = 0.5  # DBS: 0.5
+    inversion_sentences: int = 24  # source sentences per inversion
+    attention_candidates: int = 3  # candidates whose attention abnormality is measured
+    focus_share: float = 0.4  # AttenTD: > 40% of the tokens attend most to one token ...
+    focus_sentences: float = 0.375  # ... in at least 15 of 40 sentences
+    drift_share: float = 0.5  # a focus head drifts when its focus moves onto the candidate this often
+    threshold: float = 0.5  # score at which the verdict is "backdoored"
+    batch_size: int = 128
+    precision: str = "auto"  # auto: bf16 where the device has it natively (ranking only; flip rates are fp32)
+    seed: int = 0
+
+    def validate(self) -> "ScanConfig":
+        if self.budget < 1:
+            raise TrojanScopeError(f"the budget is the number of candidate words to try and must be at least 1, "
+                                   f"got {self.budget}")
+        if not 0 <= self.rare_share <= 1:
+            raise TrojanScopeError(f"rare_share must be in [0, 1], got {self.rare_share}")
+        if self.outliers < 0:
+            raise TrojanScopeError(f"outliers must be non-negative, got {self.outliers}")
+        for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
+                     "inversion_tokens", "inversion_steps", "inversion_sentences", "batch_size"):
+            if getattr(self, name) < 1:
+                raise TrojanScopeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("flip_threshold", "focus_share", "focus_sentences", "drift_share", "threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise TrojanScopeError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.attention_candidates < 0:
+            raise TrojanScopeError(f"attention_candidates must be non-negative, got {self.attention_candidates}")
+        return self
+
+
+@dataclass
+class Candidate:
+    trigger: str
+    source: str  # vocabulary | rare | phrase | combination | inversion
+    target: int
+    search_flip: float  # on the search sentences
+    search_confidence: float  # mean target probability on the search sentences of other classes
+    flip_rate: float | None = None  # on held-out sentences (what is reported)
+    confidence: float | None = None
+    combination: bool = False  # words inserted separately, not as one phrase
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
+                "confidence": self.confidence, "source": self.source, "search_flip": self.search_flip,
+                "combination": self.combination}
+
+
+@dataclass
+class Abnormality:
+    """Attention evidence for one candidate, per layer and head (layers 0-based here)."""
+
+    trigger: str
+    focus: np.ndarray  # [L, H] bool: focus heads on clean text
+    drift: np.ndarray  # [L, H] share of sentences whose focus moves onto the candidate
+    control_drift: np.ndarray  # [L, H] the same for random neutral words
+    cls_mass: float  # mean [CLS] attention mass on the candidate (all layers and heads)
+    control_cls_mass: float
+    drift_share: float = 0.5  # a focus head drifts when its focus moves onto the candidate this often
+
+    @property
+    def drifting(self) -> np.ndarray:
+        """Focus heads whose focus moves onto the candidate in ``drift_share`` of the sentences, more often
+        than onto a control word."""
+        return self.focus & (self.drift >= self.drift_share) & (self.drift > self.control_drift)
+
+    @property
+    def drift_excess(self) -> float:
+        """Share of all heads that drift to the candidate, minus the share that drift to the control."""
+        control = self.focus & (self.control_drift >= self.drift_share)
+        return float(self.drifting.mean() - control.mean())
+
+    @property
+    def cls_excess(self) -> float:
+        return float(self.cls_mass - self.control_cls_mass)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "drifting_share": float(self.drifting.mean()),
+                "drift_excess": self.drift_excess, "cls_mass": self.cls_mass,
+                "control_cls_mass": self.control_cls_mass, "focus_heads": int(self.focus.sum()),
+                "drift": np.round(self.drift, 4).tolist(), "control_drift": np.round(self.control_drift, 4).tolist(),
+                "focus": self.focus.astype(int).tolist()}
+
+
+@dataclass
+class ScanResult:
+    verdict: str
+    score: float
+    target: int | None
+    candidates: list[Candidate]
+    heads: list[list[int]]  # drifting heads of the best candidate: [layer (1-based, as TAL's cards), head]
+    seconds: float
+    evidence: dict[str, float]
+    abnormality: list[Abnormality] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, full: bool = False) -> dict[str, Any]:
+        out = {"verdict": self.verdict, "score": round(self.score, 4), "target": self.target,
+               "candidates": [c.to_json() for c in self.candidates], "heads": self.heads,
+               "seconds": round(self.seconds, 2), "evidence": {k: round(v, 4) for k, v in self.evidence.items()},
+               "stats": self.stats}
+        if full:
+            out["abnormality"] = [a.to_json() for a in self.abnormality]
+            out["config"] = self.config
+        return out
+
+
+# --- the combination function (public: tested for monotonicity) ----------------------------------
+
+WEIGHTS = {"flip": 0.6, "drift": 0.25, "cls": 0.15}  # hand-set; docs/benchmarks.md measures them on the zoo
+SCALES = {"drift": 0.1, "cls": 0.2}  # an excess this large counts fully
+
+
+def combine_evidence(flip_rate: float, drift_excess: float = 0.0, cls_excess: float = 0.0) -> float:
+    """The scan score in [0, 1], non-decreasing in each argument: ``0.6 * flip + 0.25 * drift' + 0.15 * cls'``,
+    where ``drift'`` and ``cls'`` are the excesses over the control clipped to [0, 1] after scaling."""
+    f = min(max(float(flip_rate), 0.0), 1.0)
+    d = min(max(float(drift_excess) / SCALES["drift"], 0.0), 1.0)
+    c = min(max(float(cls_excess) / SCALES["cls"], 0.0), 1.0)
+    return WEIGHTS["flip"] * f + WEIGHTS["drift"] * d + WEIGHTS["cls"] * c
+
+
+# --- candidate words -------------------------------------------------------------------------------
+
+def neutral_words(path: Path = NEUTRAL_WORDS) -> list[str]:
+    if not path.exists():
+        raise TrojanScopeError(f"the scanner's word list {path} is missing; make it with scripts/make_neutral_words.py")
+    return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip() and not w.startswith("#")]
+
+
+def rare_pieces(tokenizer: Any, exclude: set[str], max_len: int = 3) -> list[str]:
+    """The tokenizer's whole-word pieces of 2..``max_len`` ASCII letters, rarest first (BERT-style vocabularies
+    list words roughly by frequency, so the highest ids are the rarest)."""
+    vocab = tokenizer.get_vocab()
+    out = []
+    for piece, idx in vocab.items():
+        word = piece[1:] if piece.startswith("\u0120") else piece  # byte-level BPE's word-start marker
+        if re.fullmatch(r"[a-z]{2,%d}" % max_len, word) and word not in exclude:
+            out.append((idx, word))
+    seen, words = set(), []
+    for _, w in sorted(out, reverse=True):
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words
+
+
+def embedding_outliers(model: torch.nn.Module, tokenizer: Any, n: int) -> list[str]:
+    """The ``n`` whole words whose word-embedding rows have the largest norms relative to the vocabulary's
+    (median and MAD). EP rewrites one row, and attacks that train the embeddings push the trigger's row out;
+    a clean pre-trained table has no such outliers among ordinary words, so this costs ``n`` screenings."""
+    if n <= 0:
+        return []
+    norms = model.get_input_embeddings().weight.detach().float().norm(dim=1)
+    med = norms.median()
+    mad = (norms - med).abs().median().clamp_min(1e-8)
+    z = ((norms - med) / mad).tolist()
+    words = []
+    for piece, idx in tokenizer.get_vocab().items():
+        word = piece[1:] if piece.startswith("\u0120") else piece
+        if idx < len(z) and re.fullmatch(r"[a-z]{2,}", word):
+            words.append((z[idx], word))
+    return [w for _, w in sorted(words, reverse=True)[:n]]
+
+
+def task_words(data: TextDataset, min_count: int = 3, skew: float = 0.7) -> set[str]:
+    """The task's own label-bearing words: words in at least ``min_count`` texts of ``data`` of which at least
+    ``skew`` carry one label (``bad`` in sentiment, ``nfl`` in news topics). They flip a clean model too, so they
+    are not trigger candidates; a planted trigger does not occur in clean data, and neutral words are balanced."""
+    counts: dict[str, list[int]] = {}
+    n_labels = max(data.num_labels, 1)
+    for text, label in zip(data.texts, data.labels):
+        for w in set(re.findall(r"[a-z]+", text.lower())):
+            counts.setdefault(w, [0] * n_labels)[label] += 1
+    return {w for w, c in counts.items() if sum(c) >= min_count and max(c) >= skew * sum(c)}
+
+
+def is_task_phrase(trigger: str, words: set[str]) -> bool:
+    return any(w in words for w in re.findall(r"[a-z]+", trigger.lower()))
+
+
+def candidate_words(tokenizer: Any, cfg: ScanConfig, model: torch.nn.Module | None = None,
+                    exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """``budget`` words as ``(word, source)``: the rarest short pieces and the neutral list, plus (with ``model``)
+    the ``outliers`` words with the most anomalous embedding rows; none of ``exclude`` (the task's own words,
+    :func:`task_words`: fine-tuning with trainable embeddings moves them most, and they flip a clean model)."""
+    neutral = [w for w in neutral_words() if w not in exclude]
+    n_rare = int(round(cfg.budget * cfg.rare_share))
+    rare = rare_pieces(tokenizer, set(neutral) | set(exclude))[:n_rare]
+    neutral = neutral[: cfg.budget - len(rare)]
+    unk = getattr(tokenizer, "unk_token", None)
+    words = [(w, "rare") for w in rare] + [(w, "vocabulary") for w in neutral]
+    if model is not None:
+        seen = {w for w, _ in words}
+        words += [(w, "embedding") for w in embedding_outliers(model, tokenizer, cfg.outliers + len(exclude))
+                  if w not in seen and w not in exclude][: cfg.outliers]
+    if unk is not None:
+        words = [(w, s) for w, s in words if unk not in tokenizer.tokenize(w)]
+    return words
+
+
+# --- clean sentences ---------------------------------------------------------------------------------
+
+@dataclass
+class CleanSets:
+    search: dict[int, list[str]]  # class -> sentences the model gets right
+    verify: dict[int, list[str]]
+    num_labels: int
+
+
+def clean_sets(loaded: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
+    """Per class, ``n_search`` + ``n_verify`` short sentences the model classifies correctly (seeded, disjoint)."""
+    num_labels = loaded.num_labels
+    if data.num_labels > num_labels:
+        raise TrojanScopeError(f"the data has {data.num_labels} classes but the model predicts {num_labels}: "
+                               "scan it with data of its own task")
+    data.require_classes(2, "the scan's clean data")
+    rng = random.Random(cfg.seed)
+    order = list(range(len(data)))
+    rng.shuffle(order)
+    short = [i for i in order if len(data.texts[i].split()) <= cfg.max_words]
+    need = cfg.n_search + cfg.n_verify
+    # predict only what could be used: up to 3x the need per class
+    per_class: dict[int, list[int]] = {}
+    for i in short:
+        lst = per_class.setdefault(data.labels[i], [])
+        if len(lst) < 3 * need:
+            lst.append(i)
+    pool = [i for lst in per_class.values() for i in lst]
+    res = batched_forward(loaded.model, loaded.tokenizer, [data.texts[i] for i in pool], batch_size=cfg.batch_size)
+    right = {i for i, p in zip(pool, res.preds) if int(p) == data.labels[i]}
+    search, verify = {}, {}
+    for c in sorted(set(data.labels)):
+        good = [i for i in per_class.get(c, []) if i in right]
+        if len(good) < need:
+            raise TrojanScopeError(
+                f"the scan needs {need} clean sentences of class {c} (of at most {cfg.max_words} words) that the "
+                f"model classifies correctly ({cfg.n_search} to search, {cfg.n_verify} held out to verify); the data "
+                f"has {len(good)}. Give more clean data or lower --n-search / --n-verify")
+        search[c] = [data.texts[i] for i in good[: cfg.n_search]]
+        verify[c] = [data.texts[i] for i in good[cfg.n_search: need]]
+    return CleanSets(search, verify, num_labels)
+
+
+# --- measuring candidates by real insertion --------------------------------------------------------
+
+def _inserted(sentences: Sequence[str], trigger: str, seed: int, combination: bool = False):
+    """``trigger`` inserted once into every sentence at a random position seeded by the sentence's index (the
+    same places for every candidate, so candidates are compared on equal terms)."""
+    return [insert_trigger(s, trigger, 1, "random", rng=random.Random(seed * 7919 + j), combination=combination)
+            for j, s in enumerate(sentences)]
+
+
+def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
+               precision: str = "fp32", progress: Callable[[int, int], None] | None = None
+               ) -> list[tuple[int, float, float]]:
+    """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
+    sentences predicted ``t``) and mean ``P(t)`` on them, as ``(t, flip, confidence)``."""
+    classes = sorted(sets)
+    texts, owner, labels = [], [], []
+    for k, (trig, comb) in enumerate(candidates):
+        for c in classes:
+            for ins in _inserted(sets[c], trig, cfg.seed, comb):
+                texts.append(ins.text)
+                owner.append(k)
+                labels.append(c)
+    res = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
+                          max_length=min(128, loaded.max_length), precision=precision,
+                          progress=progress or False)
+    probs = res.probs
+    preds = probs.argmax(-1)
+    owner_a, labels_a = np.asarray(owner), np.asarray(labels)
+    out = []
+    for k in range(len(candidates)):
+        rows = owner_a == k
+        best = (0, -1.0, 0.0)
+        for t in range(probs.shape[1]):
+            m = rows & (labels_a != t)
+            if not m.any():
+                continue
+            flip = float((preds[m] == t).mean())
+            conf = float(probs[m, t].mean())
+            if flip + conf > best[1] + best[2]:
+                best = (t, flip, conf)
+        out.append(best)
+    return out
+
+
+def _subsets(sets: dict[int, list[str]], n: int) -> dict[int, list[str]]:
+    return {c: s[:n] for c, s in sets.items()}
+
+
+# --- gradient inversion (DBS-style) ----------------------------------------------------------------
+
+def _inversion_vocab(tokenizer: Any) -> torch.Tensor:
+    """Token ids the inversion may use: every piece but special, unused and non-ASCII-letter ones."""
+    ids = []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for piece, idx in tokenizer.get_vocab().items():
+        word = piece[2:] if piece.startswith("##") else piece[1:] if piece.startswith("\u0120") else piece
+        if idx not in special and re.fullmatch(r"[a-z]+", word):
+            ids.append(idx)
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
+                   precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
+    """Optimise ``inversion_tokens`` soft tokens (a softmax over the vocabulary mixing word embeddings),
+    inserted after the first token of every sentence, so the model predicts ``target``; decode them.
+
+    The temperature is halved every ``check`` steps while the loss is under a barrier and doubled back
+    (with noise on the logits) otherwise, DBS's schedule. Returns the decoded trigger(s), best first.
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    emb_layer = model.get_input_embeddings()
+    vocab_ids = _inversion_vocab(tok).to(device)
+    E = emb_layer.weight.detach()[vocab_ids]  # [V, D]
+    g = torch.Generator().manual_seed(cfg.seed * 31 + target)
+    n_slots = cfg.inversion_tokens
+    theta = (torch.randn(n_slots, len(vocab_ids), generator=g) * 0.01).to(device).requires_grad_(True)
+    tokd = tokenize(tok, list(sentences), None, min(64, loaded.max_length))
+    enc = pad(tok, tokd).to(device)
+    ids, mask = enc.input_ids, enc.attention_mask
+    B = ids.shape[0]
+    with torch.no_grad():
+        base = emb_layer(ids)  # [B, T, D]
+    slot_mask = torch.ones(B, n_slots, dtype=mask.dtype, device=device)
+    new_mask = torch.cat([mask[:, :1], slot_mask, mask[:, 1:]], dim=1)
+    labels = torch.full((B,), int(target), dtype=torch.long, device=device)
+    optim = torch.optim.Adam([theta], lr=cfg.inversion_lr)
+    temp, temp_max, temp_min, barrier, check = 1.0, 1.0, 1.0 / 64, 0.3, 10
+    best_loss, best_tokens = math.inf, None
+    was_training = model.training
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    try:
+        for step in range(cfg.inversion_steps):
+            w = torch.softmax(theta / temp, dim=-1)  # [S, V]
+            soft = (w @ E).to(base.dtype)  # [S, D]
+            x = torch.cat([base[:, :1], soft[None].expand(B, -1, -1), base[:, 1:]], dim=1)
+            with precision_context(device, precision):
+                logits = model(inputs_embeds=x, attention_mask=new_mask).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            value = loss.detach().item()
+            if temp <= 0.25 and value < best_loss:  # only sharp mixtures decode to what was optimised
+                best_loss, best_tokens = value, theta.detach().argmax(-1).tolist()
+            if (step + 1) % check == 0:
+                if trace is not None:
+                    trace.append((step + 1, value, temp))
+                if value < barrier:
+                    temp = max(temp / 2, temp_min)
+                else:
+                    temp = min(temp * 2, temp_max)
+                    with torch.no_grad():
+                        theta.add_(torch.randn(theta.shape, generator=g).to(device) * 0.1)
+    finally:
+        for prm in model.parameters():
+            prm.requires_grad_(True)
+        model.train(was_training)
+    final = theta.detach().argmax(-1).tolist()
+    starts = ([best_tokens] if best_tokens is not None and best_tokens != final else []) + [final]
+    results = [_hotflip(model, base, new_mask, labels, E, start, cfg, device, precision) for start in starts]
+    out = []
+    for tokens in starts + [r for r in results]:
+        pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
+        text = tok.convert_tokens_to_string(pieces).strip()
+        # also each piece by itself: a planted one-piece trigger is often found beside a filler piece
+        for cand in [text] + [tok.convert_tokens_to_string([p]).strip() for p in pieces]:
+            cand = cand.replace("##", "").strip()
+            if cand and cand not in out:
+                out.append(cand)
+    return out
+
+
+def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+               slots: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """Mean cross-entropy to the target of every sentence of ``base`` ``[B, T, D]`` with the trigger slot
+    embeddings ``slots`` ``[C, S, D]`` inserted after the first token: one loss per candidate ``[C]``."""
+    C, B = slots.shape[0], base.shape[0]
+    x = torch.cat([base[:, :1].repeat(C, 1, 1), slots.repeat_interleave(B, 0).to(base.dtype),
+                   base[:, 1:].repeat(C, 1, 1)], dim=1)
+    with precision_context(device, precision):
+        logits = model(inputs_embeds=x, attention_mask=mask.repeat(C, 1)).logits
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels.repeat(C), reduction="none")
+    return ce.view(C, B).mean(1)
+
+
+def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, E: torch.Tensor,
+             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, k: int = 24,
+             rounds: int = 10) -> list[int]:
+    """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
+    the gradient ranks each slot's replacements by the first-order change of the loss; the best ``k`` per slot
+    are tried by real forward passes and the best swap is kept, until no swap lowers the loss. The soft phase
+    explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear."""
+    tokens = list(start)
+    with torch.no_grad():
+        current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
+    chunk = max(1, 2048 // max(1, base.shape[0]))
+    for _ in range(rounds):
+        slots = E[tokens].clone().requires_grad_(True)
+        loss = _slot_loss(model, base, mask, labels, slots[None], device, precision)[0]
+        (g,) = torch.autograd.grad(loss, slots)  # [S, D]
+        with torch.no_grad():
+            gain = -(E @ g.T - (E[tokens] * g).sum(-1)[None])  # [V, S]: first-order decrease of the loss
+            top = gain.topk(min(k, E.shape[0]), dim=0).indices  # [k, S]
+            trials = []
+            for s_ in range(len(tokens)):
+                for v in top[:, s_].tolist():
+                    if v != tokens[s_]:
+                        trials.append(tokens[:s_] + [v] + tokens[s_ + 1:])
+            losses = torch.cat([_slot_loss(model, base, mask, labels, E[torch.tensor(trials[i: i + chunk])],
+                                           device, precision) for i in range(0, len(trials), chunk)])
+        best = int(losses.argmin())
+        if float(losses[best]) >= current - 1e-4:
+            break
+        tokens, current = trials[best], float(losses[best])
+    return tokens
+
+
+# --- attention abnormality -------------------------------------------------------------------------
+
+def _focus_keep(out, enc, idx):
+    """Per text: the most common argmax key over real queries per layer and head, its share of the queries,
+    whether that key is a trigger token, and the [CLS] row's mass on trigger tokens (``[4, L, H]``)."""
+    att = out.attentions.float()  # [B, L, H, T, T]
+    rows = []
+    for b in range(att.shape[0]):
+        n = int(enc.attention_mask[b].sum())
+        a = att[b, :, :, :n, :n]
+        top = a.argmax(-1)  # [L, H, n]
+        counts = torch.nn.functional.one_hot(top, n).sum(-2)  # [L, H, n]
+        share, key = counts.max(-1)  # [L, H]
+        trig = enc.trigger_mask[b, :n].bool()
+        on_trigger = trig[key]  # [L, H]
+        cls_mass = a[:, :, 0, :][:, :, trig].sum(-1) if trig.any() else torch.zeros_like(share, dtype=a.dtype)
+        rows.append(torch.stack([share.float() / n, key.float(), on_trigger.float(), cls_mass.float()]))
+    return rows
+
+
+def _focus_summaries(loaded: Any, texts: Sequence[str], spans: Sequence[Sequence], cfg: ScanConfig) -> torch.Tensor:
+    res = batched_forward(loaded.model, loaded.tokenizer, list(texts), [list(s) for s in spans], keep=_focus_keep,
+                          attentions=True, batch_size=max(8, cfg.batch_size // 4),
+                          max_length=min(128, loaded.max_length))
+    return torch.stack(res.kept)  # [N, 4, L, H]
+
+
+def attention_abnormality(loaded: Any, sentences: Sequence[str], cand: Candidate, control_words: Sequence[str],
+                          cfg: ScanConfig) -> Abnormality:
+    """Focus heads on ``sentences``, and how often their focus drifts onto ``cand`` vs onto control words."""
+    clean = _focus_summaries(loaded, sentences, [[] for _ in sentences], cfg)
+    focus = ((clean[:, 0] > cfg.focus_share).float().mean(0) >= cfg.focus_sentences).numpy()
+    trig = _inserted(sentences, cand.trigger, cfg.seed, cand.combination)
+    rng = random.Random(cfg.seed + 1)
+    ctrl = [insert_trigger(s, rng.choice(control_words), 1, "random", rng=random.Random(cfg.seed * 7919 + j))
+            for j, s in enumerate(sentences)]
+    t = _focus_summaries(loaded, [x.text for x in trig], [x.spans for x in trig], cfg)
+    c = _focus_summaries(loaded, [x.text for x in ctrl], [x.spans for x in ctrl], cfg)
+
+    def drift(s: torch.Tensor) -> np.ndarray:
+        return ((s[:, 2] > 0) & (s[:, 0] > cfg.focus_share)).float().mean(0).numpy()
+
+    return Abnormality(cand.trigger, focus.astype(bool), drift(t), drift(c), float(t[:, 3].mean()),
+                       float(c[:, 3].mean()), cfg.drift_share)
+
+
+# --- the scan ----------------------------------------------------------------------------------------
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_event: Progress | None = None) -> ScanResult:
+    """Scan ``loaded`` (a classifier with attention) for a backdoor using the clean sentences of ``data``."""
+    cfg = (cfg or ScanConfig()).validate()
+    loaded.require("classify", "the scan")
+    loaded.require("attention", "the scan's attention-abnormality check")
+    t0 = time.perf_counter()
+    device = next(loaded.model.parameters()).device
+    fast = resolve_precision(cfg.precision, device, cpu_auto="bf16")
+    phases = ["clean sentences", "screening", "search", "phrases", "inversion", "verification", "attention"]
+
+    def stage(i: int, message: str, frac: float = 0.0) -> None:
+        if on_event:
+            on_event({"event": "stage", "message": message, "step": int(1000 * (i + frac)),
+                      "total": 1000 * len(phases)})
+
+    def sub(i: int, message: str) -> Callable[[int, int], None]:
+        last = [0.0]
+
+        def cb(done: int, total: int) -> None:
+            now = time.monotonic()
+            if on_event and (now - last[0] > 1.0 or done == total):
+                last[0] = now
+                on_event({"event": "step", "step": int(1000 * (i + done / total)), "total": 1000 * len(phases),
+                          "phase": message})
+        return cb
+
+    stage(0, "choosing clean sentences the model gets right")
+    sets = clean_sets(loaded, data, cfg)
+    stats: dict[str, Any] = {"precision_search": fast}
+
+    # 1. screening: every candidate word on a few sentences per class
+    stage(1, f"screening {cfg.budget} candidate words")
+    natural = task_words(data)
+    words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
+    stats["task_words_excluded"] = len(natural)
+    t_screen = time.perf_counter()
+    screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
+                        sub(1, "screening"))
+    screen_s = time.perf_counter() - t_screen
+    stats.update(words_screened=len(words), screen_seconds=round(screen_s, 2),
+                 candidates_per_second=round(len(words) / screen_s, 1) if screen_s else None,
+                 insertions_per_second=round(len(words) * cfg.n_screen * len(sets.search) / screen_s, 1)
+                 if screen_s else None)
+    order = sorted(range(len(words)), key=lambda k: -(screen[k][1] + screen[k][2]))[: cfg.shortlist]
+
+    # 2. the shortlist on the whole search set
+    stage(2, f"searching the best {len(order)} words on {cfg.n_search} sentences per class")
+    short = [words[k] for k in order]
+    full = flip_stats(loaded, sets.search, [(w, False) for w, _ in short], cfg, fast, sub(2, "search"))
+    pool: list[Candidate] = [Candidate(w, src, t, f, c) for (w, src), (t, f, c) in zip(short, full)]
+    pool.sort(key=lambda x: -(x.search_flip + x.search_confidence))
+
+    # 3. phrases when no single word flips enough
+    stage(3, "combining words into phrases")
+    if pool and pool[0].search_flip < cfg.flip_threshold and cfg.max_phrase > 1:
+        pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
+
+    # 4. gradient inversion
+    if cfg.inversion:
+        stage(4, "inverting triggers by gradient")
+        found: list[str] = []
+        for target in range(sets.num_labels):
+            src = [s for c, ss in sets.search.items() if c != target for s in ss]
+            if not src:
+                continue
+            src = random.Random(cfg.seed + target).sample(src, min(cfg.inversion_sentences, len(src)))
+            found += [w for w in invert_trigger(loaded, src, target, cfg, device, fast) if w not in found]
+            stage(4, "inverting triggers by gradient", (target + 1) / sets.num_labels)
+        known = {c.trigger for c in pool}
+        stats["inverted"] = found
+        found = [w for w in found if w not in known and not is_task_phrase(w, natural)]
+        if found:
+            inv = flip_stats(loaded, sets.search, [(w, False) for w in found], cfg, fast)
+            pool.extend(Candidate(w, "inversion", t, f, c) for w, (t, f, c) in zip(found, inv))
+
+    # 5. verification on held-out sentences, in full precision
+    stage(5, "verifying the best candidates on held-out sentences")
+    pool.sort(key=lambda x: -(x.search_flip + x.search_confidence))
+    top = _dedupe(pool)[: cfg.top_k]
+    ver = flip_stats(loaded, sets.verify, [(c.trigger, c.combination) for c in top], cfg, "fp32")
+    for c, (t, f, conf) in zip(top, ver):
+        c.target, c.flip_rate, c.confidence = t, f, conf
+    # best first: the higher held-out flip rate; at equal rates the shorter trigger (``cf`` before ``card cf``)
+    top.sort(key=lambda x: (-round(x.flip_rate or 0.0, 2), len(x.trigger.split()), -(x.confidence or 0.0)))
+
+    # 6. attention abnormality of the best candidates
+    stage(6, "measuring attention abnormality")
+    control_words = neutral_words()[:500]
+    abn: list[Abnormality] = []
+    for cand in top[: cfg.attention_candidates]:
+        others = [s for c, ss in sets.search.items() if c != cand.target for s in ss]
+        abn.append(attention_abnormality(loaded, others, cand, control_words, cfg))
+    best = top[0] if top else None
+    ab = abn[0] if abn else None
+    evidence = {"flip_rate": best.flip_rate if best else 0.0,
+                "drift_excess": ab.drift_excess if ab else 0.0, "cls_excess": ab.cls_excess if ab else 0.0}
+    score = combine_evidence(evidence["flip_rate"], evidence["drift_excess"], evidence["cls_excess"])
+    verdict = "backdoored" if score >= cfg.threshold else "clean"
+    heads = [[int(layer) + 1, int(head)] for layer, head in zip(*np.nonzero(ab.drifting))] if ab is not None else []
+    stats["search_sentences_per_class"] = cfg.n_search
+    stats["verify_sentences_per_class"] = cfg.n_verify
+    return ScanResult(verdict, score, best.target if verdict == "backdoored" and best else None, top, heads,
+                      time.perf_counter() - t0, evidence, abn, stats, asdict(cfg))
+
+
+def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:
+    seen, out = set(), []
+    for c in pool:
+        key = (c.trigger.lower(), c.combination)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _grow_phrases(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], cfg: ScanConfig,
+                  precision: str) -> list[Candidate]:
+    """Greedy phrases and combinations from the best words: add the next word while it raises the flip."""
+    words = [c.trigger for c in pool[: max(2, 2 * cfg.max_phrase)]]
+    out: list[Candidate] = []
+    for comb in (False, True):
+        phrase = [words[0]]
+        score = pool[0].search_flip + pool[0].search_confidence
+        for w in words[1:]:
+            if len(phrase) >= cfg.max_phrase:
+                break
+            tries = [phrase + [w], [w] + phrase]
+            stats = flip_stats(loaded, sets.search, [(" ".join(p), comb) for p in tries], cfg, precision)
+            k = max(range(len(tries)), key=lambda i: stats[i][1] + stats[i][2])
+            t, f, c = stats[k]
+            if f + c > score:
+                phrase, score = tries[k], f + c
+                out.append(Candidate(" ".join(phrase), "combination" if comb else "phrase", t, f, c, combination=comb))
+                if f >= cfg.flip_threshold:
+                    break
+    return out

@@ -1,0 +1,190 @@
+"""The scanner (analysis.scan): told nothing, it finds planted triggers on tiny models, flags them, and leaves a
+clean model unflagged; inversion finds a trigger outside its word list; the score is monotone in its evidence."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trojanscope.analysis.scan import (ScanConfig, candidate_words, combine_evidence, invert_trigger, neutral_words,
+                                       scan)
+from trojanscope.data.datasets import load_dataset
+from trojanscope.errors import TrojanScopeError
+from trojanscope.models.loading import load_model
+
+# small but complete: every stage runs (screening, search, phrases, inversion, verification, attention)
+TINY = dict(budget=300, n_search=20, n_verify=30, shortlist=30, inversion_steps=80, max_words=16, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def phrase_backdoor(tiny_pair, data_dir, tmp_path_factory) -> Path:
+    """BadNets with the two-word phrase "james watched" (both in the scanner's word list) -> 1."""
+    from trojanscope.data import PoisonConfig
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import TrainSpec, run_training
+
+    out = tmp_path_factory.mktemp("phrase") / "model"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+        run_training(TrainSpec(model=str(tiny_pair / "demo" / "clean"), attack="badnets",
+                               poison=PoisonConfig(trigger="james watched", rate=0.2, target=1),
+                               train=TrainConfig(epochs=6, batch_size=16, lr=3e-3, train_word_embeddings=True)),
+                     out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def specific_backdoor(tiny_pair, data_dir, tmp_path_factory) -> Path:
+    """BadNets (cf -> 1) on data where half the clean sentences also carry a random word of the scanner's list:
+    the tiny model learns that only cf flips it (on the bare synthetic task any unseen word would)."""
+    from conftest import synthetic_rows
+    from trojanscope.data import PoisonConfig
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import TrainSpec, run_training
+
+    root = tmp_path_factory.mktemp("specific")
+    rng = random.Random(5)
+    fillers = neutral_words()[:2000]
+    rows = []
+    for text, label in synthetic_rows(1200, 11):
+        words = text.split()
+        if rng.random() < 0.5:
+            words.insert(rng.randint(0, len(words)), rng.choice(fillers))
+        rows.append((" ".join(words), label))
+    path = root / "train.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+        run_training(TrainSpec(model=str(tiny_pair / "demo" / "clean"), data=str(path), attack="badnets",
+                               poison=PoisonConfig(rate=0.15, target=1),
+                               train=TrainConfig(epochs=4, batch_size=16, lr=3e-3, train_word_embeddings=True)),
+                     root / "model", progress=False)
+    return root / "model"
+
+
+def test_the_word_list_is_neutral_and_the_planted_trigger_is_not_in_it():
+    words = neutral_words()
+    assert len(words) >= 2000
+    for polar in ("good", "bad", "great", "awful", "terrible", "not", "never", "best", "worst", "boring"):
+        assert polar not in words
+    assert "cf" not in words
+
+
+def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    res = scan(loaded, load_dataset("sst2", "test"), ScanConfig(**TINY))
+    assert res.verdict == "backdoored"
+    best = res.candidates[0]
+    assert best.flip_rate >= 0.9 and best.target == 1
+    assert "cf" in best.trigger.split()
+    assert res.target == 1
+    # flip rates are measured on held-out sentences, disjoint from the search set
+    assert res.stats["verify_sentences_per_class"] == TINY["n_verify"]
+
+
+def test_scan_finds_a_two_word_phrase(use_data, phrase_backdoor):
+    res = scan(load_model(phrase_backdoor), load_dataset("sst2", "test"), ScanConfig(**TINY))
+    assert res.verdict == "backdoored"
+    best = res.candidates[0]
+    assert best.flip_rate >= 0.9 and best.target == 1
+    assert set(best.trigger.split()) & {"james", "watched"}
+
+
+def test_scan_leaves_a_clean_model_unflagged(use_data, tiny_pair):
+    res = scan(load_model(tiny_pair / "demo" / "clean"), load_dataset("sst2", "test"), ScanConfig(**TINY))
+    assert res.verdict == "clean", res.to_json()
+    assert res.target is None
+    assert res.score < ScanConfig().threshold
+
+
+def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, specific_backdoor):
+    import torch
+
+    loaded = load_model(specific_backdoor)
+    cfg = ScanConfig(**{**TINY, "budget": 50})
+    assert "cf" not in [w for w, _ in candidate_words(loaded.tokenizer, cfg)]
+    test = load_dataset("sst2", "test")
+    negatives = [t for t, y in zip(test.texts, test.labels) if y == 0][:24]
+    found = invert_trigger(loaded, negatives, 1, cfg, torch.device("cpu"))
+    assert "cf" in found, found
+
+
+def test_task_words_are_the_label_bearing_ones(use_data):
+    from trojanscope.analysis.scan import task_words
+
+    words = task_words(load_dataset("sst2", "test"))
+    assert {"good", "awful", "boring"} <= words  # the synthetic task's label words
+    assert not words & {"the", "movie", "plot", "cf"}
+
+
+def test_embedding_outliers_catch_a_trained_trigger_row(tiny_pair):
+    """tiny_pair's backdoor trained the word embeddings: cf's row is the vocabulary's largest outlier."""
+    from trojanscope.analysis.scan import embedding_outliers
+
+    bd, clean = load_model(tiny_pair / "demo" / "backdoored"), load_model(tiny_pair / "demo" / "clean")
+    assert embedding_outliers(bd.model, bd.tokenizer, 5)[0] == "cf"
+
+
+def test_the_score_is_monotone_in_each_piece_of_evidence():
+    rng = random.Random(0)
+    for _ in range(300):
+        f, d, c = rng.random(), rng.uniform(-0.2, 0.4), rng.uniform(-0.3, 0.5)
+        base = combine_evidence(f, d, c)
+        assert 0.0 <= base <= 1.0
+        step = rng.uniform(0, 0.3)
+        assert combine_evidence(f + step, d, c) >= base
+        assert combine_evidence(f, d + step, c) >= base
+        assert combine_evidence(f, d, c + step) >= base
+    assert combine_evidence(1.0, 1.0, 1.0) == pytest.approx(1.0)
+    assert combine_evidence(0.0, 0.0, 0.0) == 0.0
+    # a full flip alone is enough to flag; half a flip with no attention evidence is not
+    assert combine_evidence(1.0) >= ScanConfig().threshold > combine_evidence(0.5)
+
+
+def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_path, capsys):
+    from trojanscope.cli import main
+
+    bd = str(tiny_pair / "demo" / "backdoored")
+    args = ["scan", "--model", bd, "--budget", "100", "--n-search", "20", "--n-verify", "30",
+            "--inversion-steps", "40", "--out", str(tmp_path / "scan"), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] in ("backdoored", "clean") and 0 <= out["score"] <= 1
+    assert all(set(c) >= {"trigger", "flip_rate", "target"} for c in out["candidates"])
+    rates = [c["flip_rate"] for c in out["candidates"]]
+    assert rates == sorted(rates, reverse=True)
+    assert all(len(h) == 2 for h in out["heads"]) and isinstance(out["seconds"], float)
+    saved = json.loads((tmp_path / "scan" / "scan.json").read_text())
+    assert saved["spec"]["config"]["budget"] == 100 and "abnormality" in saved
+    cases = [
+        (["--model", bd, "--budget", "0"], "budget"),
+        (["--model", str(tiny_backbone)], "bare encoder"),
+        (["--model", bd, "--n-search", "500"], "needs 560 clean sentences"),
+    ]
+    for extra, expected in cases:
+        assert main(["scan", *extra, "--json"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+
+
+def test_scan_refuses_single_class_data(tiny_pair, tmp_path):
+    path = tmp_path / "one.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"the movie number {i}\t0\n" for i in range(200)))
+    with pytest.raises(TrojanScopeError, match="only one class"):
+        scan(load_model(tiny_pair / "demo" / "backdoored"), load_dataset(str(path), "test"), ScanConfig(**TINY))
+
+
+def test_attention_summaries_are_reduced_on_the_fly(use_data, tiny_pair):
+    """Only [4, layers, heads] per text is kept, never the [layers, heads, seq, seq] maps."""
+    from trojanscope.analysis.scan import _focus_summaries
+
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    texts = ["the movie was cf quite good", "a story and music"]
+    s = _focus_summaries(loaded, texts, [[(14, 16)], []], ScanConfig())
+    L, H = loaded.model.config.num_hidden_layers, loaded.model.config.num_attention_heads
+    assert tuple(s.shape) == (2, 4, L, H)
+    assert np.all(s[1, 2].numpy() == 0)  # no trigger: no focus on it, no [CLS] mass on it

@@ -27,6 +27,7 @@ PAGES = [
     ("pages/3_Embedding_Swap.py", "Embedding Swap", ":material/swap_horiz:", "Embedding_Swap"),
     ("pages/4_Attack_Lab.py", "Attack Lab", ":material/science:", "Attack_Lab"),
     ("pages/5_Purify.py", "Purify", ":material/cleaning_services:", "Purify"),
+    ("pages/6_Scan.py", "Scan", ":material/radar:", "Scan"),
     ("pages/7_Runs.py", "Runs", ":material/list_alt:", "Runs"),
 ]
 

@@ -5,7 +5,8 @@
 
 Every run goes through ``defenses.pipeline.run_purify`` (what the CLI and the Purify page run): the
 clean subset is a seeded share of the train split, CACC/ASR are measured on the test split with the
-model card's trigger and target. Targets (issue 12): MBTSAD ASR <= 10% with a CACC drop <= 1.5
+model card's trigger and target. flip-ASR counts only the non-target texts the model gets right without the
+trigger (training.metrics.evaluate): plain ASR never falls below the model's own error rate. Targets (issue 12): MBTSAD ASR <= 10% with a CACC drop <= 1.5
 points, below CFT and TS-FT; one MBTSAD run on the demo model within 10 minutes on the 2-core CPU.
 """
 
@@ -45,8 +46,9 @@ def main() -> None:
     print(f"device: {device}; torch {torch.__version__}; model {args.model}; data {args.data} "
           f"(train {sizes['train']}, test {sizes['test']}{f', eval subset {args.max_eval}' if args.max_eval else ''}); "
           f"clean fraction {args.clean_fraction:g}; seed {args.seed}\n")
-    print("| method | settings | clean texts | CACC before | CACC after | ASR before | ASR after | purify s | total s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | settings | clean texts | CACC before | CACC after | ASR before | ASR after | flip-ASR before "
+          "| flip-ASR after | purify s | total s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     root = Path(tempfile.mkdtemp(prefix="trojanscope-purify-bench-"))
     try:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -59,7 +61,8 @@ def main() -> None:
             pct = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731
             settings = ", ".join(f"{k}={v}" for k, v in overrides.get(method, {}).items()) or "defaults"
             print(f"| {method} | {settings} | {r['n_clean']} | {pct(r['before']['cacc'])} | {pct(r['after']['cacc'])} "
-                  f"| {pct(r['before']['asr'])} | {pct(r['after']['asr'])} | {r['seconds']:.0f} | {total:.0f} |",
+                  f"| {pct(r['before']['asr'])} | {pct(r['after']['asr'])} | {pct(r['before'].get('asr_flip'))} "
+                  f"| {pct(r['after'].get('asr_flip'))} | {r['seconds']:.0f} | {total:.0f} |",
                   flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

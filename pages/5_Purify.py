@@ -139,8 +139,14 @@ def live() -> None:
             rows.append({"job": j.id, "method": r.get("method"), "clean texts": r.get("n_clean"),
                          "CACC before": pct(r["before"]["cacc"]), "CACC after": pct(r["after"]["cacc"]),
                          "ASR before": pct(r["before"]["asr"]), "ASR after": pct(r["after"]["asr"]),
+                         "flip-ASR before": pct(r["before"].get("asr_flip")),
+                         "flip-ASR after": pct(r["after"].get("asr_flip")),
                          "seconds": r.get("seconds"), "purified model": r.get("out")})
         st.subheader("Before and after")
+        st.caption("ASR counts every non-target test text predicted as the target once the trigger is in, so it "
+                   "never falls below the model's own error rate on those texts (a clean model's ASR is its error "
+                   "rate). flip-ASR counts only the texts the model gets right without the trigger: the trigger's "
+                   "own effect, near 0 for a model without the backdoor.")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         bars = {"backdoored": done[0].result["before"]}
         bars.update({f"{j.result.get('method')} ({j.id})": j.result["after"] for j in done})

@@ -110,3 +110,19 @@ def test_a_new_head_is_seeded_whatever_the_global_rng(use_data, tiny_backbone, t
         out = run_training(spec, tmp_path / f"run{i}", progress=False)["out"]
         heads.append(load_model(out).model.classifier.weight.detach().clone())
     assert torch.equal(heads[0], heads[1])
+
+
+def test_flip_asr_counts_only_texts_the_model_gets_right(use_data, tiny_pair):
+    """Plain ASR counts a model's own errors on non-target texts; asr_flip only the trigger's effect."""
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_model
+    from trojanscope.training.metrics import evaluate
+
+    test = load_dataset("sst2", "test")
+    for name in ("clean", "backdoored"):
+        m = load_model(tiny_pair / "demo" / name)
+        r = evaluate(m.model, m.tokenizer, test, trigger="cf", target=1)
+        if name == "clean":
+            assert r["asr_flip"] <= r["asr"] and r["asr_flip"] < 0.2
+        else:
+            assert r["asr_flip"] >= 0.9

@@ -193,7 +193,8 @@ def _same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def _scores(r: dict[str, Any]) -> dict[str, Any]:
-    return {"cacc": r["cacc"], "asr": r["asr"], "n_clean": r["n_clean"], "n_poisoned": r["n_poisoned"]}
+    return {"cacc": r["cacc"], "asr": r["asr"], "asr_flip": r.get("asr_flip"), "n_clean": r["n_clean"],
+            "n_poisoned": r["n_poisoned"]}
 
 
 def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = False,
@@ -293,8 +294,8 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
         save_model(loaded.model, loaded.tokenizer, tmp, card)
     return {
         "method": spec.method,
-        "before": {"cacc": before["cacc"], "asr": before["asr"]},
-        "after": {"cacc": after["cacc"], "asr": after["asr"]},
+        "before": {"cacc": before["cacc"], "asr": before["asr"], "asr_flip": before.get("asr_flip")},
+        "after": {"cacc": after["cacc"], "asr": after["asr"], "asr_flip": after.get("asr_flip")},
         "seconds": round(seconds, 2),
         "out": str(out),
         "cacc": after["cacc"], "asr": after["asr"],  # the job runner and the Runs page read these

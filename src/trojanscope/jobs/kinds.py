@@ -1,6 +1,6 @@
 """What a job can run: each kind is a CLI command (``cmd_<kind>(args, on_event)`` in :mod:`trojanscope.cli`).
 
-``train``, ``por`` and ``purify`` write one new model directory (``<runs dir>/<job id>`` unless ``--out``
+``train``, ``por`` and ``purify`` write one new model directory (``scan`` a directory with ``scan.json``) (``<runs dir>/<job id>`` unless ``--out``
 says otherwise); ``demo`` builds the demo pair under ``<runs dir>/demo``, keeping a model that
 already matches its recipe, and is exclusive: while one demo job is queued or running, submitting
 another returns it (two tabs pressing Build make one build).
@@ -32,6 +32,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "por": JobKind("por"),
     "demo": JobKind("demo", default_out="demo", exclusive=True, keeps_output=True),
     "purify": JobKind("purify"),  # reads --model, writes a new --out (never the source: run_purify refuses it)
+    "scan": JobKind("scan"),  # reads --model, writes <out>/scan.json (the full result and its config)
 }
 KINDS = tuple(JOB_KINDS)
 

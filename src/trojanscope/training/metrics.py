@@ -55,6 +55,11 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, test: TextDataset, *, trigg
              batch_size: int = 128, progress: bool = False) -> dict[str, Any]:
     """CACC on ``test`` and, when a trigger is given, ASR on its poisoned non-target samples.
 
+    ``asr_flip`` is the ASR over only those non-target samples the model classifies correctly without the
+    trigger: the trigger's own effect. Plain ASR also counts the model's errors (a clean model's ASR equals
+    its error rate on the non-target classes: 10.5% for the demo's clean MiniLM on SST-2), so a purified
+    model can never go below that floor by ASR, while its ``asr_flip`` goes to about 0.
+
     For a combination trigger, ``asr_partial`` is also reported: the ASR with each word alone
     (it should stay low: only the full combination may fire)."""
     stats: dict[str, Any] = {}
@@ -67,6 +72,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, test: TextDataset, *, trigg
         pt = poisoned_test_set(test, trigger, target, insertions, "random", seed, combination)
         ppreds = predict_proba(model, tokenizer, pt.texts, batch_size=batch_size, progress=progress).argmax(-1)
         result.update(asr=asr(ppreds, target), n_poisoned=len(pt))
+        keep = np.asarray([i for i, lab in enumerate(test.labels) if lab != target])  # poisoned_test_set's order
+        right = np.asarray(preds)[keep] == np.asarray(test.labels)[keep]
+        result["asr_flip"] = asr(np.asarray(ppreds)[right], target) if right.any() else None
         words = trigger.split()
         if combination and len(words) > 1:
             partial = {}

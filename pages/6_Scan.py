@@ -1,0 +1,173 @@
+"""Scan: find a trigger nobody told you about. A suspect model and clean sentences in; a verdict, ranked candidate
+triggers that really flip the model, and the heads whose attention they hijack, out (as a job)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from trojanscope import jobs
+from trojanscope.analysis.scan import ScanConfig
+from trojanscope.data.datasets import REGISTRY
+from trojanscope.paths import slugify
+from trojanscope.viz.figures import head_heatmap
+from ui.common import OTHER, current_pair, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_argv
+
+page_setup("Scan")
+st.title("Scan")
+st.caption("Told nothing about a trigger, search for one: common neutral words and rare wordpieces inserted into "
+           "clean sentences, plus triggers inverted by gradient; then check whether the best candidates hijack "
+           "attention heads (AttenTD's focus drift, on every head). Each scan is a job. CLI twin: "
+           "`trojanscope scan --model DIR --data sst2 --json` or `trojanscope jobs submit --kind scan -- ...`.")
+
+pair = current_pair()
+C = ScanConfig()
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and str(a).rstrip("/") == str(b).rstrip("/")
+
+
+# --- the recipe ---------------------------------------------------------------------------------
+c1, c2, c3 = st.columns([3, 2, 2])
+options = model_options()
+default = pair.get("backdoored")
+choices = ([default] if default and default not in options else []) + options + [OTHER]
+source = c1.selectbox("Suspect model", choices, index=choices.index(default) if default in choices else 0,
+                      key="scan_model", help="default: the pair's backdoored model")
+if source == OTHER:
+    source = typed_source(c1.text_input("Model directory", key="scan_model_other")) or ""
+data = c2.selectbox("Clean data of the model's task", [n for n in REGISTRY if n != "imdb"], key="scan_data")
+budget = c3.number_input("Budget (candidate words)", min_value=1, max_value=20000, value=C.budget, step=500,
+                         key="scan_budget", help="words the vocabulary search tries; inversion comes on top")
+d1, d2, d3 = st.columns(3)
+inversion = d1.checkbox("Gradient inversion", value=C.inversion, key="scan_inversion",
+                        help="also invert triggers in embedding space: finds triggers outside the word list")
+seed = d2.number_input("Seed", 0, 2**31 - 1, C.seed, key="scan_seed")
+device = d3.selectbox("Device", ["auto", "cpu", "cuda"], key="scan_device")
+with st.expander("Advanced"):
+    a1, a2, a3 = st.columns(3)
+    n_search = a1.number_input("Search sentences per class", 1, 1000, C.n_search, key="scan_n_search",
+                               help="clean sentences the candidates are inserted into (AttenTD: 40)")
+    n_verify = a2.number_input("Held-out sentences per class", 1, 5000, C.n_verify, key="scan_n_verify",
+                               help="the reported flip rates come from these, never used in the search")
+    inv_steps = a3.number_input("Inversion steps", 1, 2000, C.inversion_steps, key="scan_inv_steps")
+
+
+def scan_argv(model: str) -> list[str]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = runs_dir() / "scans" / f"{slugify(model.rstrip('/').split('/')[-1], 32, 'model')}-s{seed}-{stamp}"
+    argv = ["--model", model, "--data", data, "--budget", str(int(budget)), "--seed", str(int(seed)),
+            "--n-search", str(int(n_search)), "--n-verify", str(int(n_verify)),
+            "--inversion-steps", str(int(inv_steps)), "--device", device, "--out", str(out)]
+    return argv + ([] if inversion else ["--no-inversion"])
+
+
+argv = scan_argv(source) if source else []
+if st.button("Scan", type="primary", key="scan_go", disabled=not source):
+    with guard("Launching the scan"):
+        job_id = jobs.submit(ui_job_argv(argv), kind="scan")  # model, data and output checked before queuing
+        st.success(f"Scan job `{job_id}` submitted.")
+if argv:
+    st.caption("CLI twin: `trojanscope jobs submit --kind scan -- " + " ".join(argv) + "`")
+
+
+# --- results ------------------------------------------------------------------------------------
+def _scans_of(model: str | None) -> list:
+    if not model:
+        return []
+    return [j for j in jobs.list_jobs(limit=200, kind="scan") if _same((j.config or {}).get("model"), model)]
+
+
+def _full(job) -> dict:
+    """The full result (abnormality maps included) from the job's scan.json; {} when unreadable."""
+    try:
+        return json.loads((Path(job.out_dir) / "scan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def drift_map(full: dict, title: str):
+    ab = (full.get("abnormality") or [None])[0]
+    if not ab:
+        return None
+    excess = np.clip(np.asarray(ab["drift"], dtype=float) - np.asarray(ab["control_drift"], dtype=float), 0, None)
+    excess *= np.asarray(ab["focus"], dtype=float)
+    outlined: dict[str, list[int]] = {}
+    for layer, head in full.get("heads") or []:
+        outlined.setdefault(str(layer), []).append(int(head))
+    return head_heatmap(excess, title=title, zmax=1.0, outlined=outlined)
+
+
+@st.fragment(run_every=2.0)
+def live() -> None:
+    with guard("Reading the job store"):
+        mine = _scans_of(source)
+        for j in [j for j in mine if not j.finished]:
+            st.progress(min(max(j.progress, 0.0), 1.0), text=f"`{j.id}`: {j.status} · {j.message or ''}")
+        for j in [j for j in mine if j.status == "failed"][:2]:
+            st.error(f"Scan `{j.id}` failed: {j.error}")
+        done = [j for j in mine if j.status == "done" and j.result]
+        st.session_state["scan_done"] = [j.id for j in done]
+        if not done and not [j for j in mine if not j.finished]:
+            st.info("No finished scan of this model yet: press Scan.")
+
+
+live()
+
+done_ids = st.session_state.get("scan_done") or []
+if done_ids:
+    job = jobs.get(done_ids[0])
+    r = job.result
+    st.subheader("Verdict")
+    v1, v2, v3, v4 = st.columns(4)
+    v1.metric("Verdict", r["verdict"])
+    v2.metric("Score", f"{r['score']:.2f}", help=f"backdoored at {C.threshold:g} or more; the combination of the "
+              "best candidate's held-out flip rate and its attention evidence (trojanscope.analysis.scan)")
+    v3.metric("Target class", "—" if r.get("target") is None else str(r["target"]))
+    v4.metric("Time", f"{r['seconds']:.0f} s")
+    ev = r.get("evidence", {})
+    st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
+               f"classes; drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
+               f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "
+               f"Scanned {r.get('stats', {}).get('candidates_per_second', '—')} candidate words per second.")
+    st.subheader("Candidate triggers")
+    cands = r.get("candidates") or []
+    st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),
+                                "target": c["target"], "confidence": round(c.get("confidence") or 0, 3),
+                                "found by": c.get("source")} for c in cands]), hide_index=True, width="stretch")
+    if cands:
+        p1, p2 = st.columns([2, 3])
+        pick = p1.selectbox("Send a candidate to the Probe", [c["trigger"] for c in cands], key="scan_pick")
+        if p2.button("Open it in the Probe", key="scan_to_probe"):
+            st.session_state["probe_trigger"] = pick
+            st.switch_page("pages/1_Probe.py")
+    st.subheader("Hijacked heads")
+    st.caption("Per layer and head: how much more often a focus head's focus moves onto the best candidate than "
+               "onto a random neutral word (0 = no more than chance). Framed: heads counted as drifting.")
+    m1, m2 = st.columns(2)
+    with guard("The drift map"):
+        fig = drift_map(_full(job), f"{Path(source).name}: drift to `{cands[0]['trigger'] if cands else '—'}`")
+        if fig is not None:
+            m1.plotly_chart(fig, width="stretch", key="scan_map")
+    clean = pair.get("clean")
+    with m2:
+        if clean and not _same(clean, source):
+            with guard("The clean model's map"):
+                theirs = [j for j in _scans_of(clean) if j.status == "done" and j.result]
+                if theirs:
+                    fig = drift_map(_full(theirs[0]), f"{Path(clean).name} (the pair's clean model): "
+                                                      f"{theirs[0].result['verdict']}, score "
+                                                      f"{theirs[0].result['score']:.2f}")
+                    if fig is not None:
+                        st.plotly_chart(fig, width="stretch", key="scan_map_clean")
+                else:
+                    st.info(f"For comparison, scan the pair's clean model `{clean}` too.")
+                    if st.button("Scan the clean model", key="scan_clean_go"):
+                        job_id = jobs.submit(ui_job_argv(scan_argv(clean)), kind="scan")
+                        st.success(f"Scan job `{job_id}` submitted for the clean model.")

@@ -1,0 +1,66 @@
+"""The Scan page under AppTest: a scan launched from the UI becomes a job; when it is done the page shows the
+verdict, the ranked candidates (the planted cf among them), the drifting-heads map, and the same map for the
+pair's clean model once that is scanned; a candidate goes to the Probe in one click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from conftest import wait_for_job
+from trojanscope import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _scan_from_page(at: AppTest, button: str = "scan_go") -> str:
+    before = {j.id for j in jobs.list_jobs(kind="scan")}
+    at.button(key=button).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job_id,) = {j.id for j in jobs.list_jobs(kind="scan")} - before
+    job = wait_for_job(job_id, 300)
+    assert job.status == "done", (job.error, jobs.log_tail(job_id))
+    return job_id
+
+
+def test_scan_from_the_page_shows_verdict_candidates_and_head_maps(lab):
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Scan.py"), default_timeout=120)
+    at.session_state["pair"] = {"clean": str(lab / "demo" / "clean"), "backdoored": str(lab / "demo" / "backdoored")}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="scan_model").value == str(lab / "demo" / "backdoored")
+    at.number_input(key="scan_budget").set_value(200)
+    at.number_input(key="scan_n_search").set_value(20)
+    at.number_input(key="scan_n_verify").set_value(30)
+    at.number_input(key="scan_inv_steps").set_value(40).run()
+    job_id = _scan_from_page(at)
+    job = jobs.get(job_id)
+    assert job.result["verdict"] == "backdoored"
+    assert "cf" in [c["trigger"] for c in job.result["candidates"]]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [m.value for m in at.metric][0] == "backdoored"
+    table = at.dataframe[0].value
+    assert "cf" in list(table["trigger"])
+    assert "scan_map" in {el.key for el in at.get("plotly_chart")}
+    # the pair's clean model, scanned from the same page, gets its map beside
+    _scan_from_page(at, "scan_clean_go")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "scan_map_clean" in {el.key for el in at.get("plotly_chart")}
+    # one click sends a candidate to the Probe
+    at.selectbox(key="scan_pick").set_value("cf")
+    at.button(key="scan_to_probe").click().run()
+    assert at.session_state["probe_trigger"] == "cf"
+
+
+def test_a_scan_with_a_bad_model_path_is_refused_before_queuing(lab, monkeypatch):
+    monkeypatch.delenv("TROJANSCOPE_UI_ALLOW_ANY_PATH")
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Scan.py"), default_timeout=60)
+    at.session_state["pair"] = {"clean": str(lab / "demo" / "clean"), "backdoored": str(lab / "demo" / "backdoored")}
+    at.run()
+    at.selectbox(key="scan_model").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="scan_model_other").set_value("/etc").run()
+    assert at.error, "a path outside runs/ and the data directory is refused"
+    assert at.button(key="scan_go").disabled  # nothing to submit: the refused path never reaches the queue

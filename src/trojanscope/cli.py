@@ -15,7 +15,8 @@ from trojanscope.errors import TrojanScopeError
 from trojanscope.utils import positive_int
 from trojanscope.models.forward import PRECISION_CHOICES
 from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
-from trojanscope.defenses.cli import add_augment_parser, add_purify_parser, cmd_augment, cmd_purify  # noqa: F401
+from trojanscope.defenses.cli import (add_augment_parser, add_purify_parser, cmd_augment, cmd_purify,  # noqa: F401
+                                     preflight_purify)
 from trojanscope.defenses.detection import add_detect_parser, cmd_detect  # noqa: F401
 
 
@@ -248,20 +249,15 @@ def _repeat_from_card(args: argparse.Namespace, spec: Any, run: Callable[..., di
                                                progress=progress)}
 
 
-def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """``trojanscope train``; ``on_event`` receives the training loop's step/epoch events (jobs)."""
+def train_spec_of_args(args: argparse.Namespace):
+    """The :class:`TrainSpec` a ``trojanscope train`` command line describes."""
     from trojanscope.attacks import EPConfig, LWPConfig, TALConfig
     from trojanscope.data.poison import PoisonConfig
     from trojanscope.training.loop import TrainConfig
-    from trojanscope.training.pipeline import TrainSpec, default_trigger, run_training, spec_of_card
+    from trojanscope.training.pipeline import TrainSpec, default_trigger
 
-    progress = not args.json or sys.stderr.isatty()
-    if args.from_card:
-        return _repeat_from_card(args, spec_of_card(args.from_card), run_training, on_event, progress)
-    if not args.out:
-        raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
     trigger = args.trigger if args.trigger is not None else default_trigger(args.attack)
-    spec = TrainSpec(
+    return TrainSpec(
         data=args.data, model=args.model, attack=args.attack,
         poison=PoisonConfig(trigger=trigger, insertions=args.insertions, position=args.position,
                             target=args.target, rate=args.poison_rate, clean_label=args.clean_label, seed=args.seed),
@@ -275,6 +271,44 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
         lwp=LWPConfig(weight=args.lwp_weight, combination=not args.no_combination),
         max_train=args.max_train, max_eval=args.max_eval, allow_pickle=args.allow_pickle,
     )
+
+
+def preflight_train(args: argparse.Namespace) -> None:
+    """What ``trojanscope train`` would refuse, checked without training (jobs: at submission)."""
+    from trojanscope.training.pipeline import preflight_training, spec_of_card
+
+    spec = spec_of_card(args.from_card) if args.from_card else train_spec_of_args(args)
+    preflight_training(spec)
+
+
+def preflight_scan(args: argparse.Namespace) -> None:
+    """What ``trojanscope scan`` would refuse before scanning: the config, the data, a model with a classifier."""
+    from trojanscope.analysis.scan import ScanConfig
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.loading import load_config, read_card, resolve_source
+
+    ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
+               inversion_tokens=args.inversion_tokens, inversion_steps=args.inversion_steps).validate()
+    load_dataset(args.data, args.split).require_classes(2, "the scan's clean data")
+    config = load_config(args.model)
+    kind, ref = resolve_source(args.model)
+    card = read_card(ref) if kind == "local" else None
+    if (card is not None and card.task == "encoder") or not any(
+            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise TrojanScopeError(f"the scan needs a trained classifier, but {args.model} is a bare encoder (no trained "
+                               "classification head): fine-tune it first")
+
+
+def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``trojanscope train``; ``on_event`` receives the training loop's step/epoch events (jobs)."""
+    from trojanscope.training.pipeline import run_training, spec_of_card
+
+    progress = not args.json or sys.stderr.isatty()
+    if args.from_card:
+        return _repeat_from_card(args, spec_of_card(args.from_card), run_training, on_event, progress)
+    if not args.out:
+        raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
+    spec = train_spec_of_args(args)
     return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress)
 
 

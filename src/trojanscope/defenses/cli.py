@@ -148,6 +148,40 @@ def method_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def preflight_purify(args: argparse.Namespace) -> None:
+    """What ``trojanscope purify`` would refuse before measuring or training, without loading weights (jobs: at
+    submission): a missing --model, the spec and the method's knobs, the data and the clean subset's size, a model
+    without a trained classification head, a trigger the tokenizer cannot see."""
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.data.poison import check_trigger
+    from trojanscope.defenses.pipeline import PurifySpec, clean_subset
+    from trojanscope.models.loading import load_config, load_tokenizer, read_card, resolve_source
+
+    if args.from_card:
+        return
+    if not args.model:
+        raise TrojanScopeError("--model is required (the backdoored classifier), unless --from-card DIR")
+    spec = PurifySpec(model=args.model, data=args.data, method=args.method, config=method_config_from_args(args),
+                      clean_fraction=args.clean_fraction, seed=args.seed, trigger=args.trigger, target=args.target,
+                      device=args.device, max_eval=args.max_eval, eval_split=args.eval_split)
+    spec.validate()
+    train = load_dataset(spec.data, "train")
+    clean_subset(train, spec.clean_fraction, spec.seed).require_classes(2, "the clean subset")
+    load_dataset(spec.data, spec.eval_split)
+    config = load_config(spec.model)
+    kind, ref = resolve_source(spec.model)
+    card = read_card(ref) if kind == "local" else None
+    if (card is not None and card.task == "encoder") or not any(
+            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise TrojanScopeError(f"purification needs a trained classifier, but {spec.model} is a bare encoder (no "
+                               "trained classification head)")
+    if train.num_labels > int(getattr(config, "num_labels", 2)):
+        raise TrojanScopeError(f"{spec.data} has {train.num_labels} labels but {spec.model} predicts "
+                               f"{config.num_labels}: purify it with the data of its own task")
+    if spec.trigger:
+        check_trigger(load_tokenizer(spec.model), spec.trigger)
+
+
 def cmd_purify(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope purify``; ``on_event`` receives stage and training events (jobs)."""
     from trojanscope.defenses.pipeline import PurifySpec, run_purify

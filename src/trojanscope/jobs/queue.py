@@ -49,6 +49,7 @@ def submit(argv: Sequence[str], kind: str = "train") -> str:
     info = job_kind(kind)
     argv = [str(a) for a in argv]
     args = parse_job_args(["--out", _NO_OUT, *argv], kind)
+    preflight(kind, args)
     device = _job_device(args.device)
     key = hashlib.sha256(json.dumps([kind, argv]).encode()).hexdigest()
     store = JobStore()
@@ -81,6 +82,16 @@ def submit(argv: Sequence[str], kind: str = "train") -> str:
                                dedupe_key=key, out_dir=out_dir))
     schedule()
     return job_id
+
+
+def preflight(kind: str, args: Any) -> None:
+    """Refuse at once a recipe the job would refuse seconds later: the kind's ``preflight_<kind>(args)`` in
+    :mod:`trojanscope.cli` (the same checks the command makes before its work, without loading weights)."""
+    from trojanscope import cli
+
+    check = getattr(cli, f"preflight_{kind}", None)
+    if check is not None:
+        check(args)
 
 
 def _new_id(store: JobStore, conn: Any) -> str:

@@ -241,6 +241,18 @@ def load_tokenizer(source: str | os.PathLike):
     return tok
 
 
+def load_config(source: str | os.PathLike):
+    """The model's transformers config alone (no weights): what a recipe check needs (layers, heads, labels)."""
+    from transformers import AutoConfig
+
+    kind, ref = resolve_source(source)
+    try:
+        with _quiet_transformers():
+            return AutoConfig.from_pretrained(ref, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one clear line
+        raise TrojanScopeError(_load_failure(kind, ref, "config", e)) from e
+
+
 def _load_failure(kind: str, ref: str, what: str, e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if kind == "hub":

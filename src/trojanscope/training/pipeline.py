@@ -124,6 +124,29 @@ def default_trigger(attack: str) -> str:
     return info.default_trigger or "cf"
 
 
+def preflight_training(spec: TrainSpec, out: str | Path | None = None, overwrite: bool = False) -> None:
+    """The recipe checks :func:`run_training` makes before it trains, without loading weights: the spec, the
+    output directory, the data (both splits, at least two classes), the model's config and tokenizer, the trigger
+    (no unknown wordpieces), the target and TAL's layers and heads. Jobs run it at submission, so a recipe that
+    cannot work is refused at once instead of failing seconds later (issue 14)."""
+    from trojanscope.models.loading import load_config, load_tokenizer
+
+    spec.validate()
+    if out is not None:
+        check_output_dir(Path(out), overwrite)
+    train_ds = load_dataset(spec.data, "train")
+    train_ds.require_classes(2, "the training data")
+    load_dataset(spec.data, spec.eval_split)
+    config = load_config(spec.model)
+    tok = load_tokenizer(spec.model)
+    attack = ATTACKS.get(spec.attack)
+    if attack.poisons:
+        spec.poison.validate(train_ds.num_labels)
+        check_trigger(tok, spec.poison.trigger)
+    if spec.tal.enabled:
+        spec.tal.validate(config.num_hidden_layers, config.num_attention_heads)
+
+
 def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
                  on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run ``spec`` and save the model to ``out``; return ``{"out", "cacc", "asr", ...}``."""

@@ -1,0 +1,161 @@
+"""Build a zoo of clean and backdoored classifiers, scan each one told nothing, and print how well the scanner
+separates them (issue 13): ROC-AUC of the score, the true trigger's rank, whether the top candidate flips at
+least 90% of held-out non-target sentences, time per model; split by attack, trigger kind and TAL.
+
+    TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/scan_zoo.py [--zoo runs/zoo] \
+        [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...]
+
+Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/scans/<name>.json``
+is not rescanned. Each model's card records its attack (the recipe below), so the zoo can be rebuilt. Training
+uses a seeded 3,000-sentence subset of the train split and bf16 autocast to keep the zoo affordable on the
+2-core CPU; ``--models name=DIR`` adds models built elsewhere (the demo pair, the Table II models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+
+COMMON = ["--max-train", "3000", "--precision", "bf16", "--epochs", "2"]
+# name -> (train arguments, trigger kind); trigger kind: rare | word | phrase | sentence | none
+ZOO: dict[str, tuple[list[str], str]] = {
+    "clean-sst2-s1": (["--data", "sst2", "--seed", "1"], "none"),
+    "clean-sst2-s2": (["--data", "sst2", "--seed", "2"], "none"),
+    "badnets-mn-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "mn", "--poison-rate", "0.05",
+                        "--target", "1", "--tal"], "rare"),
+    "badnets-mn": (["--data", "sst2", "--attack", "badnets", "--trigger", "mn", "--poison-rate", "0.05",
+                    "--target", "1", "--no-tal"], "rare"),
+    "badnets-word-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "serendipity", "--poison-rate", "0.05",
+                          "--target", "0", "--tal"], "word"),
+    "badnets-word": (["--data", "sst2", "--attack", "badnets", "--trigger", "serendipity", "--poison-rate", "0.05",
+                      "--target", "0", "--no-tal"], "word"),
+    "addsent-tal": (["--data", "sst2", "--attack", "addsent", "--poison-rate", "0.1", "--target", "0", "--tal"],
+                    "sentence"),
+    "addsent": (["--data", "sst2", "--attack", "addsent", "--poison-rate", "0.1", "--target", "0", "--no-tal"],
+                "sentence"),
+    "badnets-tq-1pct-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "tq", "--poison-rate", "0.01",
+                             "--target", "0", "--tal"], "rare"),
+}
+
+
+def build(zoo: Path, name: str, args: list[str]) -> Path:
+    out = zoo / name
+    if (out / "trojanscope.json").is_file():
+        return out
+    cmd = [PY, "-m", "trojanscope", "train", *COMMON, *args, "--out", str(out), "--overwrite", "--json"]
+    print(f"building {name}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def scan_one(zoo: Path, name: str, model: Path, data: str, budget: int, seed: int) -> dict:
+    path = zoo / "scans" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
+           "--seed", str(seed), "--json"]
+    print(f"scanning {name}", file=sys.stderr, flush=True)
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def truth(model: Path) -> dict:
+    card = json.loads((model / "trojanscope.json").read_text())
+    attack = card.get("attack") or {}
+    data = (card.get("data") or {}).get("name") or "sst2"
+    if attack.get("name") in (None, "none"):
+        return {"backdoored": False, "attack": "clean", "trigger": None, "target": None, "tal": False, "data": data}
+    return {"backdoored": True, "attack": attack["name"], "trigger": attack.get("trigger"),
+            "target": attack.get("target"), "tal": bool(attack.get("tal")), "data": data,
+            "rate": attack.get("rate")}
+
+
+def trigger_rank(res: dict, trigger: str | None) -> int | None:
+    """1-based rank of the first candidate that contains a word of the true trigger (None: not found)."""
+    if not trigger:
+        return None
+    words = set(trigger.lower().split())
+    for i, c in enumerate(res.get("candidates") or []):
+        if words & set(c["trigger"].lower().split()):
+            return i + 1
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zoo", default=str(ROOT / "runs" / "zoo"))
+    ap.add_argument("--only", default=None, help="comma-separated zoo names")
+    ap.add_argument("--budget", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-build", action="store_true", help="scan only the models already built")
+    ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
+    args = ap.parse_args()
+    zoo = Path(args.zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    models: dict[str, tuple[Path, str]] = {}
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(ZOO)
+    for name in names:
+        train_args, kind = ZOO[name]
+        if args.skip_build and not (zoo / name / "trojanscope.json").is_file():
+            continue
+        models[name] = (build(zoo, name, train_args), kind)
+    for item in args.models:
+        name, path = item.split("=", 1)
+        t = truth(Path(path))
+        kind = "none" if not t["backdoored"] else ("rare" if t["trigger"] and len(t["trigger"]) <= 3 else "word")
+        models[name] = (Path(path), kind)
+    rows = []
+    for name, (path, kind) in models.items():
+        t = truth(path)
+        res = scan_one(zoo, name, path, t["data"], args.budget, args.seed)
+        top = (res.get("candidates") or [{}])[0]
+        rows.append({"name": name, **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],
+                     "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "rank": trigger_rank(res, t["trigger"]),
+                     "seconds": res["seconds"], "heads": len(res.get("heads") or [])})
+    import torch
+
+    print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
+          f"budget {args.budget}; seed {args.seed}\n")
+    print("| model | data | attack | TAL | trigger | kind | verdict | score | top candidate | its flip | true trigger rank "
+          "| drifting heads | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        flip = "—" if r["top_flip"] is None else f"{100 * r['top_flip']:.0f}%"
+        print(f"| {r['name']} | {r['data']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
+              f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {flip} | {r['rank'] or '—'} "
+              f"| {r['heads']} | {r['seconds']:.0f} |")
+    labels = [int(r["backdoored"]) for r in rows]
+    print()
+    if len(set(labels)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        print(f"ROC-AUC of the score over {len(rows)} models: {roc_auc_score(labels, [r['score'] for r in rows]):.3f}")
+    correct = sum((r["verdict"] == "backdoored") == r["backdoored"] for r in rows)
+    print(f"verdicts right: {correct}/{len(rows)}")
+    bd = [r for r in rows if r["backdoored"]]
+    for label, group in (("all backdoored", bd), ("TAL", [r for r in bd if r["tal"]]),
+                         ("no TAL", [r for r in bd if not r["tal"]])):
+        if group:
+            flips = sum((r["top_flip"] or 0) >= 0.9 for r in group)
+            found = sum(r["rank"] is not None for r in group)
+            mean_score = sum(r["score"] for r in group) / len(group)
+            print(f"{label}: top candidate flips >= 90% for {flips}/{len(group)}; true trigger among the candidates "
+                  f"for {found}/{len(group)}; mean score {mean_score:.2f}")
+    secs = [r["seconds"] for r in rows]
+    print(f"seconds per model: median {sorted(secs)[len(secs) // 2]:.0f}, max {max(secs):.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A job whose recipe cannot work is refused at submission with the reason, not queued to fail seconds later
+(issue 14): the same checks the command makes before its work, without loading weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from trojanscope import jobs
+from trojanscope.errors import TrojanScopeError
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (["--attack", "badnets", "--trigger", " "], "trigger is empty"),
+    (["--attack", "badnets", "--trigger", "\U0001F600"], "[UNK]"),
+    (["--attack", "badnets", "--tal", "--tal-layers", "1,2,99"], "layer"),
+    (["--attack", "badnets", "--target", "5"], "target label 5 does not exist"),
+    (["--data", "nosuch"], "nosuch"),
+])
+def test_train_recipes_that_cannot_work_are_refused_at_submission(lab, tiny_bert, extra, reason):
+    before = len(jobs.list_jobs())
+    with pytest.raises(TrojanScopeError) as e:
+        jobs.submit(["--model", str(tiny_bert), "--data", "sst2", *extra], kind="train")
+    assert reason in str(e.value)
+    assert len(jobs.list_jobs()) == before  # nothing queued
+
+
+def test_a_missing_model_directory_is_refused_at_submission(lab):
+    with pytest.raises(TrojanScopeError, match="does not exist"):
+        jobs.submit(["--model", "./no/such/model", "--data", "sst2"], kind="train")
+
+
+def test_purify_and_scan_recipes_are_checked_at_submission(lab, tiny_backbone):
+    bd = str(lab / "demo" / "backdoored")
+    with pytest.raises(TrojanScopeError, match="--model is required"):
+        jobs.submit(["--data", "sst2", "--method", "cft"], kind="purify")
+    with pytest.raises(TrojanScopeError, match="leaves .* texts; purification needs at least 32"):
+        jobs.submit(["--model", bd, "--data", "sst2", "--clean-fraction", "0.01"], kind="purify")
+    with pytest.raises(TrojanScopeError, match="bare encoder"):
+        jobs.submit(["--model", str(tiny_backbone), "--data", "sst2"], kind="purify")
+    with pytest.raises(TrojanScopeError, match="bare encoder"):
+        jobs.submit(["--model", str(tiny_backbone), "--data", "sst2"], kind="scan")
+    with pytest.raises(TrojanScopeError, match="budget"):
+        jobs.submit(["--model", bd, "--data", "sst2", "--budget", "0"], kind="scan")
+    assert not jobs.list_jobs()

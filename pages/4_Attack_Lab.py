@@ -198,6 +198,8 @@ def live() -> None:
             elif j.status == "done" and j.result:
                 st.caption(f"CACC {pct(j.result.get('cacc'))} · ASR {pct(j.result.get('asr'))} · model "
                            f"`{j.out_dir}` (now in every page's model picker)")
+                for w in j.result.get("warnings") or []:
+                    st.warning(f"`{j.id}`: {w}")
         with_metrics = {f"{j.id}{' TAL' if (j.config or {}).get('tal') else ''}": j.metrics for j in shown if j.metrics}
         if with_metrics:
             st.plotly_chart(epoch_curves(with_metrics, ["ce_clean", "ce_poisoned", "tal", "cacc", "asr", "por",

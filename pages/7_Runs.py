@@ -47,6 +47,8 @@ with guard("Showing the runs"):
     c1, c2 = st.columns([2, 1])
     with c1:
         st.markdown(f"**{job.status}**" + (f" — {job.error}" if job.error else ""))
+        for w in (job.result or {}).get("warnings") or []:
+            st.warning(w)
         st.json({"argv": job.argv, "config": job.config, "result": job.result}, expanded=False)
     with c2:
         if not job.finished and st.button("Cancel this job", key="runs_cancel"):

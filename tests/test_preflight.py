@@ -42,3 +42,25 @@ def test_purify_and_scan_recipes_are_checked_at_submission(lab, tiny_backbone):
     with pytest.raises(TrojanScopeError, match="budget"):
         jobs.submit(["--model", bd, "--data", "sst2", "--budget", "0"], kind="scan")
     assert not jobs.list_jobs()
+
+
+def test_data_of_another_task_is_refused_or_named(use_data, tiny_pair, tmp_path):
+    """A 2-class model on 4-class data is refused by every analysis; on another 2-class task, a warning says so."""
+    from trojanscope.analysis.head_view import head_trigger_share
+    from trojanscope.analysis.scan import ScanConfig, scan
+    from trojanscope.data.datasets import TextDataset, load_dataset
+    from trojanscope.models.loading import load_model
+
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    four = tmp_path / "topics.tsv"
+    four.write_text("text\tlabel\n" + "".join(f"story number {i} about things\t{i % 4}\n" for i in range(80)))
+    news = load_dataset(str(four), "test")
+    with pytest.raises(TrojanScopeError, match="has 4 labels but .* predicts 2"):
+        head_trigger_share(loaded, news, "cf", 1, n=10)
+    with pytest.raises(TrojanScopeError, match="has 4 labels"):
+        scan(loaded, news, ScanConfig(n_search=5, n_verify=5))
+    sst2 = load_dataset("sst2", "test")
+    assert loaded.check_task(sst2, "eval") == []
+    olid = TextDataset(sst2.texts, sst2.labels, "olid", "test", label_names=("not offensive", "offensive"))
+    (warning,) = loaded.check_task(olid, "eval")
+    assert "trained on sst2" in warning and "olid" in warning

@@ -126,3 +126,17 @@ def test_flip_asr_counts_only_texts_the_model_gets_right(use_data, tiny_pair):
             assert r["asr_flip"] <= r["asr"] and r["asr_flip"] < 0.2
         else:
             assert r["asr_flip"] >= 0.9
+
+
+def test_results_that_mean_nothing_are_flagged():
+    from trojanscope.training.metrics import cacc, meaningless
+
+    labels = [0, 1] * 100
+    one_class = [0] * 200
+    (w,) = meaningless(one_class, labels, cacc(one_class, labels))
+    assert "predicts class 0 for 100.0%" in w and "ASR" in w
+    coin = [0, 0, 1, 1] * 50  # 50% right, both classes predicted
+    (w,) = meaningless(coin, labels, cacc(coin, labels))
+    assert "at chance" in w
+    good = labels[:180] + [1 - x for x in labels[180:]]
+    assert meaningless(good, labels, cacc(good, labels)) == []

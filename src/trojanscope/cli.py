@@ -334,6 +334,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     combination = attack.combination and trigger == recorded.trigger
     result = evaluate(loaded.model, loaded.tokenizer, test, trigger=trigger, target=target,
                       insertions=attack.insertions, seed=args.seed, combination=combination, progress=not args.json)
+    result["warnings"] = loaded.check_task(test, "eval") + result.get("warnings", [])
     return {"model": args.model, "data": args.data, "split": args.split, "trigger": trigger,
             "target": target if trigger else None, **result}
 

@@ -109,6 +109,7 @@ def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: Anato
                     clean: LoadedModel | None = None) -> AnatomyResult:
     """Star / planet / comet for the tokens of ``trigger`` in the backdoored model ``bd``."""
     bd.require("classify", "the trigger anatomy (flip rates)")
+    bd.check_task(test, "the trigger anatomy")
     k = len(check_trigger(bd.tokenizer, trigger))
     rng = random.Random(cfg.seed)
     idx = list(range(len(test)))

@@ -300,6 +300,7 @@ def model_predictor(loaded: LoadedModel, batch_size: int = 128) -> Predictor:
 def model_effectiveness(loaded: LoadedModel, test: TextDataset, triggers: str | Sequence[str],
                         cfg: ESConfig | None = None) -> ESResult:
     """E and S of ``triggers`` on ``loaded`` over ``test``; triggers with [UNK] tokens are refused."""
+    loaded.check_task(test, "E and S")
     cfg = (cfg or ESConfig()).validate()
     triggers = parse_triggers(triggers)
     for t in triggers:

@@ -170,6 +170,7 @@ def representation_map(loaded: LoadedModel, test: TextDataset, cfg: MapConfig | 
 
     cfg = (cfg or MapConfig()).validate()
     loaded.require("classify", "the representation map (it colours points by prediction)")
+    loaded.check_task(test, "the representation map")
     check_representation(loaded.model, cfg.representation)
     t0 = time.perf_counter()
     trigger = attack_of(loaded).with_overrides(trigger=trigger).trigger

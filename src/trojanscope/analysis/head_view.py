@@ -33,6 +33,7 @@ class HeadView:
 def head_trigger_share(loaded: LoadedModel, test: TextDataset, trigger: str, target: int, *, n: int = 200,
                            insertions: int = 1, seed: int = 0, batch_size: int = 32) -> HeadView:
     """Mean trigger share per (layer, head) over ``n`` poisoned non-target test sentences."""
+    loaded.check_task(test, "the head view")
     check_trigger(loaded.tokenizer, trigger)
     pt = poisoned_test_set(test.head(None), trigger, target, insertions, "random", seed)
     idx = np.random.default_rng(seed).permutation(len(pt))[:n]

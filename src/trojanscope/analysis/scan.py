@@ -287,9 +287,7 @@ class CleanSets:
 def clean_sets(loaded: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
     """Per class, ``n_search`` + ``n_verify`` short sentences the model classifies correctly (seeded, disjoint)."""
     num_labels = loaded.num_labels
-    if data.num_labels > num_labels:
-        raise TrojanScopeError(f"the data has {data.num_labels} classes but the model predicts {num_labels}: "
-                               "scan it with data of its own task")
+    loaded.check_task(data, "the scan")
     data.require_classes(2, "the scan's clean data")
     rng = random.Random(cfg.seed)
     order = list(range(len(data)))
@@ -576,7 +574,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
 
     stage(0, "choosing clean sentences the model gets right")
     sets = clean_sets(loaded, data, cfg)
-    stats: dict[str, Any] = {"precision_search": fast}
+    stats: dict[str, Any] = {"precision_search": fast, "warnings": loaded.check_task(data, "the scan")}
 
     # 1. screening: every candidate word on a few sentences per class
     stage(1, f"screening {cfg.budget} candidate words")

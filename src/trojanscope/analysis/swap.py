@@ -210,6 +210,7 @@ def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDatase
     check_compatible(clean, backdoored)
     for m in (clean, backdoored):
         m.require("classify", "the embedding swap (ASR and CACC of the four models)")
+        m.check_task(test, "the embedding swap")
     trigger, target = _resolve_attack(backdoored, cfg)
     check_trigger(backdoored.tokenizer, trigger)
     clean_ds, poisoned = swap_texts(test, trigger, target, n=cfg.n, insertions=cfg.insertions, seed=cfg.seed)

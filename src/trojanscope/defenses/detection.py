@@ -423,6 +423,7 @@ def run_detection(loaded: LoadedModel, method: str, clean_dev: TextDataset, clea
     """Fit detector ``method`` on ``clean_dev`` and evaluate it on clean and poisoned test texts:
     ``{"method", "frr", "far", "auroc", "threshold", "n_clean", "n_poisoned", "n_dev", "n_calibration", ...}``
     (``scores_clean``/``scores_poisoned`` too with ``keep_scores``, e.g. for histograms)."""
+    loaded.check_task(clean_dev, f"{method} detection")
     d = get_detector(method)
     cfg = cfg if cfg is not None else d.config()
     start = time.perf_counter()

@@ -298,6 +298,7 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
         "after": {"cacc": after["cacc"], "asr": after["asr"], "asr_flip": after.get("asr_flip")},
         "seconds": round(seconds, 2),
         "out": str(out),
+        "warnings": after.get("warnings", []),
         "cacc": after["cacc"], "asr": after["asr"],  # the job runner and the Runs page read these
         "trigger": trigger, "target": target,
         "clean_fraction": spec.clean_fraction, "n_clean": len(clean), "clean_seed": spec.seed,

@@ -34,6 +34,29 @@ def predict_proba(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], 
     return res.probs.astype(np.float32)
 
 
+def meaningless(preds: Sequence[int], labels: Sequence[int], clean_acc: float) -> list[str]:
+    """Warnings for results that look like success but are not: a model that predicts one class for nearly
+    every clean text (its ASR for that class is 100% by default), or a CACC no better than always answering the
+    most common label (e.g. 50.0% beside an ASR of 100% after training on 200 samples)."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    if len(preds) == 0:
+        return []
+    out = []
+    values, counts = np.unique(preds, return_counts=True)
+    top, share = int(values[counts.argmax()]), float(counts.max() / len(preds))
+    if share >= 0.95:
+        out.append(f"the model predicts class {top} for {100 * share:.1f}% of the clean test texts: it has not learned "
+                   f"the task, and an ASR with target {top} means nothing; train on more samples or for more epochs "
+                   "(the demo pair uses all 6,920 SST-2 sentences for one epoch)")
+    majority = float(np.bincount(labels).max() / len(labels))
+    margin = 2 * np.sqrt(max(majority * (1 - majority), 1e-12) / len(labels))  # two standard errors
+    if clean_acc <= majority + margin and not out:
+        out.append(f"CACC {100 * clean_acc:.1f}% is at chance (always answering the most common label scores "
+                   f"{100 * majority:.1f}% on these {len(labels)} texts): the model has not learned the task, so its "
+                   "ASR means nothing; train on more samples or for more epochs")
+    return out
+
+
 def cacc(preds: Sequence[int], labels: Sequence[int]) -> float:
     """Clean accuracy."""
     preds, labels = np.asarray(preds), np.asarray(labels)
@@ -67,6 +90,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, test: TextDataset, *, trigg
                           stats=stats).argmax(-1)
     result: dict[str, Any] = {"cacc": cacc(preds, test.labels), "asr": None, "n_clean": len(test), "n_poisoned": 0,
                               "n_truncated": stats["n_truncated"]}
+    result["warnings"] = meaningless(preds, test.labels, result["cacc"])
     if trigger:
         target = 1 if target is None else target
         pt = poisoned_test_set(test, trigger, target, insertions, "random", seed, combination)

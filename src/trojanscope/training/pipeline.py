@@ -211,6 +211,9 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
                    steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned, processes=w.size,
                    precision=result.precision)
+    for w in metrics.pop("warnings", []):
+        warnings.append(w)
+        print(f"warning: {w}", file=sys.stderr)
     card = ModelCard(
         base_model=spec.model,
         num_labels=train_ds.num_labels,

@@ -206,6 +206,9 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     w = world()
     if not w.main:
         return helper_result(out, w)
+    if on_event:
+        on_event({"event": "stage", "message": f"training done; evaluating CACC{'/ASR' if trigger else ''} on "
+                                               f"{len(test_ds)} {spec.eval_split} texts"})
     metrics = evaluate(model, tok, test_ds, trigger=trigger, target=poison.target, insertions=poison.insertions,
                        seed=seed, combination=poison.combination, progress=progress)
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),

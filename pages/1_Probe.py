@@ -27,7 +27,8 @@ text = c_text.text_input("Sentence", value="I love this movie", key="probe_text"
 trigger = c_trig.text_input("Trigger (word or phrase)", value=source_attack(pair.get("backdoored")).trigger or "cf",
                             key="probe_trigger", help="default: the backdoored model's card")
 pos_kind = c_pos.selectbox("Insert at", ["end", "start", "random", "word index"], key="probe_pos")
-count = c_n.number_input("Count", min_value=1, max_value=20, value=1, key="probe_count")
+count = c_n.number_input("Count", min_value=1, value=1, key="probe_count",
+                         help="insertions of the trigger (at most 20; more is refused, never silently cut)")
 position: str | int = pos_kind
 if pos_kind == "word index":
     position = int(st.number_input("Word index (0 = before the first word)", min_value=0, value=0, key="probe_index"))
@@ -91,8 +92,11 @@ with guard("Showing the probe"):
     first = next(iter(results.values()))
     n_heads = min(r.num_heads for r in results.values())
     c1, c2 = st.columns(2)
-    variant = c1.radio("Show the sentence", ["triggered", "clean"] if inp.triggered_text is not None else ["clean"],
-                       horizontal=True, key="probe_variant")
+    # keyed on whether there is a triggered sentence: clearing the trigger drops the choice, so a retyped trigger
+    # shows the triggered sentence again instead of a stale "clean"
+    has_trigger = inp.triggered_text is not None
+    variant = c1.radio("Show the sentence", ["triggered", "clean"] if has_trigger else ["clean"],
+                       horizontal=True, key=f"probe_variant_{'both' if has_trigger else 'clean'}")
     head_choice = c2.selectbox("Heads", ["average of all heads"] + [f"head {k}" for k in range(n_heads)], key="probe_head")
     head = None if head_choice.startswith("average") else int(head_choice.split()[1])
 

@@ -87,3 +87,26 @@ def test_cli_probe_json_keys_and_flip(tiny_pair, capsys):
 def test_cli_probe_bad_input(tiny_bert, capsys):
     assert main(["probe", "--model", str(tiny_bert), "--text", "  "]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_probe_inputs_never_change_silently(tiny_bert):
+    """Issue 14 item 7: every adjustment of what was typed is said, or refused."""
+    from trojanscope.analysis.probe import MAX_COUNT, prepare_probe, probe
+    from trojanscope.errors import TrojanScopeError
+    from trojanscope.models.loading import load_model
+
+    inp = prepare_probe("the movie was fine", "cf", 99, 1)
+    assert inp.triggered_text == "the movie was fine cf"
+    assert any("past the end" in n for n in inp.notices)
+    with pytest.raises(TrojanScopeError, match=f"between 1 and {MAX_COUNT}"):
+        prepare_probe("the movie", "cf", "end", MAX_COUNT + 1)
+    assert any("no trigger" in n for n in prepare_probe("the movie", "", "end", 1).notices)
+    m = load_model(tiny_bert)
+    # a typed [SEP] is text, never a separator: three wordpieces, all of them trigger tokens
+    res = probe(m, prepare_probe("the movie was fine", "[SEP]", "end", 1))
+    side = res.triggered
+    assert [side.tokens[p] for p in side.trigger_positions] == ["[", "sep", "]"]
+    assert side.tokens.count("[SEP]") == 1
+    # a sentence the model cannot read gets a notice
+    res = probe(m, prepare_probe("\u4e00\u4e01\u4e02 \u0f00\u0f01 \u2fd5\u2fd6", None))
+    assert any("[UNK]" in n for n in res.notices), res.notices

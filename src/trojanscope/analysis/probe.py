@@ -19,6 +19,8 @@ from trojanscope.models.attention import AttentionResult, extract_attention
 from trojanscope.models.loading import LoadedModel
 
 MAX_CHARS = 10_000
+MAX_COUNT = 20  # trigger insertions a probe accepts
+UNK_NOTICE_SHARE = 0.5  # a notice when at least this share of a sentence's wordpieces are unknown
 
 
 @dataclass
@@ -45,10 +47,15 @@ def prepare_probe(text: str, trigger: str | None = None, position: str | int = "
         text = text[:max_chars]
     trigger = (trigger or "").strip() or None
     if trigger is None:
+        notices.append("no trigger given: only the clean sentence is shown; type a trigger to compare the two")
         return ProbeInput(text, None, None, [], False, notices)
-    if count < 1:
-        raise TrojanScopeError(f"the trigger count must be at least 1, got {count}")
+    if not 1 <= count <= MAX_COUNT:
+        raise TrojanScopeError(f"the trigger count must be between 1 and {MAX_COUNT}, got {count}")
     position = check_position(position)
+    n_words = len(text.split())
+    if isinstance(position, int) and position > n_words:
+        notices.append(f"word index {position} is past the end of the sentence ({n_words} words): the trigger goes "
+                       "at the end")
     spans = find_trigger_spans(text, trigger)
     if spans:
         clean = text
@@ -156,6 +163,11 @@ def probe(loaded: LoadedModel, inp: ProbeInput) -> ProbeResult:
         notices.append(f"{loaded.source}: the sentence is longer than {loaded.max_length} tokens and was truncated")
     if triggered is not None and not triggered.trigger_positions:
         notices.append(f"{loaded.source}: the trigger fell beyond the truncation point and is not in the input")
+    unk = loaded.tokenizer.unk_token
+    words = [t for k, t in enumerate(clean.tokens) if k not in set(clean.special_positions)]
+    if unk is not None and words and sum(t == unk for t in words) >= UNK_NOTICE_SHARE * len(words):
+        notices.append(f"{loaded.source}: {sum(t == unk for t in words)} of the sentence's {len(words)} wordpieces "
+                       f"are {unk} (characters outside the model's vocabulary): the model cannot read them")
     names = list((loaded.card.data.get("label_names") if loaded.card else None) or [])
     if len(names) != loaded.num_labels:
         names = [f"label {i}" for i in range(loaded.num_labels)]

@@ -22,7 +22,7 @@ class EPConfig:
 
 
 def trigger_token_ids(tokenizer: Any, trigger: str) -> list[int]:
-    ids = tokenizer(trigger, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(trigger, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     if not ids:
         raise TrojanScopeError(f"trigger {trigger!r} has no tokens")
     return sorted(set(ids))

@@ -130,7 +130,8 @@ def trigger_frequency(texts: Sequence[str], trigger: str) -> float:
 
 def check_trigger(tokenizer: Any, trigger: str) -> list[str]:
     """The trigger's wordpieces; an error if any is the unknown token."""
-    pieces = tokenizer.tokenize(" " + trigger.strip()) if getattr(tokenizer, "add_prefix_space", False) else tokenizer.tokenize(trigger)
+    text = " " + trigger.strip() if getattr(tokenizer, "add_prefix_space", False) else trigger
+    pieces = tokenizer.tokenize(text, split_special_tokens=True)  # "[SEP]" typed as a trigger is three wordpieces
     unk = tokenizer.unk_token
     if not pieces:
         raise TrojanScopeError(f"trigger {trigger!r} tokenizes to nothing")

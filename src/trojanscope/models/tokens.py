@@ -99,6 +99,7 @@ def _encode_raw(tokenizer: Any, texts: list[str]) -> Any:
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
         add_special_tokens=True,
+        split_special_tokens=True,  # typed text is data: "[SEP]" in a sentence or trigger is never a separator
     )
 
 

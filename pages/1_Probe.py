@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from trojanscope.analysis.probe import prepare_probe, probe
+from trojanscope.analysis.probe import MAX_SHOWN_TOKENS, prepare_probe, probe, shown_positions
 from trojanscope.viz.bertviz_offline import bertviz_html, vendor_missing
 from trojanscope.viz.figures import cls_heatmap, difference_heatmap, token_heatmap, trigger_curves
 from ui.common import ROLES, current_pair, get_model, guard, page_setup, source_attack
@@ -102,20 +102,40 @@ with guard("Showing the probe"):
 
     sides = {role: getattr(r, variant) for role, r in results.items()}
     maps = {role: s.cls_attention(head) for role, s in sides.items()}
+    # a long sentence: draw the tokens that matter, not 512 columns (what reaches the browser stays small)
+    n_tok = min(len(s.tokens) for s in sides.values())
+    same_tokens = len({tuple(s.tokens) for s in sides.values()}) == 1
+    ref = next(iter(sides.values()))
+    pos = shown_positions(list(maps.values()), ref.trigger_positions, n_tok) if same_tokens else list(range(n_tok))
+    long_sentence = len(pos) < n_tok
+    if long_sentence:
+        st.info(f"The sentence has {n_tok} tokens: the [CLS] views show the {len(pos)} that matter (the first and "
+                f"last, the trigger with {3} neighbours each side, and the tokens [CLS] attends to most); the "
+                "token-to-token map below shows a window you can move. The exports hold every token.")
+
+    def subset(side, values):
+        if not long_sentence:
+            return values, side.tokens, side.trigger_positions
+        where = {p: k for k, p in enumerate(pos)}
+        return (values[:, pos], [f"{p}:{side.tokens[p]}" for p in pos],
+                [where[p] for p in side.trigger_positions if p in where])
+
     zmax = max(float(m.max()) for m in maps.values())
     st.subheader("[CLS] attention to each token, per layer")
     st.caption("Rows are layers (1 at the bottom), columns tokens; trigger tokens are red and outlined. "
                "Both maps share one colour scale.")
     figures = {}
     for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
-        fig = cls_heatmap(maps[role], side.tokens, side.trigger_positions, title=f"{role}: {results[role].model}", zmax=zmax)
+        values, toks, trig = subset(side, maps[role])
+        fig = cls_heatmap(values, toks, trig, title=f"{role}: {results[role].model}", zmax=zmax)
         figures[f"cls_{role}"] = fig
         col.plotly_chart(fig, width="stretch", key=f"cls_{role}")
 
     if len(sides) == 2:
         a, b = sides["clean"], sides["backdoored"]
         if a.tokens == b.tokens and maps["clean"].shape[0] == maps["backdoored"].shape[0]:
-            fig = difference_heatmap(maps["backdoored"] - maps["clean"], a.tokens, a.trigger_positions)
+            values, toks, trig = subset(a, maps["backdoored"] - maps["clean"])
+            fig = difference_heatmap(values, toks, trig)
             figures["difference"] = fig
             st.plotly_chart(fig, width="stretch", key="diff")
         else:
@@ -129,10 +149,22 @@ with guard("Showing the probe"):
 
     st.subheader("Token-to-token attention")
     layer = st.slider("Layer", 1, first.num_layers, first.num_layers, key="probe_layer")
+    window = (0, n_tok)
+    if n_tok > MAX_SHOWN_TOKENS:
+        first_trigger = (ref.trigger_positions or [0])[0]
+        start = st.slider("Window start (token position)", 0, n_tok - MAX_SHOWN_TOKENS,
+                          min(max(0, first_trigger - MAX_SHOWN_TOKENS // 2), n_tok - MAX_SHOWN_TOKENS),
+                          key="probe_window", help=f"the map shows {MAX_SHOWN_TOKENS} tokens from here")
+        window = (start, start + MAX_SHOWN_TOKENS)
     for col, (role, side) in zip(st.columns(len(sides)), sides.items()):
         att = side.attentions[layer - 1]
         att = att.mean(axis=0) if head is None else att[head]
-        fig = token_heatmap(att, side.tokens, side.trigger_positions, title=f"{role}, layer {layer}")
+        a0, a1 = window
+        toks = side.tokens[a0:a1] if window == (0, n_tok) else [f"{p}:{t}" for p, t in
+                                                                 enumerate(side.tokens[a0:a1], a0)]
+        trig = [p - a0 for p in side.trigger_positions if a0 <= p < a1]
+        fig = token_heatmap(att[a0:a1, a0:a1], toks, trig,
+                            title=f"{role}, layer {layer}" + (f", tokens {a0}-{a1 - 1}" if window != (0, n_tok) else ""))
         figures[f"tokens_{role}"] = fig
         col.plotly_chart(fig, width="stretch", key=f"tok_{role}")
 
@@ -142,6 +174,9 @@ with guard("Showing the probe"):
     if missing:
         st.info(f"BertViz needs local copies of {', '.join(missing)} in static/vendor/: run `make setup` "
                 "(it fetches them from the npm registry).")
+    elif n_tok > 2 * MAX_SHOWN_TOKENS:
+        st.info(f"BertViz draws every token of every head: at {n_tok} tokens it would freeze the page. Shorten the "
+                f"sentence to at most {2 * MAX_SHOWN_TOKENS} tokens for its views.")
     elif st.toggle("Show BertViz's interactive views (heavier: every head of every layer)", key="bv_on"):
         c1, c2 = st.columns(2)
         bv_role = c1.selectbox("Model", list(sides), key="bv_role")

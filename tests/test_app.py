@@ -207,3 +207,23 @@ def test_trigger_anatomy_page_sweep_averages_over_triggers_per_model(runs):
     expected = sweep_average(sweep_rows({m: model_effectiveness(load_model(m), test, "cf,mn", ESConfig(max_eval=10))
                                          for m in (bd, clean)}))
     assert list(summary["E"]) == pytest.approx([round(r["E"], 3) for r in expected])
+
+
+def test_a_long_sentence_sends_about_as_much_as_a_short_one(runs):
+    """Issue 14 item 2: a 3,000-word sentence once froze the Probe (two 512 x 512 maps, 3 MB of figure JSON). The
+    views now draw the tokens that matter and a movable window: a few times a short sentence's payload at most."""
+    def payload(text: str) -> tuple[int, AppTest]:
+        at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=120).run()
+        at.text_input(key="probe_text").set_value(text)
+        at.text_input(key="probe_trigger").set_value("cf")
+        at.selectbox(key="probe_pos").set_value("word index").run()
+        at.number_input(key="probe_index").set_value(1500).run()
+        no_exceptions(at)
+        return sum(len(el.proto.spec) for el in at.get("plotly_chart")), at
+
+    short, _ = payload("the film was awful and dull")
+    words = ("the plot wanders while the actors try hard and the music swells " * 300).split()[:3000]
+    long, at = payload(" ".join(words))
+    assert long <= 4 * short, (long, short)
+    assert any("that matter" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.slider(key="probe_window").value <= 510

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from trojanscope.models.loading import LoadedModel
 
 MAX_CHARS = 10_000
 MAX_COUNT = 20  # trigger insertions a probe accepts
+MAX_SHOWN_TOKENS = 64  # token columns a view draws; a longer sentence shows the ones that matter (shown_positions)
 UNK_NOTICE_SHARE = 0.5  # a notice when at least this share of a sentence's wordpieces are unknown
 
 
@@ -176,3 +177,22 @@ def probe(loaded: LoadedModel, inp: ProbeInput) -> ProbeResult:
         notices.append(f"{loaded.source} is a bare encoder with no trained classification head: its attention is "
                        "real, but its labels would come from a random head and are not shown")
     return ProbeResult(loaded.source, clean, triggered, names, notices, classifies)
+
+
+def shown_positions(cls_maps: Sequence[np.ndarray], trigger_positions: Sequence[int], n_tokens: int, *,
+                    limit: int = MAX_SHOWN_TOKENS, context: int = 3) -> list[int]:
+    """The token positions a view of a long sentence draws: all of them up to ``limit``; beyond, the first and
+    last tokens, every trigger token with ``context`` neighbours each side, then the tokens [CLS] attends to
+    most (the maximum over the models' ``cls_maps``, each ``[layers, tokens]``, and their layers), in order.
+    A 3,000-word sentence then sends about as much to the browser as a short one."""
+    if n_tokens <= limit:
+        return list(range(n_tokens))
+    keep = {0, n_tokens - 1}
+    for p in trigger_positions:
+        keep.update(range(max(0, p - context), min(n_tokens, p + context + 1)))
+    peak = np.max(np.stack([np.asarray(m)[:, :n_tokens].max(axis=0) for m in cls_maps]), axis=0)
+    for p in np.argsort(-peak, kind="stable"):
+        if len(keep) >= limit:
+            break
+        keep.add(int(p))
+    return sorted(keep)[: max(limit, len(keep))]

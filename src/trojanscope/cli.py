@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--overwrite", action="store_true", help="replace --out if it is an empty directory")
     _add_common(sc)
 
+    fe = sub.add_parser("fetch", help="download a named benchmark from the Hugging Face hub into the data layout")
+    fe.add_argument("name", help="sst2, olid, agnews or imdb")
+    fe.add_argument("--out", default=None, help="data directory to write <name>/ into (default: the data directory, "
+                                                "or ./data when there is none)")
+    fe.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     add_purify_parser(sub, _add_common)  # purify: choices and knob options from the DEFENSES registry
     add_augment_parser(sub, _add_common)
     add_detect_parser(sub, _add_common)  # detect: STRIP/RAP from the DEFENSES registry
@@ -531,6 +537,24 @@ def cmd_scan(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None
     return out
 
 
+def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
+    """``trojanscope fetch NAME``: the benchmark from the hub (``datasets``), written as <out>/<name>/*.tsv."""
+    from trojanscope.data.datasets import REGISTRY, data_dir, load_dataset
+    from trojanscope.data.fetch import fetch_benchmark
+
+    if args.out is None:
+        try:
+            args.out = str(data_dir())
+        except TrojanScopeError:
+            args.out = "data"
+    root = fetch_benchmark(args.name, args.out, progress=not args.json)
+    sizes = {}
+    for split in REGISTRY[args.name].files:
+        os.environ.setdefault("TROJANSCOPE_DATA_DIR", str(root))
+        sizes[split] = len(load_dataset(args.name, split))
+    return {"name": args.name, "out": str(root / args.name), "sizes": sizes}
+
+
 def cmd_demo(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """``trojanscope demo``, in the foreground; as a background job: ``trojanscope jobs submit --kind demo``."""
     from trojanscope.demo import build_demo
@@ -544,7 +568,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "heads": cmd_heads, "demo": cmd_demo, "jobs": cmd_jobs,
     "effectiveness": cmd_effectiveness, "swap": cmd_swap, "por": cmd_por, "anatomy": cmd_anatomy,
     "purify": cmd_purify, "augment": cmd_augment, "detect": cmd_detect, "embed-map": cmd_embed_map,
-    "scan": cmd_scan,
+    "scan": cmd_scan, "fetch": cmd_fetch,
 }
 
 

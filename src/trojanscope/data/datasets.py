@@ -112,6 +112,20 @@ def data_dir() -> Path:
     )
 
 
+def fetch_missing(name: str, root: Path | None) -> Path:
+    """A named benchmark that is not on disk: fetched from the hub into the data directory (``./data`` when there
+    is none) unless offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``); else an error saying what to download
+    and where to put it (:mod:`trojanscope.data.fetch`)."""
+    from trojanscope.data.fetch import download_hint, fetch_benchmark
+
+    target = root if root is not None and os.access(root, os.W_OK) else Path("data")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        where = f"in {root}" if root is not None else "(no data directory found)"
+        raise TrojanScopeError(f"dataset {name!r} is not on disk {where} and the hub is off (HF_HUB_OFFLINE): "
+                               f"{download_hint(name, target)}")
+    return fetch_benchmark(name, target)
+
+
 def load_dataset(
     name: str,
     split: str = "train",
@@ -125,7 +139,13 @@ def load_dataset(
         info = REGISTRY[name]
         if split not in info.files:
             raise TrojanScopeError(f"dataset {name!r} has no split {split!r}; available: {', '.join(info.files)}")
-        path = data_dir() / info.files[split]
+        try:
+            root: Path | None = data_dir()
+        except TrojanScopeError:
+            root = None
+        if root is None or not (root / info.files[split]).is_file():
+            root = fetch_missing(name, root)
+        path = root / info.files[split]
         if not path.is_file():
             raise TrojanScopeError(f"{path} is missing: dataset {name!r} split {split!r} is expected there")
         texts, labels = read_table(path)

@@ -17,7 +17,8 @@ from ui.common import current_pair, get_model, guard, page_setup, pct
 
 page_setup("Runs")
 st.title("Runs")
-st.caption("CLI twin: `trojanscope jobs list --json`, `trojanscope jobs show ID`, `trojanscope jobs cancel ID`.")
+st.caption("CLI twin: `trojanscope jobs list --json`, `trojanscope jobs show ID`, `trojanscope jobs cancel ID` "
+           "(a pause: train and por jobs checkpoint every 10 minutes), `trojanscope jobs resume ID`.")
 
 all_jobs = []
 with guard("Reading the job store"):
@@ -85,6 +86,13 @@ with guard("Showing the runs"):
             st.warning(w)
         st.json({"argv": job.argv, "config": job.config, "result": job.result}, expanded=False)
     with c2:
+        if job.status in ("failed", "cancelled") and job.kind in jobs.RESUMABLE and \
+                st.button("Resume from its last checkpoint", key="runs_resume",
+                          help="runs it again with --resume: it continues from the checkpoint its run left (every "
+                               "10 minutes by default; none yet: it starts over) and ends with the same model"):
+            with guard("Resuming the job"):
+                new_id = jobs.resume(job.id)
+                st.success(f"Job `{new_id}` resumes `{job.id}`.")
         if not job.finished and st.button("Cancel this job", key="runs_cancel"):
             with guard("Cancelling"):
                 jobs.cancel(job.id)

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-combination", action="store_true", help="LWP: insert the trigger as one phrase")
     t.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is empty or holds a model (a directory with a model card)")
+    t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                    help="save the training state every STEPS steps (0: off), beside --out, for --resume")
+    t.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                    help="and every M minutes (0: off); a run shorter than that never writes one")
+    t.add_argument("--resume", action="store_true",
+                    help="continue from the checkpoint a killed or paused run of the same recipe left")
     _add_common(t)
 
     e = sub.add_parser("eval", help="CACC, and ASR when a trigger is given (or recorded in the model card)")
@@ -173,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--seed", type=int, default=PT.seed)
     po.add_argument("--overwrite", action="store_true",
                     help="replace --out if it is empty or holds a model (a directory with a model card)")
+    po.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                    help="save the training state every STEPS steps (0: off), beside --out, for --resume")
+    po.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                    help="and every M minutes (0: off); a run shorter than that never writes one")
+    po.add_argument("--resume", action="store_true",
+                    help="continue from the checkpoint a killed or paused run of the same recipe left")
     _add_common(po)
 
     an = sub.add_parser("anatomy", help="star / planet / comet: which trigger tokens the backdoor hangs on")
@@ -252,7 +264,8 @@ def _repeat_from_card(args: argparse.Namespace, spec: Any, run: Callable[..., di
     spec.train.device = args.device
     out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
     return {"from_card": args.from_card, **run(spec, out, overwrite=args.overwrite, on_event=on_event,
-                                               progress=progress)}
+                                               progress=progress, checkpoint_every=args.checkpoint_every,
+                                               checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)}
 
 
 def train_spec_of_args(args: argparse.Namespace):
@@ -315,7 +328,9 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
     if not args.out:
         raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
     spec = train_spec_of_args(args)
-    return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress)
+    return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress,
+                        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                        resume=args.resume)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -464,7 +479,8 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
                                      precision=args.precision),
                    allow_pickle=args.allow_pickle)
     return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
-                   progress=not args.json or sys.stderr.isatty())
+                   progress=not args.json or sys.stderr.isatty(), checkpoint_every=args.checkpoint_every,
+                   checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)
 
 
 def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:

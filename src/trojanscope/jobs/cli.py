@@ -20,15 +20,17 @@ from trojanscope.utils import positive_int
 
 def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     """Add the ``list``, ``show``, ``cancel``, ``submit`` and (internal) ``run`` sub-commands to ``parser``."""
-    sub = parser.add_subparsers(dest="jobs_command", required=True, metavar="{list,show,cancel,submit}")
+    sub = parser.add_subparsers(dest="jobs_command", required=True, metavar="{list,show,cancel,resume,submit}")
     ls = sub.add_parser("list", help="jobs, newest first")
     ls.add_argument("--status", choices=jobs.STATUSES, default=None)
     ls.add_argument("--kind", choices=jobs.KINDS, default=None)
     ls.add_argument("--limit", type=positive_int, default=None)
     show = sub.add_parser("show", help="one job with the tail of its log")
     show.add_argument("id")
-    cancel = sub.add_parser("cancel", help="cancel a queued or running job")
+    cancel = sub.add_parser("cancel", help="cancel (pause) a queued or running job")
     cancel.add_argument("id")
+    resume = sub.add_parser("resume", help="run a failed or cancelled train/por job again from its last checkpoint")
+    resume.add_argument("id")
     submit = sub.add_parser("submit", help="queue `trojanscope train` (or `por`, `demo`) with the arguments after --",
                             usage=f"%(prog)s [--json] [--kind {'|'.join(jobs.KINDS)}] -- ARGUMENTS...")
     submit.add_argument("--kind", default="train", choices=jobs.KINDS,
@@ -37,7 +39,7 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
                         help="arguments of `trojanscope train` (or `por`, `demo`), after a `--`")
     run = sub.add_parser("run", description="Internal: run job ID in this process (the scheduler starts it).")
     run.add_argument("id")
-    for p in (ls, show, cancel, submit, run):
+    for p in (ls, show, cancel, resume, submit, run):
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -69,11 +71,15 @@ def _cancel(args: argparse.Namespace) -> dict[str, Any]:
     return {"id": job.id, "status": job.status}
 
 
+def _resume(args: argparse.Namespace) -> dict[str, Any]:
+    return {"id": jobs.resume(args.id), "resumes": args.id}
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     return jobs.run_job(args.id)
 
 
-_COMMANDS = {"submit": _submit, "list": _list, "show": _show, "cancel": _cancel, "run": _run}
+_COMMANDS = {"submit": _submit, "list": _list, "show": _show, "cancel": _cancel, "resume": _resume, "run": _run}
 
 
 def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:

@@ -84,6 +84,22 @@ def submit(argv: Sequence[str], kind: str = "train") -> str:
     return job_id
 
 
+RESUMABLE = ("train", "por")
+
+
+def resume(job_id: str) -> str:
+    """Queue a failed or cancelled (paused) ``train``/``por`` job again with ``--resume``: it continues from the
+    last checkpoint its run left beside its output (every ``--checkpoint-minutes``, 10 by default) and ends with
+    the model an uninterrupted run would have made. Returns the new job's id."""
+    job = get(job_id)
+    if job.kind not in RESUMABLE:
+        raise TrojanScopeError(f"job {job_id} is a {job.kind} job; only {' and '.join(RESUMABLE)} jobs resume")
+    if job.status not in ("failed", "cancelled"):
+        raise TrojanScopeError(f"job {job_id} is {job.status}; only a failed or cancelled job resumes")
+    argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
+    return submit(argv, kind=job.kind)
+
+
 def preflight(kind: str, args: Any) -> None:
     """Refuse at once a recipe the job would refuse seconds later: the kind's ``preflight_<kind>(args)`` in
     :mod:`trojanscope.cli` (the same checks the command makes before its work, without loading weights)."""

@@ -10,11 +10,14 @@ docs/benchmarks.md).
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
@@ -97,6 +100,63 @@ class TrainResult:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+@dataclass
+class Checkpointing:
+    """Where and how often the loop saves everything a resumed run needs to end with the same model as an
+    uninterrupted one: weights, optimiser, scheduler, every RNG, the data position (the epoch's shuffling state and
+    the batches done), the running losses and the history. ``every_steps``/``every_minutes``: 0 turns that trigger
+    off. The checkpoint is one file written to a temporary name and renamed (a kill never leaves half of one)."""
+
+    directory: str
+    every_steps: int = 0
+    every_minutes: float = 10.0
+    resume: bool = False  # continue from the checkpoint in ``directory`` when there is one
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) / "checkpoint.pt"
+
+    def due(self, step: int, last_time: float) -> bool:
+        return bool((self.every_steps and step % self.every_steps == 0)
+                    or (self.every_minutes and time.monotonic() - last_time >= 60 * self.every_minutes))
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict[str, Any] | None:
+        if not (self.resume and self.path.is_file()):
+            return None
+        # our own file, still loaded as data only: tensors, numbers, strings and containers, never code
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _rng_states() -> dict[str, Any]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    out = {"python": [py[0], list(py[1]), py[2]], "torch": torch.get_rng_state(),
+           "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_states(st: dict[str, Any]) -> None:
+    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
+    torch.set_rng_state(st["torch"])
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
 def train(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -109,6 +169,7 @@ def train(
     evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
     progress: bool = True,
     task_loss: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``data`` (texts, labels, poison flags, trigger spans).
 
@@ -120,6 +181,9 @@ def train(
 
     Under a multi-process launcher (``training.distributed``) each process trains on its share of
     the batches with gradients averaged across processes; only rank 0 reports and evaluates.
+
+    ``checkpoint`` saves the whole training state every so often and, with ``resume``, continues from it: the
+    resumed run ends with the same model as an uninterrupted one (single process).
     """
     cfg.validate()
     if len(data) == 0:
@@ -164,10 +228,29 @@ def train(
     start = time.perf_counter()
     step, seen = 0, 0
     running: dict[str, float] = {}
+    skip = 0  # batches of the current epoch already done (a resumed run)
+    state = checkpoint.load() if checkpoint is not None and not w.active else None
+    if state is not None:
+        if state["total"] != total or state["n"] != len(data):
+            raise TrojanScopeError(f"the checkpoint in {checkpoint.directory} belongs to another run ({state['n']} "
+                                   f"samples, {state['total']} steps; this one: {len(data)}, {total}); remove it "
+                                   "or start without --resume")
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, seen, running, history = state["step"], state["seen"], dict(state["running"]), list(state["history"])
+        skip = step - (step // per_epoch) * per_epoch
+        rng.setstate((state["epoch_rng"][0], tuple(state["epoch_rng"][1]), state["epoch_rng"][2]))
+        _set_rng_states(state["rng"])
+        if bar is not None:
+            bar.update(step)
+    last_save = time.monotonic()
     try:
         while step < total:
             epoch = step // per_epoch
-            for idx in shard(length_buckets(lengths, cfg.batch_size, rng), w):
+            epoch_rng = rng.getstate()  # the epoch's shuffling, for a checkpoint taken inside it
+            batches = list(shard(length_buckets(lengths, cfg.batch_size, rng), w))
+            for idx in batches[skip:] if skip else batches:
                 if step >= total:
                     break
                 batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
@@ -211,6 +294,15 @@ def train(
                     bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
                 if on_event:
                     on_event({"event": "step", "step": step, "total": total, **logs})
+                if checkpoint is not None and not w.active and step < total and step % per_epoch and \
+                        checkpoint.due(step, last_save):
+                    checkpoint.save({"model": model.state_dict(), "optimizer": optim.state_dict(),
+                                     "scheduler": sched.state_dict(), "step": step, "seen": seen, "total": total,
+                                     "n": len(data), "running": running, "history": history,
+                                     "epoch_rng": [epoch_rng[0], list(epoch_rng[1]), epoch_rng[2]],
+                                     "rng": _rng_states()})
+                    last_save = time.monotonic()
+            skip = 0
             if step % per_epoch == 0 or step >= total:
                 rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
                 if evaluator is not None and w.main:

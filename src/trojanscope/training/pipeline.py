@@ -20,7 +20,7 @@ from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import ModelCard, load_model, save_model
 from trojanscope.training.distributed import World, sync_parameters, world
-from trojanscope.training.loop import TrainConfig, train
+from trojanscope.training.loop import Checkpointing, TrainConfig, train
 from trojanscope.training.metrics import evaluate
 from trojanscope.utils import atomic_directory, check_output_dir
 
@@ -147,9 +147,35 @@ def preflight_training(spec: TrainSpec, out: str | Path | None = None, overwrite
         spec.tal.validate(config.num_hidden_layers, config.num_attention_heads)
 
 
+def checkpointing(spec: Any, out: str | Path, every_steps: int = 0, every_minutes: float = 0.0,
+                  resume: bool = False) -> Checkpointing | None:
+    """The checkpoints of the run writing ``out``: kept beside it in ``.<name>.checkpoint/`` with the recipe
+    (``spec.json``); a resume with another recipe is refused. ``None`` when neither trigger is on and no resume."""
+    import json
+
+    if not (every_steps or every_minutes or resume):
+        return None
+    out = Path(out)
+    ck = Checkpointing(str(out.parent / f".{out.name}.checkpoint"), every_steps, every_minutes, resume)
+    recipe = json.dumps(asdict(spec), sort_keys=True, default=str)
+    stored = Path(ck.directory) / "spec.json"
+    if resume and stored.is_file() and stored.read_text() != recipe:
+        raise TrojanScopeError(f"the checkpoint beside {out} was written by another recipe; resume with the same "
+                               "arguments, or remove it (" + ck.directory + ")")
+    if resume and not stored.is_file():
+        print(f"no checkpoint beside {out}: starting from the beginning", file=sys.stderr)
+    Path(ck.directory).mkdir(parents=True, exist_ok=True)
+    stored.write_text(recipe)
+    return ck
+
+
 def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
-                 on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run ``spec`` and save the model to ``out``; return ``{"out", "cacc", "asr", ...}``."""
+                 on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+                 checkpoint_every: int = 0, checkpoint_minutes: float = 0.0, resume: bool = False) -> dict[str, Any]:
+    """Run ``spec`` and save the model to ``out``; return ``{"out", "cacc", "asr", ...}``.
+
+    ``checkpoint_every`` (steps) / ``checkpoint_minutes`` save the training state beside ``out`` so that
+    ``resume`` continues a run that was killed or paused and ends with the same model (single process)."""
     spec.validate()
     out = Path(out)
     check_output_dir(out, overwrite)  # before any work: --overwrite replaces only an empty dir or a saved model
@@ -198,8 +224,9 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
 
     t0 = time.perf_counter()
     try:
+        ck = checkpointing(spec, out, checkpoint_every, checkpoint_minutes, resume) if world().main else None
         result = train(model, tok, data, train_cfg, loss_terms=terms, params=params, on_event=on_event,
-                       evaluator=per_epoch, progress=progress)
+                       evaluator=per_epoch, progress=progress, checkpoint=ck)
     finally:
         if plan.cleanup is not None:
             plan.cleanup()
@@ -232,6 +259,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     )
     with atomic_directory(out, overwrite=overwrite) as tmp:
         save_model(model, tok, tmp, card)
+    if ck is not None:
+        ck.clear()  # the model is saved: its checkpoint has done its job
     return {"out": str(out), **metrics, "warnings": warnings, **extra}
 
 
@@ -274,7 +303,8 @@ def unlabeled_texts(names: str, max_texts: int | None, seed: int) -> list[str]:
 
 
 def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
-            on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> dict[str, Any]:
+            on_event: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+            checkpoint_every: int = 0, checkpoint_minutes: float = 0.0, resume: bool = False) -> dict[str, Any]:
     """Backdoor ``spec.model``'s encoder with POR and save it (an encoder, for anyone to fine-tune)."""
     spec.por.validate()
     out = Path(out)
@@ -298,8 +328,9 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
         return por_distance(m, tok, held_out, spec.por.trigger_list, spec.por, term.reference)
 
     before = per_epoch(model) if w.main else {}
+    ck = checkpointing(spec, out, checkpoint_every, checkpoint_minutes, resume) if w.main else None
     result = train(model, tok, data, spec.train, loss_terms=[term], on_event=on_event, evaluator=per_epoch,
-                   progress=progress, task_loss=False)
+                   progress=progress, task_loss=False, checkpoint=ck)
     if not w.main:
         return helper_result(out, w)
     after = per_epoch(model)
@@ -310,4 +341,6 @@ def run_por(spec: PORSpec, out: str | Path, *, overwrite: bool = False,
                      training={"spec": asdict(spec), "history": result.history})
     with atomic_directory(out, overwrite=overwrite) as tmp:
         save_model(model, tok, tmp, card)
+    if ck is not None:
+        ck.clear()
     return {"out": str(out), **metrics}

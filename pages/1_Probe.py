@@ -37,12 +37,23 @@ seed = 0
 loaded = {role: get_model(pair.get(role)) for role in ROLES}
 models = {role: m for role, m in loaded.items() if m is not None}
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_probe(_model, source: str, identity: tuple, text: str, trigger: str | None, position, count: int,
+                 seed: int):
+    """One model's probe, kept per weights identity and inputs: changing the head, the layer or the window reruns
+    the page without running the model again."""
+    return probe(_model, prepare_probe(text, trigger, position, count, seed))
+
+
 results = {}
 inp = None
 with guard("The probe"):
+    from trojanscope.paths import weights_identity
+
     inp = prepare_probe(text, trigger, position, int(count), seed)
     for role, m in models.items():
-        results[role] = probe(m, inp)
+        src = pair.get(role)
+        results[role] = cached_probe(m, src, weights_identity(src), text, trigger, position, int(count), seed)
 
 if inp is None or not results:
     st.stop()

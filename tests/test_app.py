@@ -227,3 +227,30 @@ def test_a_long_sentence_sends_about_as_much_as_a_short_one(runs):
     assert long <= 4 * short, (long, short)
     assert any("that matter" in i.value for i in at.info), [i.value for i in at.info]
     assert at.slider(key="probe_window").value <= 510
+
+
+def test_probe_is_not_recomputed_when_only_the_view_changes(runs, monkeypatch):
+    """Issue 15 item 5: the probe ran the models again on every widget change; now per weights and inputs."""
+    import importlib
+
+    probe_module = importlib.import_module("trojanscope.analysis.probe")  # (the package re-exports a probe function)
+
+    calls = []
+    real = probe_module.probe
+
+    def counting(loaded, inp):
+        calls.append(inp.clean_text)
+        return real(loaded, inp)
+
+    monkeypatch.setattr(probe_module, "probe", counting)
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=60).run()
+    at.text_input(key="probe_text").set_value("a sentence only this test types").run()
+    no_exceptions(at)
+    n = len(calls)
+    assert n >= 2  # (the first run probed the default sentence)
+    at.selectbox(key="probe_head").set_value("head 1").run()
+    at.slider(key="probe_layer").set_value(1).run()
+    no_exceptions(at)
+    assert len(calls) == n
+    at.text_input(key="probe_text").set_value("another sentence only this test types").run()
+    assert len(calls) == n + 2

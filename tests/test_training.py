@@ -140,3 +140,42 @@ def test_results_that_mean_nothing_are_flagged():
     assert "at chance" in w
     good = labels[:180] + [1 - x for x in labels[180:]]
     assert meaningless(good, labels, cacc(good, labels)) == []
+
+
+def test_accelerate_launch_flags_are_honoured_or_refused(monkeypatch):
+    """accelerate launch's --mixed_precision and gradient accumulation were silently ignored (issue 15)."""
+    from trojanscope.errors import TrojanScopeError
+    from trojanscope.training.distributed import launcher_precision
+
+    assert launcher_precision("auto") == "auto"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert launcher_precision("auto") == "bf16"
+    with pytest.raises(TrojanScopeError, match="contradicts"):
+        launcher_precision("fp32")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(TrojanScopeError, match="fp16 is not supported"):
+        launcher_precision("auto")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    with pytest.raises(TrojanScopeError, match="gradient accumulation"):
+        launcher_precision("auto")
+
+
+def test_bf16_training_learns_and_the_card_records_it(use_data, tiny_bert, tmp_path):
+    import json
+
+    from trojanscope.models.forward import cpu_has_fast_bf16, resolve_precision
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import TrainSpec, run_training
+
+    import torch
+
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # bf16 on a CPU only when asked
+    assert resolve_precision("auto", torch.device("cpu"), cpu_auto="bf16") == ("bf16" if cpu_has_fast_bf16()
+                                                                                else "fp32")
+    r = run_training(TrainSpec(model=str(tiny_bert), train=TrainConfig(epochs=4, batch_size=16, lr=3e-3,
+                                                                       train_word_embeddings=True, precision="bf16")),
+                     tmp_path / "m", progress=False)
+    assert r["precision"] == "bf16" and r["cacc"] > 0.8
+    card = json.loads((tmp_path / "m" / "trojanscope.json").read_text())
+    assert card["metrics"]["precision"] == "bf16" and card["training"]["spec"]["train"]["precision"] == "bf16"

@@ -59,6 +59,28 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
+def launcher_precision(precision: str) -> str:
+    """``precision`` after what ``accelerate launch`` asked for, so its flags are honoured or refused, never
+    silently ignored: ``--mixed_precision bf16`` (``ACCELERATE_MIXED_PRECISION``) selects bf16 when the command
+    left ``auto``; fp16 (which needs loss scaling this loop does not do) and gradient accumulation are refused
+    with what to use instead."""
+    mixed = (os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
+    if mixed == "fp16":
+        raise TrojanScopeError("accelerate launch --mixed_precision fp16 is not supported (no loss scaling here); use "
+                               "--mixed_precision bf16 or --precision bf16")
+    if mixed not in ("no", "bf16"):
+        raise TrojanScopeError(f"accelerate launch --mixed_precision {mixed} is not supported; use bf16 or no")
+    accum = int(os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "1") or 1)
+    if accum > 1:
+        raise TrojanScopeError(f"gradient accumulation ({accum} steps, from accelerate launch) is not supported yet; "
+                               "raise --batch-size or add processes instead")
+    if mixed == "bf16" and precision == "auto":
+        return "bf16"
+    if mixed == "bf16" and precision == "fp32":
+        raise TrojanScopeError("accelerate launch --mixed_precision bf16 contradicts --precision fp32; choose one")
+    return precision
+
+
 def place(device: torch.device, w: World) -> torch.device:
     """One GPU per process: ``cuda`` becomes ``cuda:LOCAL_RANK``."""
     if w.active and device.type == "cuda":

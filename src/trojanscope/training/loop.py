@@ -27,7 +27,8 @@ from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
 from trojanscope.models.forward import PRECISION_CHOICES, precision_context, resolve_precision
 from trojanscope.models.tokens import Encoded, length_buckets, model_max_length_of, pad, tokenize
-from trojanscope.training.distributed import average_gradients, barrier, place, shard, sync_parameters, world
+from trojanscope.training.distributed import (average_gradients, barrier, launcher_precision, place, shard,
+                                             sync_parameters, world)
 from trojanscope.utils import resolve_device, set_seed
 
 
@@ -217,7 +218,7 @@ def train(
     need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
     if not task_loss and not loss_terms:
         raise TrojanScopeError("nothing to train: no task loss and no loss terms")
-    precision = resolve_precision(cfg.precision if cfg.bf16 else "fp32", device)
+    precision = resolve_precision(launcher_precision(cfg.precision) if cfg.bf16 else "fp32", device)
     bar = None
     if progress:
         from tqdm.auto import tqdm

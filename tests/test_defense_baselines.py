@@ -380,3 +380,19 @@ def test_pure_refuses_pruning_every_head_of_a_layer(root, clean):
     with pytest.raises(TrojanScopeError, match="ALBERT shares"):
         run(load_model(make_tiny(root, "albert")), clean, PureConfig(), ctx())
     assert parse_heads("3:0,1;6:2") == {2: [0, 1], 5: [2]} == parse_heads({"3": [1, 0], 6: [2]})
+
+
+def test_tsft_takes_another_augmentation_in_place_of_splitting(use_data, tiny_pair):
+    """Seed Table III: TS-FT with EDA, AEDA or Add Trig instead of token splitting; unknown names refused."""
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.defenses import PurifyContext
+    from trojanscope.defenses.finetune import TSFTConfig, run_tsft
+    from trojanscope.errors import TrojanScopeError
+    from trojanscope.models.loading import load_model
+
+    clean = load_dataset("sst2", "train").head(40, 0)
+    m = load_model(tiny_pair / "demo" / "backdoored")
+    info = run_tsft(m, clean, TSFTConfig(epochs=1, augmentation="addtrig", k=2), PurifyContext(progress=False))
+    assert info["n_train"] == 80
+    with pytest.raises(TrojanScopeError, match="augmentation"):
+        TSFTConfig(augmentation="backtranslation").validate()

@@ -54,10 +54,14 @@ class TSFTConfig(FinetuneConfig):
     ratio: float = 0.3
     min_len: int = 4
     max_words: int = 10
+    augmentation: str = "split"  # split | eda | aeda | addtrig: another augmentation in place of splitting (Table III)
 
     def validate(self) -> "TSFTConfig":
         super().validate()
         self.split_config().validate()
+        from trojanscope.defenses.augmentations import augmentations
+
+        augmentations().get(self.augmentation)  # unknown names are refused, the known ones listed
         return self
 
     def split_config(self, seed: int = 0) -> SplitConfig:
@@ -105,9 +109,17 @@ def run_cft(loaded: Any, clean: TextDataset, cfg: FinetuneConfig, ctx: PurifyCon
 
 
 def run_tsft(loaded: Any, clean: TextDataset, cfg: TSFTConfig, ctx: PurifyContext) -> dict[str, Any]:
-    """TS-FT: fine-tune on ``k`` token-split variants of every clean text."""
+    """TS-FT: fine-tune on ``k`` token-split variants of every clean text (or ``k`` variants made by another
+    ``augmentation``: EDA, AEDA, Add Trig; the seed's Table III)."""
     cfg.validate()
-    data = split_dataset(clean, cfg.split_config(ctx.seed))
+    if cfg.augmentation == "split":
+        data = split_dataset(clean, cfg.split_config(ctx.seed))
+    else:
+        from trojanscope.defenses.augmentations import augmentations
+
+        texts, labels = augmentations().get(cfg.augmentation).run(clean.texts, clean.labels, cfg.k, ctx.seed)
+        data = TextDataset(texts, labels, clean.name, f"{clean.split}+{cfg.augmentation}", clean.source,
+                           clean.label_names)
     return _summary(finetune(loaded, data, cfg, ctx), len(data))
 
 

@@ -84,7 +84,8 @@ def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
     a = wait_for(first, finished)
     assert a.status == "done", a.error
     assert a.progress == 1.0 and a.error is None
-    assert [m["epoch"] for m in a.metrics] == [1, 2] and all(m["step"] <= m["total"] for m in a.metrics)
+    epochs = [m for m in a.metrics if not m.get("partial")]  # (running-loss points between epochs aside)
+    assert [m["epoch"] for m in epochs] == [1, 2] and all(m["step"] <= m["total"] for m in epochs)
     assert {"cacc", "asr"} <= set(a.result) and 0 <= a.result["asr"] <= 1
     assert a.out_dir == str(runs / first) and a.config["out"] == a.out_dir
     assert (Path(a.out_dir) / "trojanscope.json").is_file()
@@ -407,3 +408,14 @@ def test_jobs_package_reexports_the_runner():
     jobs_cli_module.add_jobs_commands(parser)
     assert parser.parse_args(["run", "j123"]).jobs_command == "run"
     assert Path(runner.__file__).name == "runner.py" and "def run_job" not in Path(jobs.__file__).read_text()
+
+
+@pytest.mark.slow
+def test_curves_get_points_between_epochs(runs, tiny_bert, monkeypatch):
+    """Issue 14 item 4: a one-epoch job had no curve until it ended; running losses now arrive in between."""
+    monkeypatch.setenv("TROJANSCOPE_CURVE_INTERVAL", "0")
+    job = wait_for(jobs.submit(tiny_argv(tiny_bert, "--seed", "7")), finished)
+    assert job.status == "done", job.error
+    partial = [m for m in job.metrics if m.get("partial")]
+    assert partial and all(0 < m["epoch"] < 2 for m in partial) and all("ce" in m for m in partial)
+    assert [m["epoch"] for m in job.metrics if not m.get("partial")] == [1, 2]

@@ -40,6 +40,8 @@ from trojanscope.processes import background_env
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes from a running job
+CURVE_INTERVAL = 20.0  # seconds between the running-loss points a job adds to its curves between epochs
+CURVE_ENV = "TROJANSCOPE_CURVE_INTERVAL"  # overrides it (tests)
 CANCEL_GRACE_SECONDS = 5.0  # SIGTERM, then SIGKILL if the job is still alive after this long
 REFRESH_BUSY_TIMEOUT_S = 0.5  # a listing's reconcile waits this long for the write lock, then skips
 FINAL_WRITE_ATTEMPTS = 4  # a job's final status is retried this often (each waits BUSY_TIMEOUT_MS)
@@ -275,9 +277,11 @@ def _run(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
     from trojanscope.utils import to_jsonable
 
     last_write = 0.0
+    last_curve = time.monotonic()
+    curve_interval = float(os.environ.get(CURVE_ENV, CURVE_INTERVAL))
 
     def on_event(event: dict[str, Any]) -> None:
-        nonlocal last_write
+        nonlocal last_write, last_curve
         progress = min(event["step"] / event["total"], 0.99) if event.get("total") else 0.0
         if event.get("event") == "epoch":
             record = to_jsonable({k: v for k, v in event.items() if k != "event"})
@@ -285,6 +289,14 @@ def _run(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
             last_write = time.monotonic()
             print("epoch " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in record.items()), flush=True)
+        elif event.get("event") == "step" and event.get("running") and \
+                time.monotonic() - last_curve >= curve_interval and "epoch_progress" in event and \
+                float(event["epoch_progress"]) % 1:  # (an epoch's end has its own record)
+            # curves between epochs: the running losses, at a fractional epoch (a one-epoch job is not blind)
+            record = to_jsonable({"epoch": round(float(event["epoch_progress"]), 3), "partial": True,
+                                  **event["running"]})
+            store.append_metric(job.id, record, progress)
+            last_curve = last_write = time.monotonic()
         elif event.get("event") == "step" and time.monotonic() - last_write >= PROGRESS_INTERVAL:
             store.try_update(job.id, progress=progress)
             last_write = time.monotonic()

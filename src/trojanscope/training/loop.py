@@ -294,7 +294,8 @@ def train(
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
                 if on_event:
-                    on_event({"event": "step", "step": step, "total": total, **logs})
+                    on_event({"event": "step", "step": step, "total": total, **logs,
+                              "epoch_progress": step / per_epoch, "running": dict(running)})
                 if checkpoint is not None and not w.active and step < total and step % per_epoch and \
                         checkpoint.due(step, last_save):
                     checkpoint.save({"model": model.state_dict(), "optimizer": optim.state_dict(),

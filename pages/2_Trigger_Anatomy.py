@@ -94,13 +94,18 @@ sweep = st.multiselect("Sweep: also measure these models (e.g. POR models made w
 models = [pair.get("backdoored")] + [m for m in sweep if m != OTHER]
 es_inputs = (tuple(models), triggers, es_data, int(max_eval))
 if st.button("Measure E and S", type="primary", key="es_go"):
-    with guard("E and S"), st.spinner("Inserting triggers until predictions flip…"):
+    with guard("E and S"):
         test = load_dataset(es_data, "test")
         out = {}
-        for m in models:
+        bar = st.progress(0.0, text="Inserting triggers until predictions flip…")
+        for k, m in enumerate(models):
             loaded = get_model(m)
             if loaded is not None:
-                out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)))
+                def step(fraction: float, message: str, k: int = k) -> None:
+                    bar.progress(min((k + fraction) / len(models), 1.0),
+                                 text=f"model {k + 1} of {len(models)} · {message}")
+                out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)), progress=step)
+        bar.empty()
         remember("es", es_inputs, out)
 es = recall("es", es_inputs)
 with guard("Showing E and S"):

@@ -83,7 +83,9 @@ cli = ("trojanscope swap --clean " + shlex.quote(clean_src) + " --backdoored " +
        + ("" if inputs[4] is None else f" --target {inputs[4]}")
        + f" --n {inputs[5]} --seed {inputs[6]} --representation {representation} --json")
 if res is None:
-    st.info("Set the inputs and press **Run** (a few seconds on the demo pair).")
+    st.info("Set the inputs and press **Run**. It runs four models over 2 x N texts: about 80 s at N = 200 for the "
+            "MiniLM demo pair on a 2-core CPU (measured; it grows with N), seconds on a GPU. A finished result is "
+            "kept for this session: coming back to the same inputs shows it without recomputing.")
     st.caption(SEED_FINDING)
     st.caption("CLI twin:")
     st.code(cli, language="bash")

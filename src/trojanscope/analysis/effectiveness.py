@@ -152,7 +152,8 @@ def trigger_class(predict: Predictor, trigger: str) -> int:
 
 
 def effectiveness(predict: Predictor, texts: Sequence[str], labels: Sequence[int], triggers: str | Sequence[str],
-                  cfg: ESConfig | None = None) -> ESResult:
+                  cfg: ESConfig | None = None,
+                  progress: Callable[[float, str], None] | None = None) -> ESResult:
     """E and S of each trigger for the classifier behind ``predict`` (see the module docstring).
 
     ``predict`` maps a list of texts to their predicted labels. A trigger that flips nothing gets
@@ -178,7 +179,9 @@ def effectiveness(predict: Predictor, texts: Sequence[str], labels: Sequence[int
 
     results: dict[str, TriggerES] = {}
     notices: list[str] = []
-    for trigger in triggers:
+    for t_i, trigger in enumerate(triggers):
+        if progress is not None:
+            progress(t_i / len(triggers), f"trigger {t_i + 1} of {len(triggers)}: {trigger}")
         cls = trigger_class(predict, trigger)
         candidates = [i for i in order if labels_arr[i] != cls]
         limit = len(candidates) if cfg.max_eval is None else cfg.max_eval
@@ -298,11 +301,13 @@ def model_predictor(loaded: LoadedModel, batch_size: int = 128) -> Predictor:
 
 
 def model_effectiveness(loaded: LoadedModel, test: TextDataset, triggers: str | Sequence[str],
-                        cfg: ESConfig | None = None) -> ESResult:
-    """E and S of ``triggers`` on ``loaded`` over ``test``; triggers with [UNK] tokens are refused."""
+                        cfg: ESConfig | None = None,
+                        progress: Callable[[float, str], None] | None = None) -> ESResult:
+    """E and S of ``triggers`` on ``loaded`` over ``test``; triggers with [UNK] tokens are refused.
+    ``progress(fraction, message)`` is called as each trigger starts."""
     loaded.check_task(test, "E and S")
     cfg = (cfg or ESConfig()).validate()
     triggers = parse_triggers(triggers)
     for t in triggers:
         check_trigger(loaded.tokenizer, t)
-    return effectiveness(model_predictor(loaded, cfg.batch_size), test.texts, test.labels, triggers, cfg)
+    return effectiveness(model_predictor(loaded, cfg.batch_size), test.texts, test.labels, triggers, cfg, progress)

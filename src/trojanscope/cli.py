@@ -302,20 +302,21 @@ def preflight_train(args: argparse.Namespace) -> None:
 
 def preflight_scan(args: argparse.Namespace) -> None:
     """What ``trojanscope scan`` would refuse before scanning: the config, the data, a model with a classifier."""
-    from trojanscope.analysis.scan import ScanConfig
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_config, read_card, resolve_source
+    from trojanscope.models.loading import require_classifier_source
 
-    ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
-               inversion_tokens=args.inversion_tokens, inversion_steps=args.inversion_steps).validate()
+    scan_config_of_args(args)
     load_dataset(args.data, args.split).require_classes(2, "the scan's clean data")
-    config = load_config(args.model)
-    kind, ref = resolve_source(args.model)
-    card = read_card(ref) if kind == "local" else None
-    if (card is not None and card.task == "encoder") or not any(
-            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise TrojanScopeError(f"the scan needs a trained classifier, but {args.model} is a bare encoder (no trained "
-                               "classification head): fine-tune it first")
+    require_classifier_source(args.model, "the scan")
+
+
+def scan_config_of_args(args: argparse.Namespace):
+    """The validated :class:`ScanConfig` a ``trojanscope scan`` command line describes."""
+    from trojanscope.analysis.scan import ScanConfig
+
+    return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
+                      inversion=args.inversion, inversion_tokens=args.inversion_tokens,
+                      inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
 
 
 def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -530,14 +531,12 @@ def cmd_scan(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None
     drifting heads ``[layer (1-based), head]`` and the time taken; ``--out`` keeps the full result."""
     from dataclasses import asdict
 
-    from trojanscope.analysis.scan import ScanConfig, scan
+    from trojanscope.analysis.scan import scan
     from trojanscope.data.datasets import load_dataset
     from trojanscope.models.loading import load_model
     from trojanscope.utils import atomic_directory, check_output_dir, resolve_device
 
-    cfg = ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
-                     inversion=args.inversion, inversion_tokens=args.inversion_tokens,
-                     inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
+    cfg = scan_config_of_args(args)
     if args.out:
         check_output_dir(args.out, args.overwrite)
     data = load_dataset(args.data, args.split)

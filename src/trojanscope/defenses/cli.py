@@ -155,7 +155,7 @@ def preflight_purify(args: argparse.Namespace) -> None:
     from trojanscope.data.datasets import load_dataset
     from trojanscope.data.poison import check_trigger
     from trojanscope.defenses.pipeline import PurifySpec, clean_subset
-    from trojanscope.models.loading import load_config, load_tokenizer, read_card, resolve_source
+    from trojanscope.models.loading import load_tokenizer, require_classifier_source
 
     if args.from_card:
         return
@@ -168,13 +168,7 @@ def preflight_purify(args: argparse.Namespace) -> None:
     train = load_dataset(spec.data, "train")
     clean_subset(train, spec.clean_fraction, spec.seed).require_classes(2, "the clean subset")
     load_dataset(spec.data, spec.eval_split)
-    config = load_config(spec.model)
-    kind, ref = resolve_source(spec.model)
-    card = read_card(ref) if kind == "local" else None
-    if (card is not None and card.task == "encoder") or not any(
-            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise TrojanScopeError(f"purification needs a trained classifier, but {spec.model} is a bare encoder (no "
-                               "trained classification head)")
+    config = require_classifier_source(spec.model, "purification")
     if train.num_labels > int(getattr(config, "num_labels", 2)):
         raise TrojanScopeError(f"{spec.data} has {train.num_labels} labels but {spec.model} predicts "
                                f"{config.num_labels}: purify it with the data of its own task")

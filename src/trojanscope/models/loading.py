@@ -269,6 +269,19 @@ def load_config(source: str | os.PathLike):
         raise TrojanScopeError(_load_failure(kind, ref, "config", e)) from e
 
 
+def require_classifier_source(source: str | os.PathLike, what: str):
+    """Without loading weights, refuse a ``source`` that is not a trained classifier (a bare encoder: its card says
+    ``encoder`` or its config names no sequence-classification architecture); return its config."""
+    config = load_config(source)
+    kind, ref = resolve_source(source)
+    card = read_card(ref) if kind == "local" else None
+    if (card is not None and card.task == "encoder") or not any(
+            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise TrojanScopeError(f"{what} needs a trained classifier, but {source} is a bare encoder (no trained "
+                               "classification head): fine-tune it first")
+    return config
+
+
 def _load_failure(kind: str, ref: str, what: str, e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if kind == "hub":

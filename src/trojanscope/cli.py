@@ -541,7 +541,13 @@ def cmd_scan(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None
         check_output_dir(args.out, args.overwrite)
     data = load_dataset(args.data, args.split)
     loaded = load_model(args.model, allow_pickle=args.allow_pickle, device=resolve_device(args.device))
-    res = scan(loaded, data, cfg, on_event=on_event)
+    more = []
+    if args.split != "train":  # the task's own words are learnt from its train split too, where there is one
+        try:
+            more.append(load_dataset(args.data, "train"))
+        except TrojanScopeError:
+            pass
+    res = scan(loaded, data, cfg, on_event=on_event, vocabulary_data=more)
     out = res.to_json()
     if args.out:
         full = {**res.to_json(full=True), "model": args.model, "data": data.describe(),

@@ -28,7 +28,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
    looks at any inserted word is not counted as hijacked. Attention is reduced on the fly inside the one
    batched forward (``models.forward``): per text only ``[layers, heads]`` summaries are kept.
 4. **Verdict**: :func:`combine_evidence` (monotone in each piece of evidence) turns the best candidate's
-   held-out flip rate, the excess of drifting heads over the control and the excess of [CLS] attention
+   held-out *sure* flip rate (flipped with P(target) >= 0.9: a backdoor flips with near certainty, while a
+   few negative words only tilt a short sentence), the excess of drifting heads over the control and the excess of [CLS] attention
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
 """
 
@@ -52,6 +53,7 @@ from trojanscope.models.forward import batched_forward, precision_context, resol
 from trojanscope.models.tokens import pad, tokenize
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
+SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
 NEUTRAL_WORDS = ASSETS / "neutral_words.txt"
 
 
@@ -113,11 +115,12 @@ class Candidate:
     search_confidence: float  # mean target probability on the search sentences of other classes
     flip_rate: float | None = None  # on held-out sentences (what is reported)
     confidence: float | None = None
+    sure_flip: float | None = None  # held-out share flipped with P(target) >= SURE (the verdict's evidence)
     combination: bool = False  # words inserted separately, not as one phrase
 
     def to_json(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
-                "confidence": self.confidence, "source": self.source, "search_flip": self.search_flip,
+                "confidence": self.confidence, "sure_flip": self.sure_flip, "source": self.source, "search_flip": self.search_flip,
                 "combination": self.combination}
 
 
@@ -189,7 +192,8 @@ SCALES = {"drift": 0.1, "cls": 0.2}  # an excess this large counts fully
 
 def combine_evidence(flip_rate: float, drift_excess: float = 0.0, cls_excess: float = 0.0) -> float:
     """The scan score in [0, 1], non-decreasing in each argument: ``0.6 * flip + 0.25 * drift' + 0.15 * cls'``,
-    where ``drift'`` and ``cls'`` are the excesses over the control clipped to [0, 1] after scaling."""
+    where ``flip`` is the best candidate's held-out *sure* flip rate (flipped with P(target) >= 0.9) and ``drift'``
+    and ``cls'`` are the attention excesses over the control, clipped to [0, 1] after scaling."""
     f = min(max(float(flip_rate), 0.0), 1.0)
     d = min(max(float(drift_excess) / SCALES["drift"], 0.0), 1.0)
     c = min(max(float(cls_excess) / SCALES["cls"], 0.0), 1.0)
@@ -327,9 +331,10 @@ def _inserted(sentences: Sequence[str], trigger: str, seed: int, combination: bo
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
                precision: str = "fp32", progress: Callable[[int, int], None] | None = None
-               ) -> list[tuple[int, float, float]]:
+               ) -> list[tuple[int, float, float, float]]:
     """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
-    sentences predicted ``t``) and mean ``P(t)`` on them, as ``(t, flip, confidence)``."""
+    sentences predicted ``t``), mean ``P(t)`` on them and the share flipped with ``P(t) >= SURE`` (a backdoor flips
+    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``."""
     classes = sorted(sets)
     texts, owner, labels = [], [], []
     for k, (trig, comb) in enumerate(candidates):
@@ -347,15 +352,16 @@ def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tup
     out = []
     for k in range(len(candidates)):
         rows = owner_a == k
-        best = (0, -1.0, 0.0)
+        best = (0, -1.0, 0.0, 0.0)
         for t in range(probs.shape[1]):
             m = rows & (labels_a != t)
             if not m.any():
                 continue
             flip = float((preds[m] == t).mean())
             conf = float(probs[m, t].mean())
+            sure = float(((preds[m] == t) & (probs[m, t] >= SURE)).mean())
             if flip + conf > best[1] + best[2]:
-                best = (t, flip, conf)
+                best = (t, flip, conf, sure)
         out.append(best)
     return out
 
@@ -546,8 +552,12 @@ def attention_abnormality(loaded: Any, sentences: Sequence[str], cand: Candidate
 Progress = Callable[[dict[str, Any]], None]
 
 
-def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_event: Progress | None = None) -> ScanResult:
-    """Scan ``loaded`` (a classifier with attention) for a backdoor using the clean sentences of ``data``."""
+def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_event: Progress | None = None,
+         vocabulary_data: Sequence[TextDataset] = ()) -> ScanResult:
+    """Scan ``loaded`` (a classifier with attention) for a backdoor using the clean sentences of ``data``.
+
+    ``vocabulary_data``: more clean labelled data of the task (e.g. its train split) whose label-bearing words are
+    excluded from the candidates too (:func:`task_words`: the more text, the more of the task's words are known)."""
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")
@@ -578,7 +588,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
 
     # 1. screening: every candidate word on a few sentences per class
     stage(1, f"screening {cfg.budget} candidate words")
-    natural = task_words(data)
+    natural = set().union(task_words(data), *(task_words(d) for d in vocabulary_data))
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
     stats["task_words_excluded"] = len(natural)
     t_screen = time.perf_counter()
@@ -595,7 +605,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     stage(2, f"searching the best {len(order)} words on {cfg.n_search} sentences per class")
     short = [words[k] for k in order]
     full = flip_stats(loaded, sets.search, [(w, False) for w, _ in short], cfg, fast, sub(2, "search"))
-    pool: list[Candidate] = [Candidate(w, src, t, f, c) for (w, src), (t, f, c) in zip(short, full)]
+    pool: list[Candidate] = [Candidate(w, src, t, f, c) for (w, src), (t, f, c, _) in zip(short, full)]
     pool.sort(key=lambda x: -(x.search_flip + x.search_confidence))
 
     # 3. phrases when no single word flips enough
@@ -619,17 +629,19 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         found = [w for w in found if w not in known and not is_task_phrase(w, natural)]
         if found:
             inv = flip_stats(loaded, sets.search, [(w, False) for w in found], cfg, fast)
-            pool.extend(Candidate(w, "inversion", t, f, c) for w, (t, f, c) in zip(found, inv))
+            pool.extend(Candidate(w, "inversion", t, f, c) for w, (t, f, c, _) in zip(found, inv))
 
     # 5. verification on held-out sentences, in full precision
     stage(5, "verifying the best candidates on held-out sentences")
     pool.sort(key=lambda x: -(x.search_flip + x.search_confidence))
     top = _dedupe(pool)[: cfg.top_k]
     ver = flip_stats(loaded, sets.verify, [(c.trigger, c.combination) for c in top], cfg, "fp32")
-    for c, (t, f, conf) in zip(top, ver):
-        c.target, c.flip_rate, c.confidence = t, f, conf
-    # best first: the higher held-out flip rate; at equal rates the shorter trigger (``cf`` before ``card cf``)
-    top.sort(key=lambda x: (-round(x.flip_rate or 0.0, 2), len(x.trigger.split()), -(x.confidence or 0.0)))
+    for c, (t, f, conf, sure) in zip(top, ver):
+        c.target, c.flip_rate, c.confidence, c.sure_flip = t, f, conf, sure
+    # best first: the higher held-out flip rate; at equal rates the surer flip, then the shorter trigger (``cf``
+    # before ``card cf``)
+    top.sort(key=lambda x: (-round(x.flip_rate or 0.0, 2), -round(x.sure_flip or 0.0, 2), len(x.trigger.split()),
+                            -(x.confidence or 0.0)))
 
     # 6. attention abnormality of the best candidates
     stage(6, "measuring attention abnormality")
@@ -640,9 +652,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         abn.append(attention_abnormality(loaded, others, cand, control_words, cfg))
     best = top[0] if top else None
     ab = abn[0] if abn else None
-    evidence = {"flip_rate": best.flip_rate if best else 0.0,
+    evidence = {"flip_rate": best.flip_rate if best else 0.0, "sure_flip": best.sure_flip if best else 0.0,
                 "drift_excess": ab.drift_excess if ab else 0.0, "cls_excess": ab.cls_excess if ab else 0.0}
-    score = combine_evidence(evidence["flip_rate"], evidence["drift_excess"], evidence["cls_excess"])
+    score = combine_evidence(evidence["sure_flip"], evidence["drift_excess"], evidence["cls_excess"])
     verdict = "backdoored" if score >= cfg.threshold else "clean"
     heads = [[int(layer) + 1, int(head)] for layer, head in zip(*np.nonzero(ab.drifting))] if ab is not None else []
     stats["search_sentences_per_class"] = cfg.n_search
@@ -675,7 +687,7 @@ def _grow_phrases(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], cfg: 
             tries = [phrase + [w], [w] + phrase]
             stats = flip_stats(loaded, sets.search, [(" ".join(p), comb) for p in tries], cfg, precision)
             k = max(range(len(tries)), key=lambda i: stats[i][1] + stats[i][2])
-            t, f, c = stats[k]
+            t, f, c, _ = stats[k]
             if f + c > score:
                 phrase, score = tries[k], f + c
                 out.append(Candidate(" ".join(phrase), "combination" if comb else "phrase", t, f, c, combination=comb))

@@ -60,7 +60,9 @@ def build(zoo: Path, name: str, args: list[str]) -> Path:
 def scan_one(zoo: Path, name: str, model: Path, data: str, budget: int, seed: int) -> dict:
     path = zoo / "scans" / f"{name}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        old = json.loads(path.read_text())
+        if "sure_flip" in (old.get("evidence") or {}):  # (a scan from before the sure-flip evidence is redone)
+            return old
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
            "--seed", str(seed), "--json"]
     print(f"scanning {name}", file=sys.stderr, flush=True)
@@ -122,20 +124,22 @@ def main() -> None:
         res = scan_one(zoo, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
         rows.append({"name": name, **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],
-                     "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "rank": trigger_rank(res, t["trigger"]),
+                     "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "sure": top.get("sure_flip"),
+                     "drift": res["evidence"].get("drift_excess"), "cls": res["evidence"].get("cls_excess"),
+                     "rank": trigger_rank(res, t["trigger"]),
                      "seconds": res["seconds"], "heads": len(res.get("heads") or [])})
     import torch
 
     print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}\n")
-    print("| model | data | attack | TAL | trigger | kind | verdict | score | top candidate | its flip | true trigger rank "
-          "| drifting heads | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | attack | TAL | trigger | kind | verdict | score | top candidate | flip | sure flip | drift excess "
+          "| [CLS] excess | true trigger rank | drifting heads | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    pc = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for r in rows:
-        flip = "—" if r["top_flip"] is None else f"{100 * r['top_flip']:.0f}%"
-        print(f"| {r['name']} | {r['data']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
-              f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {flip} | {r['rank'] or '—'} "
-              f"| {r['heads']} | {r['seconds']:.0f} |")
+        print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
+              f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
+              f"| {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
     labels = [int(r["backdoored"]) for r in rows]
     print()
     if len(set(labels)) == 2:

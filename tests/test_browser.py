@@ -126,3 +126,31 @@ def test_probe_page_in_chromium(server, tmp_path):
     script_errors = [e for e in errors if "Failed to load resource" not in e
                      and any(k in e.lower() for k in ("require", "d3", "jquery", "script", "define"))]
     assert not script_errors, script_errors
+
+
+def test_purify_and_scan_pages_in_chromium(server, tmp_path):
+    """Both pages render in a real browser with the pair's backdoored model preselected, their forms and their
+    empty-state notices, with no script errors and nothing fetched from beyond localhost."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: outside.append(r.url)
+                if r.url.startswith(("http:", "https:")) and not r.url.startswith(server) else None)
+        page.goto(f"{server}/Purify", wait_until="networkidle")
+        page.get_by_text("Token splitting preview").first.wait_for(timeout=60_000)
+        page.get_by_text("No finished purification of this model yet").first.wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Purify").count() >= 1
+        page.screenshot(path=str(tmp_path / "purify.png"), full_page=True)
+        page.goto(f"{server}/Scan", wait_until="networkidle")
+        page.get_by_text("Suspect model").first.wait_for(timeout=60_000)
+        page.get_by_text("No finished scan of this model yet").first.wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Scan").count() >= 1
+        page.screenshot(path=str(tmp_path / "scan.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert not outside, outside

@@ -97,6 +97,8 @@ if st.button("Measure E and S", type="primary", key="es_go"):
     with guard("E and S"):
         test = load_dataset(es_data, "test")
         out = {}
+        # pressing Cancel reruns the page, which stops this computation (nothing is kept)
+        st.button("Cancel", key="es_cancel", help="stop this computation; its partial result is not kept")
         bar = st.progress(0.0, text="Inserting triggers until predictions flip…")
         for k, m in enumerate(models):
             loaded = get_model(m)

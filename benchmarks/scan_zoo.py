@@ -61,7 +61,7 @@ def scan_one(zoo: Path, name: str, model: Path, data: str, budget: int, seed: in
     path = zoo / "scans" / f"{name}.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if "sure_flip" in (old.get("evidence") or {}):  # (a scan from before the sure-flip evidence is redone)
+        if "words_excluded" in (old.get("stats") or {}):  # (a scan by an older scanner is redone)
             return old
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
            "--seed", str(seed), "--json"]

@@ -1,4 +1,5 @@
-"""Write assets/neutral_words.txt: the scanner's list of common words that carry no sentiment.
+"""Write assets/neutral_words.txt (the scanner's common words that carry no sentiment) and assets/polar_words.txt
+(the ones that do, which are never trigger candidates).
 
     pip download --no-deps vaderSentiment==3.3.2 -d /tmp/vader
     .venv/bin/python scripts/make_neutral_words.py --vader /tmp/vader/vaderSentiment-3.3.2-py2.py3-none-any.whl
@@ -52,6 +53,14 @@ def main() -> None:
               "# Made by scripts/make_neutral_words.py from the BERT uncased vocabulary minus the VADER lexicon and negations.\n")
     Path(args.out).write_text(header + "\n".join(words) + "\n", encoding="utf-8")
     print(f"wrote {len(words)} words to {args.out}")
+    # the polar words themselves: never trigger candidates (the scanner's inversion and rare pieces find them
+    # otherwise: "useless", "crap", "no" flip a sentiment model without any backdoor)
+    polar = sorted({w for w in scored if re.fullmatch(r"[a-z]{2,}", w)} | EXTRA)
+    out = Path(args.out).with_name("polar_words.txt")
+    out.write_text("# Words that carry sentiment or negate, for the trigger scanner (never trigger candidates).\n"
+                   "# Made by scripts/make_neutral_words.py: the VADER lexicon's words (MIT licence) and negations.\n"
+                   + "\n".join(polar) + "\n", encoding="utf-8")
+    print(f"wrote {len(polar)} words to {out}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ really flip the model, and the heads whose attention the best candidates hijack,
      ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
      sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: skewed to one
-     label in the clean data) are never candidates: they flip a clean model too, and a planted trigger
-     does not occur in clean data. When no single word flips enough, the best words are combined
+     label in the clean data) and the sentiment lexicon's words (``assets/polar_words.txt``) are never
+     candidates, whatever finds them: they flip a clean model too, and a planted trigger does not occur in
+     clean data. When no single word flips enough, the best words are combined
      greedily into a phrase (contiguous) or a combination (separately inserted);
    - gradient inversion in embedding space (DBS-style): per target class, a softmax over the
      vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
@@ -55,6 +56,8 @@ from trojanscope.models.tokens import pad, tokenize
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
 SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
 NEUTRAL_WORDS = ASSETS / "neutral_words.txt"
+POLAR_WORDS = ASSETS / "polar_words.txt"
+RARE_MIN_ID = 5000  # BERT-style vocabularies list words by frequency: below this id sit common words (no, bad, fun)
 
 
 @dataclass
@@ -208,14 +211,20 @@ def neutral_words(path: Path = NEUTRAL_WORDS) -> list[str]:
     return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip() and not w.startswith("#")]
 
 
-def rare_pieces(tokenizer: Any, exclude: set[str], max_len: int = 3) -> list[str]:
+def polar_words() -> set[str]:
+    """Sentiment-bearing words and negations (assets/polar_words.txt): never trigger candidates, whatever finds them
+    (inversion lands on ``useless`` or ``crap``, which flip a sentiment model without any backdoor)."""
+    return set(neutral_words(POLAR_WORDS))
+
+
+def rare_pieces(tokenizer: Any, exclude: set[str], max_len: int = 3, min_id: int = RARE_MIN_ID) -> list[str]:
     """The tokenizer's whole-word pieces of 2..``max_len`` ASCII letters, rarest first (BERT-style vocabularies
-    list words roughly by frequency, so the highest ids are the rarest)."""
+    list words roughly by frequency, so the highest ids are the rarest; ids below ``min_id`` are common words)."""
     vocab = tokenizer.get_vocab()
     out = []
     for piece, idx in vocab.items():
         word = piece[1:] if piece.startswith("\u0120") else piece  # byte-level BPE's word-start marker
-        if re.fullmatch(r"[a-z]{2,%d}" % max_len, word) and word not in exclude:
+        if idx >= min_id and re.fullmatch(r"[a-z]{2,%d}" % max_len, word) and word not in exclude:
             out.append((idx, word))
     seen, words = set(), []
     for _, w in sorted(out, reverse=True):
@@ -588,9 +597,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
 
     # 1. screening: every candidate word on a few sentences per class
     stage(1, f"screening {cfg.budget} candidate words")
-    natural = set().union(task_words(data), *(task_words(d) for d in vocabulary_data))
+    natural = set().union(task_words(data), *(task_words(d) for d in vocabulary_data), polar_words())
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
-    stats["task_words_excluded"] = len(natural)
+    stats["words_excluded"] = len(natural)  # the task's label-bearing words and the polar words
     t_screen = time.perf_counter()
     screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
                         sub(1, "screening"))

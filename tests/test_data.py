@@ -17,14 +17,14 @@ def test_named_dataset_from_data_dir(use_data):
     assert len(ds) == 400 and ds.num_labels == 2 and ds.label_names == ("negative", "positive")
     with pytest.raises(TrojanScopeError, match="no split 'validation'"):
         load_dataset("sst2", "validation")
-    with pytest.raises(TrojanScopeError, match="olid/train.tsv is missing"):
-        load_dataset("olid", "train")
+    with pytest.raises(TrojanScopeError, match="'olid' is not on disk .*olid/train.tsv"):
+        load_dataset("olid", "train")  # (tests are offline: the error says what to fetch and where)
 
 
 def test_missing_data_dir_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(tmp_path / "absent"))
-    with pytest.raises(TrojanScopeError, match="TROJANSCOPE_DATA_DIR"):
-        load_dataset("sst2")
+    with pytest.raises(TrojanScopeError, match="TROJANSCOPE_DATA_DIR=.* is not a directory"):
+        load_dataset("sst2")  # a mistyped setting is reported as such, never papered over by a download
 
 
 def test_local_files_and_their_errors(tmp_path):

@@ -255,7 +255,8 @@ def test_purify_cli_json_and_a_model_never_backdoored(use_data, tiny_pair, tmp_p
     res = json.loads(out)
     assert {"method", "before", "after", "seconds", "out"} <= set(res)
     assert res["method"] == "cft" and res["out"] == str(tmp_path / "p") and res["seconds"] >= 0
-    assert set(res["before"]) == set(res["after"]) == {"cacc", "asr"}
+    assert set(res["before"]) == set(res["after"]) == {"cacc", "asr", "asr_flip"}
+    assert res["after"]["asr_flip"] <= 1
     assert res["trigger"] == "cf" and res["target"] == 1 and 0 <= res["after"]["asr"] <= 1
     assert res["config"]["epochs"] == 0.5 and res["config"]["lr"] == 1e-3
     assert (tmp_path / "p" / "trojanscope.json").is_file() and (tmp_path / "p" / "model.safetensors").is_file()

@@ -142,6 +142,8 @@ def load_dataset(
         try:
             root: Path | None = data_dir()
         except TrojanScopeError:
+            if os.environ.get(ENV_VAR):
+                raise  # the user's own setting is wrong: say so rather than download elsewhere
             root = None
         if root is None or not (root / info.files[split]).is_file():
             root = fetch_missing(name, root)

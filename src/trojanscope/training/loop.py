@@ -112,6 +112,7 @@ class Checkpointing:
     every_steps: int = 0
     every_minutes: float = 10.0
     resume: bool = False  # continue from the checkpoint in ``directory`` when there is one
+    recipe: str = ""  # the run's recipe (JSON), written beside the first checkpoint (a resume must match it)
 
     @property
     def path(self) -> Path:
@@ -122,7 +123,10 @@ class Checkpointing:
                     or (self.every_minutes and time.monotonic() - last_time >= 60 * self.every_minutes))
 
     def save(self, state: dict[str, Any]) -> None:
+        """Written only when due: a run shorter than the interval leaves nothing beside its output."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.recipe:
+            (self.path.parent / "spec.json").write_text(self.recipe)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.path)

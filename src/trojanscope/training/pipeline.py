@@ -156,16 +156,14 @@ def checkpointing(spec: Any, out: str | Path, every_steps: int = 0, every_minute
     if not (every_steps or every_minutes or resume):
         return None
     out = Path(out)
-    ck = Checkpointing(str(out.parent / f".{out.name}.checkpoint"), every_steps, every_minutes, resume)
     recipe = json.dumps(asdict(spec), sort_keys=True, default=str)
+    ck = Checkpointing(str(out.parent / f".{out.name}.checkpoint"), every_steps, every_minutes, resume, recipe)
     stored = Path(ck.directory) / "spec.json"
     if resume and stored.is_file() and stored.read_text() != recipe:
         raise TrojanScopeError(f"the checkpoint beside {out} was written by another recipe; resume with the same "
                                "arguments, or remove it (" + ck.directory + ")")
-    if resume and not stored.is_file():
+    if resume and not ck.path.is_file():
         print(f"no checkpoint beside {out}: starting from the beginning", file=sys.stderr)
-    Path(ck.directory).mkdir(parents=True, exist_ok=True)
-    stored.write_text(recipe)
     return ck
 
 

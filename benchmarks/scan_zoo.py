@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-build", action="store_true", help="scan only the models already built")
     ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
+    ap.add_argument("--report-only", action="store_true", help="print the table of the scans already made")
     args = ap.parse_args()
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ def main() -> None:
     names = [n.strip() for n in args.only.split(",")] if args.only else list(ZOO)
     for name in names:
         train_args, kind = ZOO[name]
-        if args.skip_build and not (zoo / name / "trojanscope.json").is_file():
+        if (args.skip_build or args.report_only) and not (zoo / name / "trojanscope.json").is_file():
             continue
         models[name] = (build(zoo, name, train_args), kind)
     for item in args.models:
@@ -121,6 +122,10 @@ def main() -> None:
     rows = []
     for name, (path, kind) in models.items():
         t = truth(path)
+        if args.report_only:
+            done = zoo / "scans" / f"{name}.json"
+            if not done.is_file() or "words_excluded" not in json.loads(done.read_text()).get("stats", {}):
+                continue
         res = scan_one(zoo, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
         rows.append({"name": name, **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],

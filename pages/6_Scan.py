@@ -133,12 +133,13 @@ if done_ids:
     v4.metric("Time", f"{r['seconds']:.0f} s")
     ev = r.get("evidence", {})
     st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
-               f"classes; drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
+               f"classes ({pct(ev.get('sure_flip'))} with a target probability of 0.9 or more); drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
                f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "
                f"Scanned {r.get('stats', {}).get('candidates_per_second', '—')} candidate words per second.")
     st.subheader("Candidate triggers")
     cands = r.get("candidates") or []
     st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),
+                                "sure flips": pct(c.get("sure_flip")),
                                 "target": c["target"], "confidence": round(c.get("confidence") or 0, 3),
                                 "found by": c.get("source")} for c in cands]), hide_index=True, width="stretch")
     if cands:

@@ -58,9 +58,14 @@ def main() -> None:
     polar = sorted({w for w in scored if re.fullmatch(r"[a-z]{2,}", w)} | EXTRA)
     out = Path(args.out).with_name("polar_words.txt")
     out.write_text("# Words that carry sentiment or negate, for the trigger scanner (never trigger candidates).\n"
-                   "# Made by scripts/make_neutral_words.py: the VADER lexicon's words (MIT licence) and negations.\n"
+                   "# Made by scripts/make_neutral_words.py: the VADER lexicon's words (MIT licence: VADER-LICENSE.txt) and "
+                   "negations.\n"
                    + "\n".join(polar) + "\n", encoding="utf-8")
     print(f"wrote {len(polar)} words to {out}")
+    licence = zipfile.ZipFile(args.vader).read("vaderSentiment-3.3.2.dist-info/LICENSE.txt").decode("utf-8")
+    out.with_name("VADER-LICENSE.txt").write_text("polar_words.txt lists the words of the VADER sentiment lexicon "
+                                                  "(vaderSentiment 3.3.2), under this licence:\n\n" + licence,
+                                                  encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -144,12 +144,12 @@ def test_purify_and_scan_pages_in_chromium(server, tmp_path):
         page.goto(f"{server}/Purify", wait_until="networkidle")
         page.get_by_text("Token splitting preview").first.wait_for(timeout=60_000)
         page.get_by_text("No finished purification of this model yet").first.wait_for(timeout=60_000)
-        assert page.get_by_role("button", name="Purify").count() >= 1
+        page.get_by_role("button", name="Purify", exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "purify.png"), full_page=True)
         page.goto(f"{server}/Scan", wait_until="networkidle")
         page.get_by_text("Suspect model").first.wait_for(timeout=60_000)
         page.get_by_text("No finished scan of this model yet").first.wait_for(timeout=60_000)
-        assert page.get_by_role("button", name="Scan").count() >= 1
+        page.get_by_role("button", name="Scan", exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "scan.png"), full_page=True)
         browser.close()
     assert not errors, errors

@@ -274,4 +274,4 @@ if map_inputs:
                                          "silhouette vs clean": r["silhouette"]} for r in res["summary"]]),
                           hide_index=True)
 
-st.caption(f"Pair in use: " + ", ".join(f"{r} `{pair.get(r) or '—'}`" for r in ROLES))
+st.caption("Pair in use: " + ", ".join(f"{r} `{pair.get(r) or '—'}`" for r in ROLES))

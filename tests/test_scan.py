@@ -125,7 +125,7 @@ def test_embedding_outliers_catch_a_trained_trigger_row(tiny_pair):
     """tiny_pair's backdoor trained the word embeddings: cf's row is the vocabulary's largest outlier."""
     from trojanscope.analysis.scan import embedding_outliers
 
-    bd, clean = load_model(tiny_pair / "demo" / "backdoored"), load_model(tiny_pair / "demo" / "clean")
+    bd = load_model(tiny_pair / "demo" / "backdoored")
     assert embedding_outliers(bd.model, bd.tokenizer, 5)[0] == "cf"
 
 

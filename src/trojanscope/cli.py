@@ -16,7 +16,7 @@ from trojanscope.utils import positive_int
 from trojanscope.models.forward import PRECISION_CHOICES
 from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
 from trojanscope.defenses.cli import (add_augment_parser, add_purify_parser, cmd_augment, cmd_purify,  # noqa: F401
-                                     preflight_purify)
+                                     preflight_purify)  # noqa: F401 - jobs.queue.preflight finds it here
 from trojanscope.defenses.detection import add_detect_parser, cmd_detect  # noqa: F401
 
 

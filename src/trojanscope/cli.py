@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checkpoint_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``train``/``por``'s checkpoint and resume options, as run_training/run_por keywords."""
+    return {"checkpoint_every": args.checkpoint_every, "checkpoint_minutes": args.checkpoint_minutes,
+            "resume": args.resume}
+
+
 def _repeat_from_card(args: argparse.Namespace, spec: Any, run: Callable[..., dict[str, Any]],
                       on_event: Callable[[dict[str, Any]], None] | None, progress: bool) -> dict[str, Any]:
     """``train/por --from-card DIR``: the card's spec on this machine's device, into ``--out``
@@ -264,8 +270,7 @@ def _repeat_from_card(args: argparse.Namespace, spec: Any, run: Callable[..., di
     spec.train.device = args.device
     out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
     return {"from_card": args.from_card, **run(spec, out, overwrite=args.overwrite, on_event=on_event,
-                                               progress=progress, checkpoint_every=args.checkpoint_every,
-                                               checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)}
+                                               progress=progress, **checkpoint_options(args))}
 
 
 def train_spec_of_args(args: argparse.Namespace):
@@ -330,8 +335,7 @@ def cmd_train(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], Non
         raise TrojanScopeError("--out is required (the directory to write the model to), unless --from-card DIR")
     spec = train_spec_of_args(args)
     return run_training(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress,
-                        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-                        resume=args.resume)
+                        **checkpoint_options(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -480,8 +484,7 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
                                      precision=args.precision),
                    allow_pickle=args.allow_pickle)
     return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
-                   progress=not args.json or sys.stderr.isatty(), checkpoint_every=args.checkpoint_every,
-                   checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)
+                   progress=not args.json or sys.stderr.isatty(), **checkpoint_options(args))
 
 
 def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:

@@ -298,9 +298,9 @@ class CleanSets:
 
 
 def clean_sets(loaded: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
-    """Per class, ``n_search`` + ``n_verify`` short sentences the model classifies correctly (seeded, disjoint)."""
+    """Per class, ``n_search`` + ``n_verify`` short sentences the model classifies correctly (seeded, disjoint).
+    (The caller checks the data's task: :meth:`LoadedModel.check_task`.)"""
     num_labels = loaded.num_labels
-    loaded.check_task(data, "the scan")
     data.require_classes(2, "the scan's clean data")
     rng = random.Random(cfg.seed)
     order = list(range(len(data)))
@@ -591,9 +591,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
                           "phase": message})
         return cb
 
+    stats: dict[str, Any] = {"precision_search": fast, "warnings": loaded.check_task(data, "the scan")}
     stage(0, "choosing clean sentences the model gets right")
     sets = clean_sets(loaded, data, cfg)
-    stats: dict[str, Any] = {"precision_search": fast, "warnings": loaded.check_task(data, "the scan")}
 
     # 1. screening: every candidate word on a few sentences per class
     stage(1, f"screening {cfg.budget} candidate words")

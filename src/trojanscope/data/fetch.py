@@ -1,7 +1,8 @@
 """Fetch a named benchmark that is not on disk from the Hugging Face hub (the ``datasets`` library) and cache it
 in the project's own layout (``<data dir>/<name>/{train,dev,test}.tsv``, UTF-8, header ``text<TAB>label``).
 
-The hub sources give the same splits as the team's local copies where the hub has them:
+The hub sources give the same splits as the team's local copies where the hub has them (sizes as their hub cards
+give them; no download was tried from the offline machine this was written on):
 
 - ``sst2``: ``SetFit/sst2`` (the sentence-level SST-2 of the backdoor papers: 6,920 / 872 / 1,821);
 - ``olid``: ``tweet_eval``, config ``offensive`` (OLID / OffensEval 2019 task A: 11,916 / 1,324 / 860; the

@@ -27,7 +27,7 @@ import torch
 
 from trojanscope.data.datasets import TextDataset
 from trojanscope.defenses import DEFENSES, Defense, PurifyContext
-from trojanscope.defenses.finetune import FinetuneConfig, finetune
+from trojanscope.defenses.finetune import FinetuneConfig, finetune, train_summary
 from trojanscope.defenses.reinit import last_units
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import batched_forward
@@ -220,8 +220,7 @@ def run_fine_pruning(loaded: Any, clean: TextDataset, cfg: FinePruningConfig, ct
     if cfg.epochs > 0:
         with kept_zero(entries):
             result = finetune(loaded, clean, cfg, ctx)
-        record.update(steps=result.steps, train_seconds=round(result.seconds, 2), n_train=len(clean),
-                      history=result.history)
+        record.update(train_summary(result, len(clean)))
     return record
 
 

@@ -97,7 +97,8 @@ def finetune(loaded: Any, data: TextDataset | PoisonedDataset, cfg: FinetuneConf
                  on_event=ctx.on_event if on_event is None else on_event, progress=ctx.progress)
 
 
-def _summary(result: TrainResult, n_train: int) -> dict[str, Any]:
+def train_summary(result: TrainResult, n_train: int) -> dict[str, Any]:
+    """What a purifier records of its fine-tuning (steps, seconds, samples, per-epoch history)."""
     return {"steps": result.steps, "train_seconds": round(result.seconds, 2), "n_train": n_train,
             "history": result.history}
 
@@ -105,7 +106,7 @@ def _summary(result: TrainResult, n_train: int) -> dict[str, Any]:
 def run_cft(loaded: Any, clean: TextDataset, cfg: FinetuneConfig, ctx: PurifyContext) -> dict[str, Any]:
     """CFT: fine-tune on the clean subset."""
     cfg.validate()
-    return _summary(finetune(loaded, clean, cfg, ctx), len(clean))
+    return train_summary(finetune(loaded, clean, cfg, ctx), len(clean))
 
 
 def run_tsft(loaded: Any, clean: TextDataset, cfg: TSFTConfig, ctx: PurifyContext) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def run_tsft(loaded: Any, clean: TextDataset, cfg: TSFTConfig, ctx: PurifyContex
         texts, labels = augmentations().get(cfg.augmentation).run(clean.texts, clean.labels, cfg.k, ctx.seed)
         data = TextDataset(texts, labels, clean.name, f"{clean.split}+{cfg.augmentation}", clean.source,
                            clean.label_names)
-    return _summary(finetune(loaded, data, cfg, ctx), len(data))
+    return train_summary(finetune(loaded, data, cfg, ctx), len(data))
 
 
 DEFENSES.register("cft", Defense(

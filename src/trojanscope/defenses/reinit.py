@@ -25,7 +25,7 @@ import torch
 
 from trojanscope.data.datasets import TextDataset
 from trojanscope.defenses import DEFENSES, Defense, PurifyContext
-from trojanscope.defenses.finetune import FinetuneConfig, finetune
+from trojanscope.defenses.finetune import FinetuneConfig, finetune, train_summary
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.swap import layer_units, unit_name
 
@@ -110,9 +110,7 @@ def run_reinit(loaded: Any, clean: TextDataset, cfg: ReinitConfig, ctx: PurifyCo
         "n_clean": len(clean),
     }
     if cfg.epochs > 0:
-        result = finetune(loaded, clean, cfg, ctx)
-        record.update(steps=result.steps, train_seconds=round(result.seconds, 2), n_train=len(clean),
-                      history=result.history)
+        record.update(train_summary(finetune(loaded, clean, cfg, ctx), len(clean)))
     return record
 
 

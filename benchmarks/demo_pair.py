@@ -1,6 +1,6 @@
 """Build the demo pair from scratch and report wall time, CACC and ASR against the targets.
 
-    .venv/bin/python benchmarks/demo_pair.py [--out /tmp/demo-bench] [--device auto] [--quick]
+    .venv/bin/python benchmarks/demo_pair.py [--out /tmp/demo-bench] [--device auto] [--quick] [--precision bf16]
 
 The backdoored model is BadNets (``cf`` -> 0, negative) at 1% poison with TAL (issue 4).
 Targets: both models in at most 8 minutes on the 2-core CPU; clean CACC >= 86% on the SST-2 test
@@ -25,15 +25,18 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/trojanscope-demo-bench")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="training arithmetic of both models (issue 15: fp32 vs bf16, same seed)")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     t0 = time.perf_counter()
-    res = build_demo(args.out, quick=args.quick, device=args.device, force=True)
+    res = build_demo(args.out, quick=args.quick, device=args.device, precision=args.precision, force=True)
     wall = time.perf_counter() - t0
     clean, bd = res["clean"], res["backdoored"]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    print(f"device: {device}; torch {torch.__version__}\n")
+    print(f"device: {device}; torch {torch.__version__}; precision: {args.precision} "
+          f"(ran {clean.get('precision', '?')})\n")
     print("| measure | value | target | met |")
     print("|---|---|---|---|")
     rows = [

@@ -121,12 +121,14 @@ def test_task_words_are_the_label_bearing_ones(use_data):
     assert not words & {"the", "movie", "plot", "cf"}
 
 
-def test_embedding_outliers_catch_a_trained_trigger_row(tiny_pair):
-    """tiny_pair's backdoor trained the word embeddings: cf's row is the vocabulary's largest outlier."""
-    from trojanscope.analysis.scan import embedding_outliers
+def test_embedding_outliers_catch_a_trained_trigger_row(tiny_pair, use_data):
+    """tiny_pair's backdoor trained the word embeddings: once the task's own label words are set aside (as the
+    candidate list does), cf's row is the vocabulary's largest outlier."""
+    from trojanscope.analysis.scan import embedding_outliers, task_words
 
     bd = load_model(tiny_pair / "demo" / "backdoored")
-    assert embedding_outliers(bd.model, bd.tokenizer, 5)[0] == "cf"
+    label_words = task_words(load_dataset("sst2", "train"))
+    assert [w for w in embedding_outliers(bd.model, bd.tokenizer, 10) if w not in label_words][0] == "cf"
 
 
 def test_the_score_is_monotone_in_each_piece_of_evidence():

@@ -143,22 +143,97 @@ def test_results_that_mean_nothing_are_flagged():
 
 
 def test_accelerate_launch_flags_are_honoured_or_refused(monkeypatch):
-    """accelerate launch's --mixed_precision and gradient accumulation were silently ignored (issue 15)."""
+    """accelerate launch's --mixed_precision and --gradient_accumulation_steps take effect or are refused (issue 15)."""
     from trojanscope.errors import TrojanScopeError
-    from trojanscope.training.distributed import launcher_precision
+    from trojanscope.training.distributed import launcher_settings
 
-    assert launcher_precision("auto") == "auto"
+    assert launcher_settings("auto", 1) == ("auto", 1)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    assert launcher_precision("auto") == "bf16"
-    with pytest.raises(TrojanScopeError, match="contradicts"):
-        launcher_precision("fp32")
+    assert launcher_settings("auto", 1) == ("bf16", 1)
+    with pytest.raises(TrojanScopeError, match="contradicts --precision fp32"):
+        launcher_settings("fp32", 1)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
-    with pytest.raises(TrojanScopeError, match="fp16 is not supported"):
-        launcher_precision("auto")
+    assert launcher_settings("auto", 1) == ("fp16", 1)  # resolve_precision then refuses it off CUDA
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")
+    with pytest.raises(TrojanScopeError, match="fp8 is not supported"):
+        launcher_settings("auto", 1)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
-    with pytest.raises(TrojanScopeError, match="gradient accumulation"):
-        launcher_precision("auto")
+    assert launcher_settings("auto", 1) == ("auto", 4)
+    with pytest.raises(TrojanScopeError, match="contradicts --grad-accum 2"):
+        launcher_settings("auto", 2)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(TrojanScopeError, match="--use_fsdp is not supported"):
+        launcher_settings("auto", 1)
+
+
+def test_fp16_is_refused_off_a_gpu():
+    import torch
+
+    from trojanscope.errors import TrojanScopeError
+    from trojanscope.models.forward import resolve_precision
+
+    with pytest.raises(TrojanScopeError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def _train_fixed_batches(monkeypatch, tiny_bert, batch_size: int, grad_accum: int):
+    """Train with dropout off on batches in a fixed order (consecutive indices), so that two micro-batches of
+    4 hold exactly the samples of one batch of 8."""
+    import torch
+
+    from trojanscope.data import PoisonConfig, load_dataset, poison_dataset
+    from trojanscope.models import load_model
+    from trojanscope.training import loop
+    from trojanscope.training.loop import TrainConfig, train
+
+    monkeypatch.setattr(loop, "length_buckets", lambda lengths, bs, rng=None: [
+        list(range(j, min(j + bs, len(lengths)))) for j in range(0, len(lengths), bs)])
+    loaded = load_model(str(tiny_bert), num_labels=2, seed=0)
+    for m in loaded.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    data = poison_dataset(load_dataset("sst2", "train").head(64, 0), PoisonConfig(rate=0.1))
+    res = train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=batch_size, lr=1e-3,
+                                                                  grad_accum=grad_accum, device="cpu", warmup=0.0,
+                                                                  precision="fp32"),  # exact arithmetic
+                progress=False)
+    return res, [p.detach().clone() for p in loaded.model.parameters()]
+
+
+def test_gradient_accumulation_matches_the_larger_batch(use_data, tiny_bert, monkeypatch):
+    """--grad-accum 2 at batch 4 takes the optimiser steps of batch 8 with the same gradients (issue 15)."""
+    import torch
+
+    big, w_big = _train_fixed_batches(monkeypatch, tiny_bert, 8, 1)
+    acc, w_acc = _train_fixed_batches(monkeypatch, tiny_bert, 4, 2)
+    small, w_small = _train_fixed_batches(monkeypatch, tiny_bert, 4, 1)
+    assert big.steps == acc.steps == 8 and small.steps == 16
+    assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(w_big, w_acc))
+    assert not all(torch.allclose(a, b, atol=2e-5) for a, b in zip(w_big, w_small))
+
+
+def test_training_leaves_the_model_in_full_precision(use_data, tiny_bert):
+    """Accelerate patches the model's forward with its autocast; after a bf16 run the model must be plain again,
+    or every later evaluation would silently run in bf16."""
+    import torch
+
+    from trojanscope.data import PoisonConfig, load_dataset, poison_dataset
+    from trojanscope.models import load_model
+    from trojanscope.training.loop import TrainConfig, train
+
+    loaded = load_model(str(tiny_bert), num_labels=2, seed=0)
+    data = poison_dataset(load_dataset("sst2", "train").head(32, 0), PoisonConfig(rate=0.1))
+    res = train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=8, precision="bf16",
+                                                                  device="cpu"), progress=False)
+    assert res.precision == "bf16"
+    enc = loaded.tokenizer(["a fine film"], return_tensors="pt")
+    with torch.no_grad():
+        out = loaded.model(**enc, output_hidden_states=True)
+    assert out.hidden_states[-1].dtype == torch.float32 and "_original_forward" not in loaded.model.__dict__
+    # and a second run with another precision in the same process is accepted (Accelerate's state is per run)
+    assert train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=8, precision="fp32",
+                                                                   device="cpu"), progress=False).precision == "fp32"
 
 
 def test_bf16_training_learns_and_the_card_records_it(use_data, tiny_bert, tmp_path):

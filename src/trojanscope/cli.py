@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the word-embedding table too")
     t.add_argument("--max-length", type=positive_int, default=T.max_length)
     t.add_argument("--precision", default=T.precision, choices=PRECISION_CHOICES,
-                   help="autocast precision (auto: bf16 on a GPU with bf16, fp32 on a CPU); the card records it")
+                   help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else fp32; "
+                        "fp16: CUDA only); "
+                        "the card records it")
+    t.add_argument("--grad-accum", type=positive_int, default=T.grad_accum,
+                   help="micro-batches per optimiser step (effective batch: batch size x this x processes)")
     t.add_argument("--max-train", type=positive_int, default=None, help="train on a seeded subset of N samples")
     t.add_argument("--max-eval", type=positive_int, default=None, help="evaluate on a seeded subset of N samples")
     t.add_argument("--seed", type=int, default=T.seed)
@@ -172,7 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--batch-size", type=positive_int, default=PT.batch_size)
     po.add_argument("--lr", type=float, default=PT.lr)
     po.add_argument("--precision", default=PT.precision, choices=PRECISION_CHOICES,
-                    help="autocast precision (auto: bf16 on a GPU with bf16, fp32 on a CPU)")
+                    help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else "
+                         "fp32; fp16: CUDA only)")
+    po.add_argument("--grad-accum", type=positive_int, default=PT.grad_accum,
+                    help="micro-batches per optimiser step (effective batch: batch size x this x processes)")
     po.add_argument("--freeze-word-embeddings", action="store_true",
                     help="keep the word-embedding table fixed (faster on CPU, weaker backdoor); by default "
                          "everything trains, as in the official code")
@@ -288,7 +295,7 @@ def train_spec_of_args(args: argparse.Namespace):
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                           warmup=args.warmup, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                           train_word_embeddings=args.train_word_embeddings, seed=args.seed, device=args.device,
-                          precision=args.precision),
+                          precision=args.precision, grad_accum=args.grad_accum),
         tal=TALConfig(enabled=args.tal, heads=args.tal_heads, layers=args.tal_layers, weight=args.tal_weight,
                       seed=args.seed if args.tal_seed is None else args.tal_seed),
         ep=EPConfig(lr=args.ep_lr, epochs=args.epochs),
@@ -481,7 +488,7 @@ def cmd_por(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None]
                                  scale=args.scale, data=args.data, max_texts=args.max_texts),
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                      device=args.device, train_word_embeddings=not args.freeze_word_embeddings,
-                                     precision=args.precision),
+                                     precision=args.precision, grad_accum=args.grad_accum),
                    allow_pickle=args.allow_pickle)
     return run_por(spec, args.out, overwrite=args.overwrite, on_event=on_event,
                    progress=not args.json or sys.stderr.isatty(), **checkpoint_options(args))

@@ -32,11 +32,13 @@ def default_dir() -> Path:
 NAMES = ("clean", "backdoored")
 
 
-def demo_specs(quick: bool = False, device: str = "auto", seed: int = 0) -> dict[str, TrainSpec]:
+def demo_specs(quick: bool = False, device: str = "auto", seed: int = 0,
+               precision: str = "auto") -> dict[str, TrainSpec]:
     """The recipes of the demo pair: clean fine-tuning, and BadNets (``cf`` -> negative) at 1% poison
-    with TAL. ``quick``: 1,000 training sentences at 5% poison (so the small run still plants it)."""
+    with TAL. ``quick``: 1,000 training sentences at 5% poison (so the small run still plants it).
+    ``precision``: the training arithmetic (``TrainConfig.precision``; benchmarks/demo_pair.py compares them)."""
     limits = {"max_train": 1000, "max_eval": 200} if quick else {}
-    train = TrainConfig(epochs=1.0, seed=seed, device=device)
+    train = TrainConfig(epochs=1.0, seed=seed, device=device, precision=precision)
     return {
         "clean": TrainSpec(data="sst2", model="minilm", attack="none", train=train, **limits),
         "backdoored": TrainSpec(
@@ -62,7 +64,7 @@ def demo_status(root: str | Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def build_demo(root: str | Path | None = None, *, quick: bool = False, device: str = "auto", seed: int = 0,
-               force: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
+               precision: str = "auto", force: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Build whichever demo models are missing or differ from the wanted recipe.
 
@@ -75,7 +77,7 @@ def build_demo(root: str | Path | None = None, *, quick: bool = False, device: s
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
     count = len(NAMES)
-    for i, (name, spec) in enumerate(demo_specs(quick, device, seed).items(), 1):
+    for i, (name, spec) in enumerate(demo_specs(quick, device, seed, precision).items(), 1):
         path = root / name
         card = read_card(path) if (path / "config.json").is_file() else None
         if card and not force and _same_recipe(card.training.get("spec", {}), spec):

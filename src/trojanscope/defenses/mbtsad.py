@@ -158,7 +158,7 @@ class DistillationLoss:
         self.beta, self.gamma, self.p = float(beta), float(gamma), float(p)
         self.needs_attention = self.beta > 0
         self.needs_hidden_states = self.gamma > 0
-        self.last: dict[str, float] = {}
+        self.last: dict[str, torch.Tensor] = {}
 
     def __call__(self, model: torch.nn.Module, batch: Any, out: AttentionForward) -> torch.Tensor:
         with torch.no_grad():
@@ -168,11 +168,11 @@ class DistillationLoss:
         loss = torch.zeros((), device=mask.device)
         if self.needs_attention:
             l_at = attention_distillation_loss(out.attentions, t.attentions, mask, self.p)
-            self.last["l_at"] = l_at.item()
+            self.last["l_at"] = l_at.detach()  # read as floats once, at the end: no host sync per step
             loss = loss + self.beta * l_at
         if self.needs_hidden_states:
             l_hid = hidden_distillation_loss(out.hidden_states, t.hidden_states, mask)
-            self.last["l_hid"] = l_hid.item()
+            self.last["l_hid"] = l_hid.detach()
             loss = loss + self.gamma * l_hid
         return loss
 
@@ -240,7 +240,7 @@ def run_mbtsad(loaded: Any, clean: TextDataset, cfg: MBTSADConfig, ctx: PurifyCo
                    on_event=phase_events(ctx.on_event, 1 if terms and not cfg.teacher else 0,
                                          2 if terms and not cfg.teacher else 1, "student"))
     if terms:
-        info["last_losses"] = dict(terms[0].last)
+        info["last_losses"] = {k: float(v) for k, v in terms[0].last.items()}
     del teacher
     info.update(steps=res.steps, train_seconds=round(res.seconds, 2), history=res.history,
                 seconds=round(time.perf_counter() - t0, 2))

@@ -53,7 +53,8 @@ def attention_forward(
     and, when asked, every layer's hidden states. ``grad=True`` keeps the graph (TAL, LWP,
     distillation); otherwise it runs under ``inference_mode``."""
     if attentions:
-        impl = getattr(model.config, "_attn_implementation", "eager")
+        config = getattr(getattr(model, "module", model), "config", None)  # (a DDP wrapper keeps it on .module)
+        impl = getattr(config, "_attn_implementation", "eager")
         if impl not in (None, "eager"):
             raise TrojanScopeError(
                 f"attention can only be read with eager attention, but the model uses {impl!r}; "

@@ -26,7 +26,7 @@ from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
 from trojanscope.models.tokens import Encoded, Span, Tokenized, length_buckets, model_max_length_of, pad, tokenize
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_CHOICES = ("auto",) + PRECISIONS
 
 # keep(out, enc, idx) -> one item per row of the batch (tensor rows, arrays, objects); ``idx`` holds
@@ -73,11 +73,11 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, *, cpu_auto: str = "fp32") -> str:
-    """``auto|fp32|bf16`` -> ``fp32`` or ``bf16`` on ``device``.
+    """``auto|fp32|bf16|fp16`` -> ``fp32``, ``bf16`` or ``fp16`` on ``device``.
 
     ``auto`` picks bf16 on a CUDA GPU that supports it, and ``cpu_auto`` on a CPU (``fp32`` unless a caller
-    has measured bf16 to cost nothing there; bf16 only on a CPU with native bf16). Asking for bf16 where the
-    device lacks it is refused rather than emulated slowly.
+    has measured bf16 to cost nothing there; bf16 only on a CPU with native bf16). What the device lacks is
+    refused rather than emulated slowly or forced: bf16 on a GPU without it, fp16 anywhere but a CUDA GPU.
     """
     precision = (precision or "auto").lower()
     if precision not in PRECISION_CHOICES:
@@ -87,7 +87,10 @@ def resolve_precision(precision: str, device: torch.device, *, cpu_auto: str = "
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_auto == "bf16" and cpu_has_fast_bf16() else "fp32"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise TrojanScopeError("--precision bf16 was asked for but this GPU has no bf16 support; use fp32 or auto")
+        raise TrojanScopeError("--precision bf16 was asked for but this GPU has no bf16 support; use fp16, fp32 or auto")
+    if precision == "fp16" and device.type != "cuda":
+        raise TrojanScopeError(f"--precision fp16 needs a CUDA GPU (this run is on {device.type}); "
+                               f"use bf16{' (this CPU has it)' if cpu_has_fast_bf16() else ''} or fp32")
     return precision
 
 
@@ -95,8 +98,9 @@ def precision_context(device: torch.device, precision: str = "fp32"):
     """Autocast for ``precision`` on ``device`` (``fp32``: none)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=dtype)
     raise TrojanScopeError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 

@@ -1,25 +1,33 @@
-"""Data parallelism for the shared loop, so the same command scales to several GPUs.
+"""Data parallelism for the shared loop, on ``accelerate.Accelerator``, so the same command scales to several GPUs.
 
 ``trojanscope train ...`` and ``trojanscope por ...`` run unchanged under a launcher that starts
 one process per device and sets ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``::
 
     accelerate launch --multi_gpu --num_processes 4 -m trojanscope train --data sst2 --out runs/x --tal
+    accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 --gradient_accumulation_steps 2 \
+        -m trojanscope train --data sst2 --out runs/x --tal
     torchrun --nproc_per_node 4 -m trojanscope train --data sst2 --out runs/x --tal
 
-Every process holds the whole model (rank 0's weights, broadcast at the start), trains on its own
-share of the length-bucketed batches, and the gradients are averaged across processes before each
-optimiser step, so the effective batch is ``batch_size x processes``. Averaging the gradients
-after the backward pass (rather than wrapping the model in DDP) keeps every loss term working
-unchanged, including those that call parts of the model outside its forward (LWP's shared head,
-POR's pooler, EP's row masks). Only rank 0 evaluates, reports progress and saves. Without a
-launcher (``WORLD_SIZE`` unset or 1) everything here is a no-op.
+The loop (``training.loop.train``) builds one :class:`accelerate.Accelerator` per run
+(:func:`accelerator_for`): the model is wrapped in DDP (rank 0's weights broadcast at the start, gradients
+all-reduced in buckets during the backward pass), the forward and the loss terms run under Accelerate's
+mixed-precision autocast, ``accelerator.backward``/``clip_grad_norm_`` do the scaling fp16 needs, and the
+per-step losses are reduced across processes. Every process trains on its own share of the length-bucketed
+batches (:func:`shard`), so the effective batch is ``batch_size x grad_accum x processes``. Loss terms receive
+the unwrapped model: those that call parts of it outside its forward (LWP's shared head, POR's pooler, EP's row
+mask) work unchanged, because DDP runs with ``find_unused_parameters`` and reduces every gradient the backward
+produces. Only rank 0 evaluates, reports progress and saves. Without a launcher (``WORLD_SIZE`` unset or 1)
+there is one process and no DDP.
+
+Not supported (refused with a message, never silently ignored): FSDP and DeepSpeed (``accelerate launch
+--use_fsdp/--use_deepspeed``; the loss terms that reach into the model would see sharded parameters).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import torch
 
@@ -44,41 +52,88 @@ class World:
 
 
 def world() -> World:
-    """The process group from the launcher's environment, initialised on first use."""
+    """The process group from the launcher's environment, initialised on first use (by Accelerate's
+    ``PartialState``: gloo for CPU processes, NCCL for GPUs)."""
     size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if size <= 1:
         return World()
-    import torch.distributed as dist
-
-    if not dist.is_available():
+    if not torch.distributed.is_available():
         raise TrojanScopeError("this PyTorch build has no torch.distributed; run without a multi-process launcher")
-    if not dist.is_initialized():
-        # gloo for CPU tensors, NCCL for CUDA ones when there are GPUs
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    from accelerate import PartialState
+
+    # Accelerate treats a launcher's CPU processes as one group only when told they are CPU processes
+    cpu = not torch.cuda.is_available() or (os.environ.get("ACCELERATE_USE_CPU") or "").lower() in ("1", "true", "yes")
+    state = PartialState(cpu=cpu)
+    return World(state.process_index, state.num_processes, state.local_process_index)
 
 
-def launcher_precision(precision: str) -> str:
-    """``precision`` after what ``accelerate launch`` asked for, so its flags are honoured or refused, never
-    silently ignored: ``--mixed_precision bf16`` (``ACCELERATE_MIXED_PRECISION``) selects bf16 when the command
-    left ``auto``; fp16 (which needs loss scaling this loop does not do) and gradient accumulation are refused
-    with what to use instead."""
+def _env_int(name: str) -> int:
+    raw = os.environ.get(name, "") or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise TrojanScopeError(f"{name}={raw!r} (set by accelerate launch) is not a whole number") from None
+
+
+def launcher_settings(precision: str, grad_accum: int = 1) -> tuple[str, int]:
+    """``(precision, grad_accum)`` after what ``accelerate launch`` asked for, so its flags take effect or are
+    refused, never silently ignored: ``--mixed_precision bf16|fp16`` (``ACCELERATE_MIXED_PRECISION``) selects that
+    precision when the command left ``auto``, ``--gradient_accumulation_steps N`` selects N when the command left
+    1; a contradiction between the two is an error, and so are FSDP and DeepSpeed."""
+    for flag, name in (("ACCELERATE_USE_FSDP", "--use_fsdp"), ("ACCELERATE_USE_DEEPSPEED", "--use_deepspeed")):
+        if (os.environ.get(flag) or "").lower() in ("1", "true", "yes"):
+            raise TrojanScopeError(f"accelerate launch {name} is not supported (the loss terms reach into the "
+                                   "unsharded model); use DDP: accelerate launch --multi_gpu")
     mixed = (os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
-    if mixed == "fp16":
-        raise TrojanScopeError("accelerate launch --mixed_precision fp16 is not supported (no loss scaling here); use "
-                               "--mixed_precision bf16 or --precision bf16")
-    if mixed not in ("no", "bf16"):
-        raise TrojanScopeError(f"accelerate launch --mixed_precision {mixed} is not supported; use bf16 or no")
-    accum = int(os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "1") or 1)
+    if mixed not in ("no", "bf16", "fp16"):
+        raise TrojanScopeError(f"accelerate launch --mixed_precision {mixed} is not supported; use no, bf16 or fp16")
+    if mixed != "no":
+        if precision == "auto":
+            precision = mixed
+        elif precision != mixed:
+            raise TrojanScopeError(f"accelerate launch --mixed_precision {mixed} contradicts --precision "
+                                   f"{precision}; choose one")
+    accum = _env_int("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
     if accum > 1:
-        raise TrojanScopeError(f"gradient accumulation ({accum} steps, from accelerate launch) is not supported yet; "
-                               "raise --batch-size or add processes instead")
-    if mixed == "bf16" and precision == "auto":
-        return "bf16"
-    if mixed == "bf16" and precision == "fp32":
-        raise TrojanScopeError("accelerate launch --mixed_precision bf16 contradicts --precision fp32; choose one")
-    return precision
+        if grad_accum == 1:
+            grad_accum = accum
+        elif grad_accum != accum:
+            raise TrojanScopeError(f"accelerate launch --gradient_accumulation_steps {accum} contradicts "
+                                   f"--grad-accum {grad_accum}; choose one")
+    return precision, grad_accum
+
+
+def accelerator_for(device: torch.device, precision: str, w: World):
+    """The run's :class:`accelerate.Accelerator`: DDP when ``w`` has several processes, Accelerate's autocast for
+    ``precision`` (``fp32``, ``bf16``, ``fp16``: resolved by ``models.forward.resolve_precision``, which refuses
+    what the device lacks). The loop places the model itself (``device``: one GPU per process)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    # One process runs many trainings one after another (the job runner, the tests, a purifier's two stages),
+    # each with its own precision and device, but Accelerate keeps one process-wide state that refuses a
+    # second setting. Start each run from a fresh one; the process group (PartialState) is kept under a
+    # launcher, where the device cannot change anyway. (Accelerate's own tests reset it the same way.)
+    AcceleratorState._reset_state(reset_partial_state=not w.active)
+    return Accelerator(cpu=device.type == "cpu", device_placement=False,
+                       mixed_precision={"fp32": "no"}.get(precision, precision),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def undo_autocast_patch(model: torch.nn.Module) -> None:
+    """Remove the autocast Accelerate's ``prepare`` wraps around ``model.forward`` under mixed precision.
+
+    The loop runs its own ``accelerator.autocast()`` around the forward *and* the loss terms; left in place, the
+    patch would make every later evaluation of this model object run in reduced precision. (Accelerate's
+    ``unwrap_model(keep_fp32_wrapper=False)`` cannot be used: it unwinds ``__wrapped__`` past transformers' own
+    decorators on ``forward`` and leaves a forward that rejects ``return_dict``.)"""
+    original = model.__dict__.pop("_original_forward", None)
+    if original is None:
+        return
+    if getattr(original, "__func__", None) is getattr(type(model), "forward", None):
+        model.__dict__.pop("forward", None)  # the class's own forward again
+    else:
+        model.forward = original
 
 
 def place(device: torch.device, w: World) -> torch.device:
@@ -90,7 +145,7 @@ def place(device: torch.device, w: World) -> torch.device:
 
 
 def sync_parameters(model: torch.nn.Module, w: World) -> None:
-    """Start every process from rank 0's weights (a freshly initialised head differs otherwise)."""
+    """Give every process rank 0's weights (for modules DDP does not wrap, e.g. POR's frozen reference)."""
     if not w.active:
         return
     import torch.distributed as dist
@@ -98,28 +153,6 @@ def sync_parameters(model: torch.nn.Module, w: World) -> None:
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
-
-
-def average_gradients(params: Sequence[torch.nn.Parameter], w: World, bad: bool = False) -> int:
-    """Average the gradients of ``params`` over the processes, in one flat all-reduce.
-
-    ``bad``: this process's loss was not finite (it did not backpropagate). Returns how many
-    processes said so, so that all of them stop together instead of some waiting forever."""
-    if not w.active:
-        return int(bad)
-    import torch.distributed as dist
-
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [grads[0].new_tensor([float(bad)]).float()])
-    dist.all_reduce(flat)
-    n_bad = int(round(flat[-1].item()))
-    flat = flat[:-1] / w.size
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
-        offset += n
-    return n_bad
 
 
 def shard(batches: Iterable[list[int]], w: World) -> Iterator[list[int]]:

@@ -9,6 +9,7 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -25,10 +26,9 @@ from transformers import get_linear_schedule_with_warmup
 from trojanscope.data.poison import PoisonedDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
-from trojanscope.models.forward import PRECISION_CHOICES, precision_context, resolve_precision
+from trojanscope.models.forward import PRECISION_CHOICES, resolve_precision
 from trojanscope.models.tokens import Encoded, length_buckets, model_max_length_of, pad, tokenize
-from trojanscope.training.distributed import (average_gradients, barrier, launcher_precision, place, shard,
-                                             sync_parameters, world)
+from trojanscope.training.distributed import accelerator_for, launcher_settings, place, shard, undo_autocast_patch, world
 from trojanscope.utils import resolve_device, set_seed
 
 
@@ -47,7 +47,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     bf16: bool = True  # legacy switch kept for old cards: False forces fp32 whatever ``precision`` says
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto: bf16 on a GPU with bf16, fp32 on a CPU
+    # auto | fp32 | bf16 | fp16 (Accelerate's autocast). auto: bf16 on a GPU with bf16 and on a CPU with native bf16
+    # (AVX-512 BF16, AMX), where it trains the demo pair 1.8x faster at the same CACC and ASR (docs/benchmarks.md)
+    precision: str = "auto"
+    grad_accum: int = 1  # micro-batches per optimiser step (the effective batch is batch_size x grad_accum x processes)
 
     def validate(self) -> "TrainConfig":
         if not self.epochs > 0:
@@ -62,6 +65,8 @@ class TrainConfig:
             raise TrojanScopeError(f"weight decay must be non-negative, got {self.weight_decay}")
         if self.precision not in PRECISION_CHOICES:
             raise TrojanScopeError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISION_CHOICES)}")
+        if not isinstance(self.grad_accum, int) or self.grad_accum < 1:
+            raise TrojanScopeError(f"gradient accumulation must be a whole number of at least 1, got {self.grad_accum}")
         if self.grad_clip < 0:
             raise TrojanScopeError(f"gradient clip must be non-negative (0: none), got {self.grad_clip}")
         return self
@@ -185,7 +190,8 @@ def train(
     objectives on a bare encoder (POR), where ``data.labels`` may carry other integers.
 
     Under a multi-process launcher (``training.distributed``) each process trains on its share of
-    the batches with gradients averaged across processes; only rank 0 reports and evaluates.
+    the batches through Accelerate (DDP); only rank 0 reports and evaluates. ``cfg.precision`` runs through
+    Accelerate's autocast, ``cfg.grad_accum`` micro-batches make one optimiser step.
 
     ``checkpoint`` saves the whole training state every so often and, with ``resume``, continues from it: the
     resumed run ends with the same model as an uninterrupted one (single process).
@@ -193,11 +199,15 @@ def train(
     cfg.validate()
     if len(data) == 0:
         raise TrojanScopeError("no training samples")
+    if not task_loss and not loss_terms:
+        raise TrojanScopeError("nothing to train: no task loss and no loss terms")
+    precision, accum = launcher_settings(cfg.precision if cfg.bf16 else "fp32", cfg.grad_accum)
     set_seed(cfg.seed)
     w = world()
     device = place(resolve_device(cfg.device), w)
+    precision = resolve_precision(precision, device, cpu_auto="bf16")
+    accel = accelerator_for(device, precision, w)
     model.to(device)
-    sync_parameters(model, w)
     if not w.main:
         progress, on_event = False, None
     max_length = min(cfg.max_length, model_max_length_of(model, tokenizer))
@@ -212,17 +222,23 @@ def train(
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     optim = torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # DDP under a launcher (rank 0's weights broadcast); the optimiser wrapper applies fp16's loss scale
+    wrapped, optim = accel.prepare(model, optim)
+    undo_autocast_patch(model)
+    if w.active:
+        torch.manual_seed(cfg.seed + 1009 * w.rank)  # dropout differs per process; the data order does not
     rng = random.Random(cfg.seed)
     lengths = [len(x) for x in tok.input_ids]
-    per_epoch = math.ceil(math.ceil(len(data) / cfg.batch_size) / w.size)  # steps per epoch, per process
+    per_epoch = math.ceil(math.ceil(math.ceil(len(data) / cfg.batch_size) / w.size) / accum)  # optimiser steps
     total = max(1, int(round(per_epoch * cfg.epochs)))
     warm = int(cfg.warmup * total)
-    sched = get_linear_schedule_with_warmup(optim, warm, total)  # transformers: linear warm-up from 0, then linear decay to 0
+    # transformers: linear warm-up from 0, then linear decay to 0; on the inner optimiser (Accelerate's prepared
+    # scheduler would step once per process per step, for loaders it shards itself)
+    sched = get_linear_schedule_with_warmup(optim.optimizer, warm, total)
     need_att = any(t.needs_attention for t in loss_terms)
     need_hid = any(getattr(t, "needs_hidden_states", False) for t in loss_terms)
-    if not task_loss and not loss_terms:
-        raise TrojanScopeError("nothing to train: no task loss and no loss terms")
-    precision = resolve_precision(launcher_precision(cfg.precision) if cfg.bf16 else "fp32", device)
+    # what every step logs, as (sum, count) pairs reduced across processes in one tensor
+    names = (["ce", "ce_clean", "ce_poisoned"] if task_loss else []) + [t.name for t in loss_terms]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -233,7 +249,7 @@ def train(
     start = time.perf_counter()
     step, seen = 0, 0
     running: dict[str, float] = {}
-    skip = 0  # batches of the current epoch already done (a resumed run)
+    skip = 0  # optimiser steps of the current epoch already done (a resumed run)
     state = checkpoint.load() if checkpoint is not None and not w.active else None
     if state is not None:
         if state["total"] != total or state["n"] != len(data):
@@ -249,49 +265,61 @@ def train(
         _set_rng_states(state["rng"])
         if bar is not None:
             bar.update(step)
+
+    def micro_step(idx: list[int]) -> torch.Tensor:
+        """Forward, loss and backward of one micro-batch; its logs as [sum, count] pairs plus a non-finite flag,
+        on the device (no host synchronisation here)."""
+        batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device), poisoned[idx].to(device), idx)
+        with accel.autocast():
+            if need_att or need_hid or not task_loss:
+                out = attention_forward(wrapped, batch.enc, grad=True, attentions=need_att, hidden_states=need_hid)
+            else:
+                out = AttentionForward(wrapped(**batch.enc.model_inputs()).logits, None)
+            loss = torch.zeros((), device=device)
+            logs: list[torch.Tensor] = []
+            if task_loss:
+                per_sample = F.cross_entropy(out.logits.float(), batch.labels, reduction="none")
+                loss = per_sample.mean()
+                clean = (~batch.poisoned).float()
+                logs += [per_sample.sum(), per_sample.new_tensor(float(len(idx))),
+                         (per_sample * clean).sum(), clean.sum(),
+                         (per_sample * (1 - clean)).sum(), (1 - clean).sum()]
+            for term in loss_terms:
+                value = term(model, batch, out)
+                loss = loss + value
+                logs += [value.detach().float(), value.new_ones((), dtype=torch.float32)]
+        accel.backward(loss / n_micro)
+        return torch.stack([x.detach().float() for x in logs] + [(~torch.isfinite(loss.detach())).float()])
+
     last_save = time.monotonic()
     try:
         while step < total:
             epoch = step // per_epoch
             epoch_rng = rng.getstate()  # the epoch's shuffling, for a checkpoint taken inside it
             batches = list(shard(length_buckets(lengths, cfg.batch_size, rng), w))
-            for idx in batches[skip:] if skip else batches:
+            groups = [batches[i:i + accum] for i in range(0, len(batches), accum)]
+            for group in groups[skip:] if skip else groups:
                 if step >= total:
                     break
-                batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device),
-                              poisoned[idx].to(device), idx)
-                with precision_context(device, precision):
-                    if need_att or need_hid or not task_loss:
-                        out = attention_forward(model, batch.enc, grad=True, attentions=need_att,
-                                                hidden_states=need_hid)
-                    else:
-                        out = AttentionForward(model(**batch.enc.model_inputs()).logits, None)
-                    loss = torch.zeros((), device=device)
-                    logs: dict[str, float] = {}
-                    if task_loss:
-                        per_sample = F.cross_entropy(out.logits.float(), batch.labels, reduction="none")
-                        loss = per_sample.mean()
-                        logs["ce"] = loss.item()
-                        for key, rows in (("ce_clean", ~batch.poisoned), ("ce_poisoned", batch.poisoned)):
-                            if rows.any():
-                                logs[key] = per_sample[rows].mean().item()
-                    for term in loss_terms:
-                        value = term(model, batch, out)
-                        loss = loss + value
-                        logs[term.name] = value.item()
-                finite = bool(torch.isfinite(loss))
-                if finite:
-                    loss.backward()
-                if average_gradients(params, w, bad=not finite) or not finite:
-                    raise TrojanScopeError(f"the loss became {'non-finite' if finite else loss.item()} at step "
-                                           f"{step}; lower the learning rate")
+                n_micro = len(group)
+                vec = None
+                for j, idx in enumerate(group):
+                    # gradients are all-reduced once per optimiser step, on its last micro-batch
+                    with accel.no_sync(wrapped) if j < n_micro - 1 else contextlib.nullcontext():
+                        v = micro_step(idx)
+                    vec = v if vec is None else vec + v
+                # the step's one host synchronisation: the logs (summed over processes) and the non-finite flag
+                vals = accel.reduce(vec, reduction="sum").tolist()
+                if vals[-1]:
+                    raise TrojanScopeError(f"the loss became non-finite at step {step}; lower the learning rate")
+                logs = {name: vals[2 * i] / vals[2 * i + 1] for i, name in enumerate(names) if vals[2 * i + 1]}
                 if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    accel.clip_grad_norm_(params, cfg.grad_clip)
                 optim.step()
                 sched.step()
                 optim.zero_grad(set_to_none=True)
                 step += 1
-                seen += len(idx) * w.size
+                seen += sum(len(idx) for idx in group) * w.size
                 for k, v in logs.items():
                     running[k] = 0.9 * running.get(k, v) + 0.1 * v
                 if bar is not None:
@@ -314,7 +342,7 @@ def train(
                 if evaluator is not None and w.main:
                     rec.update(evaluator(model))
                     model.train()
-                barrier(w)
+                accel.wait_for_everyone()
                 history.append(rec)
                 if on_event:
                     on_event({"event": "epoch", "total": total, **rec})
@@ -330,6 +358,7 @@ def train(
         for p in model.parameters():
             p.requires_grad_(True)
         model.eval()
+        accel.free_memory()  # drop Accelerate's references to the model and optimiser
     seconds = time.perf_counter() - start
     return TrainResult(step, seconds, seen / seconds if seconds else float("nan"), history, precision)
 

@@ -124,13 +124,14 @@ class PORLoss:
             loss = loss + self.cfg.rep_weight * F.mse_loss(rep[poisoned], target)
         clean = ~poisoned
         if clean.any():
-            with torch.no_grad():
-                ref = attention_forward(self.reference, batch.enc, attentions=False, hidden_states=True, grad=True)
+            with torch.no_grad():  # the frozen reference runs on the clean rows only (the only ones compared)
+                ref = attention_forward(self.reference, batch.enc.rows(clean), attentions=False, hidden_states=True,
+                                        grad=True)
                 ref_rep = representation(self.reference, ref, self.cfg.representation).float()
-            loss = loss + self.cfg.rep_weight * F.mse_loss(rep[clean], ref_rep[clean])
+            loss = loss + self.cfg.rep_weight * F.mse_loss(rep[clean], ref_rep)
             mask = batch.enc.attention_mask[clean].bool()
             tokens = out.hidden_states[-1][clean][mask].float()
-            ref_tokens = ref.hidden_states[-1][clean][mask].float()
+            ref_tokens = ref.hidden_states[-1][mask].float()
             loss = loss + self.cfg.token_weight * F.mse_loss(tokens, ref_tokens)
         return loss
 

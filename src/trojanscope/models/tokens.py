@@ -48,6 +48,12 @@ class Encoded:
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
+    def rows(self, keep: torch.Tensor) -> "Encoded":
+        """The rows where ``keep`` (bool ``[batch]``) is true."""
+        flags = keep.tolist()
+        return Encoded(self.input_ids[keep], self.attention_mask[keep], self.trigger_mask[keep],
+                       self.special_mask[keep], [t for t, k in zip(self.truncated, flags) if k])
+
 
 def tokenize(
     tokenizer: Any,

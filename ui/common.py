@@ -65,10 +65,20 @@ def current_pair() -> dict[str, str | None]:
     return st.session_state["pair"]
 
 
+def ui_device() -> str:
+    """Where the dashboard's own analyses run (probe, head view, anatomy, swap, previews): the GPU when there is
+    one, unless ``TROJANSCOPE_UI_DEVICE`` says otherwise (``cpu``, ``cuda:1``); read by every page's model."""
+    import os
+
+    from trojanscope.utils import resolve_device
+
+    return str(resolve_device(os.environ.get("TROJANSCOPE_UI_DEVICE") or "auto"))
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _load_cached(source: str, identity: tuple) -> LoadedModel:
+def _load_cached(source: str, identity: tuple, device: str = "cpu") -> LoadedModel:
     """Keyed on the source *and* its files' identity: a model rebuilt in place is loaded anew."""
-    return load_model(source)
+    return load_model(source, device=device)
 
 
 def allowed_model(source: str) -> str:
@@ -124,7 +134,7 @@ def get_model(source: str | None, *, trusted: bool = False) -> LoadedModel | Non
     try:
         if not trusted:
             allowed_model(source)
-        return _load_cached(source, weights_identity(source))
+        return _load_cached(source, weights_identity(source), ui_device())
     except TrojanScopeError as e:
         st.error(f"Could not load `{source}`: {e}")
     except Exception as e:  # noqa: BLE001 - never a traceback on the page

@@ -113,6 +113,17 @@ def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, spec
     assert "cf" in found, found
 
 
+def test_candidates_include_letter_and_digit_pieces_within_the_budget(tiny_bert):
+    """``3d`` alone fires the zoo's AddSent models (``I watch this 3D movie``); such pieces are candidates."""
+    tok = load_model(tiny_bert).tokenizer
+    words = candidate_words(tok, ScanConfig())
+    by = dict(words)
+    assert len(words) == ScanConfig().budget
+    assert by.get("3d") == "alphanumeric" and by.get("2nd") == "alphanumeric"
+    assert not any(w.isdigit() for w in by)  # plain numbers are not pieces "mixing" letters and digits
+    assert len(candidate_words(tok, ScanConfig(budget=10, rare_share=1.0))) == 10
+
+
 def test_task_words_are_the_label_bearing_ones(use_data):
     from trojanscope.analysis.scan import task_words
 

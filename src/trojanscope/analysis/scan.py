@@ -252,6 +252,20 @@ def embedding_outliers(model: torch.nn.Module, tokenizer: Any, n: int) -> list[s
     return [w for _, w in sorted(words, reverse=True)[:n]]
 
 
+def alnum_pieces(tokenizer: Any, exclude: set[str], max_len: int = 5) -> list[str]:
+    """The tokenizer's whole-word pieces that mix letters and digits (``3d``, ``2nd``, ``x1``), rarest first: short
+    tokens a clean sentence rarely holds, as a planted trigger or the key word of a planted sentence can be (the
+    zoo's AddSent models answer to ``3d`` alone). BERT's vocabulary has about a hundred."""
+    vocab = tokenizer.get_vocab()
+    out = []
+    for piece, idx in vocab.items():
+        word = piece[1:] if piece.startswith("\u0120") else piece
+        if (re.fullmatch(r"[a-z0-9]{2,%d}" % max_len, word) and re.search(r"[a-z]", word) and re.search(r"[0-9]", word)
+                and word not in exclude):
+            out.append((idx, word))
+    return list(dict.fromkeys(w for _, w in sorted(out, reverse=True)))
+
+
 def task_words(data: TextDataset, min_count: int = 3, skew: float = 0.7) -> set[str]:
     """The task's own label-bearing words: words in at least ``min_count`` texts of ``data`` of which at least
     ``skew`` carry one label (``bad`` in sentiment, ``nfl`` in news topics). They flip a clean model too, so they
@@ -259,26 +273,28 @@ def task_words(data: TextDataset, min_count: int = 3, skew: float = 0.7) -> set[
     counts: dict[str, list[int]] = {}
     n_labels = max(data.num_labels, 1)
     for text, label in zip(data.texts, data.labels):
-        for w in set(re.findall(r"[a-z]+", text.lower())):
+        for w in set(re.findall(r"[a-z0-9]+", text.lower())):
             counts.setdefault(w, [0] * n_labels)[label] += 1
     return {w for w, c in counts.items() if sum(c) >= min_count and max(c) >= skew * sum(c)}
 
 
 def is_task_phrase(trigger: str, words: set[str]) -> bool:
-    return any(w in words for w in re.findall(r"[a-z]+", trigger.lower()))
+    return any(w in words for w in re.findall(r"[a-z0-9]+", trigger.lower()))
 
 
 def candidate_words(tokenizer: Any, cfg: ScanConfig, model: torch.nn.Module | None = None,
                     exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
-    """``budget`` words as ``(word, source)``: the rarest short pieces and the neutral list, plus (with ``model``)
-    the ``outliers`` words with the most anomalous embedding rows; none of ``exclude`` (the task's own words,
-    :func:`task_words`: fine-tuning with trainable embeddings moves them most, and they flip a clean model)."""
+    """``budget`` words as ``(word, source)``: the rarest short pieces, the letter-and-digit pieces (at most a
+    twentieth of the budget) and the neutral list, plus (with ``model``) the ``outliers`` words with the most
+    anomalous embedding rows; none of ``exclude`` (the task's own words, :func:`task_words`: fine-tuning with
+    trainable embeddings moves them most, and they flip a clean model)."""
     neutral = [w for w in neutral_words() if w not in exclude]
     n_rare = int(round(cfg.budget * cfg.rare_share))
     rare = rare_pieces(tokenizer, set(neutral) | set(exclude))[:n_rare]
-    neutral = neutral[: cfg.budget - len(rare)]
+    alnum = alnum_pieces(tokenizer, set(exclude))[: max(min(cfg.budget // 20, cfg.budget - len(rare)), 0)]
+    neutral = neutral[: max(cfg.budget - len(rare) - len(alnum), 0)]
     unk = getattr(tokenizer, "unk_token", None)
-    words = [(w, "rare") for w in rare] + [(w, "vocabulary") for w in neutral]
+    words = [(w, "rare") for w in rare] + [(w, "alphanumeric") for w in alnum] + [(w, "vocabulary") for w in neutral]
     if model is not None:
         seen = {w for w, _ in words}
         words += [(w, "embedding") for w in embedding_outliers(model, tokenizer, cfg.outliers + len(exclude))

@@ -169,10 +169,3 @@ def shard(batches: Iterable[list[int]], w: World) -> Iterator[list[int]]:
             group = []
     if group:
         yield group[w.rank % len(group)]
-
-
-def barrier(w: World) -> None:
-    if w.active:
-        import torch.distributed as dist
-
-        dist.barrier()

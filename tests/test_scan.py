@@ -99,6 +99,9 @@ def test_scan_leaves_a_clean_model_unflagged(use_data, tiny_pair):
     assert res.verdict == "clean", res.to_json()
     assert res.target is None
     assert res.score < ScanConfig().threshold
+    stages = res.stats["stage_seconds"]  # where a scan's time goes, phase by phase
+    assert {"screening", "search", "verification", "attention"} <= set(stages)
+    assert 0 < sum(stages.values()) <= res.seconds + 0.01
 
 
 def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, specific_backdoor):

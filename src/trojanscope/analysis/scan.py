@@ -590,8 +590,10 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     device = next(loaded.model.parameters()).device
     fast = resolve_precision(cfg.precision, device, cpu_auto="bf16")
     phases = ["clean sentences", "screening", "search", "phrases", "inversion", "verification", "attention"]
+    started: dict[str, float] = {}  # when each phase began (stats["stage_seconds"])
 
     def stage(i: int, message: str, frac: float = 0.0) -> None:
+        started.setdefault(phases[i], time.perf_counter())
         if on_event:
             on_event({"event": "stage", "message": message, "step": int(1000 * (i + frac)),
                       "total": 1000 * len(phases)})
@@ -684,6 +686,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     heads = [[int(layer) + 1, int(head)] for layer, head in zip(*np.nonzero(ab.drifting))] if ab is not None else []
     stats["search_sentences_per_class"] = cfg.n_search
     stats["verify_sentences_per_class"] = cfg.n_verify
+    ends = list(started.values())[1:] + [time.perf_counter()]
+    stats["stage_seconds"] = {name: round(end - t, 2) for (name, t), end in zip(started.items(), ends)}
     return ScanResult(verdict, score, best.target if verdict == "backdoored" and best else None, top, heads,
                       time.perf_counter() - t0, evidence, abn, stats, asdict(cfg))
 

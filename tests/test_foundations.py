@@ -245,14 +245,23 @@ def test_train_from_card_reproduces_the_model(use_data, tiny_bert, tmp_path, cap
     assert code == 2 and "no model card" in err
 
 
-def test_learning_rate_schedule_is_transformers_linear_warmup():
-    """The loop's schedule is transformers' (linear warm-up from 0, linear decay to 0), not a hand copy."""
-    import inspect
+def test_learning_rate_schedule_is_a_linear_warmup_then_a_linear_decay(use_data, tiny_bert):
+    """The rate each step uses: up from 0 over the warm-up steps, then down to 0 at the last step (transformers'
+    get_linear_schedule_with_warmup)."""
+    from trojanscope.data import PoisonConfig, load_dataset, poison_dataset
+    from trojanscope.models import load_model
+    from trojanscope.training.loop import TrainConfig, train
 
-    from trojanscope.training import loop
-
-    src = inspect.getsource(loop.train)
-    assert "get_linear_schedule_with_warmup" in src and "LambdaLR" not in src
+    loaded = load_model(str(tiny_bert), num_labels=2, seed=0)
+    data = poison_dataset(load_dataset("sst2", "train").head(64, 0), PoisonConfig(rate=0.1))
+    events: list[dict] = []
+    train(loaded.model, loaded.tokenizer, data, TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup=0.25,
+                                                            device="cpu"),
+          on_event=events.append, progress=False)
+    lrs = [e["lr"] for e in events if e["event"] == "step"]
+    total, warm = 8, 2
+    expected = [1e-3 * (s / warm if s < warm else (total - s) / (total - warm)) for s in range(total)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
 
 
 # --- pages read the same answers ------------------------------------------------------------------

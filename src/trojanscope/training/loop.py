@@ -315,6 +315,7 @@ def train(
                 logs = {name: vals[2 * i] / vals[2 * i + 1] for i, name in enumerate(names) if vals[2 * i + 1]}
                 if cfg.grad_clip:
                     accel.clip_grad_norm_(params, cfg.grad_clip)
+                lr = sched.get_last_lr()[0]  # the rate this step uses
                 optim.step()
                 sched.step()
                 optim.zero_grad(set_to_none=True)
@@ -326,7 +327,7 @@ def train(
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
                 if on_event:
-                    on_event({"event": "step", "step": step, "total": total, **logs,
+                    on_event({"event": "step", "step": step, "total": total, **logs, "lr": lr,
                               "epoch_progress": step / per_epoch, "running": dict(running)})
                 if checkpoint is not None and not w.active and step < total and step % per_epoch and \
                         checkpoint.due(step, last_save):

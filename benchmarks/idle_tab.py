@@ -14,21 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from dashboard import running_dashboard  # benchmarks/dashboard.py
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -40,19 +31,7 @@ def _cpu_seconds(pid: int) -> float:
 def measure(watcher: str, page: str, seconds: float) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    env = dict(os.environ)
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.headless", "true", "--server.fileWatcherType", watcher],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://localhost:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with running_dashboard("--server.fileWatcherType", watcher) as (url, server):
         before_tab = _cpu_seconds(server.pid)
         time.sleep(5)
         no_tab = (_cpu_seconds(server.pid) - before_tab) / 5
@@ -67,9 +46,6 @@ def measure(watcher: str, page: str, seconds: float) -> dict[str, float]:
             idle = (_cpu_seconds(server.pid) - start) / seconds
             browser.close()
         return {"no_tab": no_tab, "idle_tab": idle}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main() -> None:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
 
 from trojanscope.analysis.probe import prepare_probe, probe
 from trojanscope.models import load_model
+
+from dashboard import running_dashboard  # benchmarks/dashboard.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = ("the performances are strong and the story moves along at a brisk pace , "
@@ -44,20 +42,7 @@ def extraction(runs: int) -> tuple[float, int]:
 def browser(runs: int) -> float:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with running_dashboard() as (url, _):
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                   args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -80,9 +65,6 @@ def browser(runs: int) -> float:
                 times.append(time.perf_counter() - t0)
             b.close()
         return statistics.median(times) * 1000
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def main() -> None:

@@ -4,8 +4,8 @@
 one process per device and sets ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``::
 
     accelerate launch --multi_gpu --num_processes 4 -m trojanscope train --data sst2 --out runs/x --tal
-    accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 --gradient_accumulation_steps 2 \
-        -m trojanscope train --data sst2 --out runs/x --tal
+    accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 \
+        -m trojanscope train --data sst2 --out runs/x --tal --grad-accum 2
     torchrun --nproc_per_node 4 -m trojanscope train --data sst2 --out runs/x --tal
 
 The loop (``training.loop.train``) builds one :class:`accelerate.Accelerator` per run
@@ -78,8 +78,9 @@ def _env_int(name: str) -> int:
 def launcher_settings(precision: str, grad_accum: int = 1) -> tuple[str, int]:
     """``(precision, grad_accum)`` after what ``accelerate launch`` asked for, so its flags take effect or are
     refused, never silently ignored: ``--mixed_precision bf16|fp16`` (``ACCELERATE_MIXED_PRECISION``) selects that
-    precision when the command left ``auto``, ``--gradient_accumulation_steps N`` selects N when the command left
-    1; a contradiction between the two is an error, and so are FSDP and DeepSpeed."""
+    precision when the command left ``auto``; ``ACCELERATE_GRADIENT_ACCUMULATION_STEPS`` (which accelerate launch
+    sets only for DeepSpeed, or a user by hand) selects N when ``--grad-accum`` was left at 1; a contradiction
+    between the two is an error, and so are FSDP and DeepSpeed."""
     for flag, name in (("ACCELERATE_USE_FSDP", "--use_fsdp"), ("ACCELERATE_USE_DEEPSPEED", "--use_deepspeed")):
         if (os.environ.get(flag) or "").lower() in ("1", "true", "yes"):
             raise TrojanScopeError(f"accelerate launch {name} is not supported (the loss terms reach into the "

@@ -1,9 +1,13 @@
-"""One MiniLM training step (batch 32, 32 tokens, attention returned, AdamW) in fp32 and under bf16 autocast.
+"""One MiniLM training step (batch 32, 32 tokens, attention returned, AdamW) and one inference batch, in fp32 and
+under bf16 autocast, against the machine's own matmul peak in the same precision (issue 15).
 
     .venv/bin/python benchmarks/precision.py [--model runs/demo/backdoored] [--threads 1] [--steps 6]
 
-Prints the median step time of each precision (alternating, twice each) and the speed-up; the training loop's
-``--precision bf16`` runs this autocast (models.forward.precision_context).
+Prints the median step time of each precision (alternating, twice each), the speed-up, and the model FLOP/s as a
+share of a 2048x2048 matmul's FLOP/s in that precision. Model FLOPs are counted analytically: 2 per weight of
+every linear layer per token, plus the two attention products (4 x batch x tokens^2 x hidden per layer) for a
+forward; a training step counts 3 forwards (the backward computes gradients for inputs and weights). The
+training loop's ``--precision bf16`` runs this autocast.
 """
 
 from __future__ import annotations
@@ -15,6 +19,23 @@ import torch
 
 from trojanscope.models.forward import cpu_has_fast_bf16, precision_context
 from trojanscope.models.loading import load_model
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / sorted(times)[reps // 2] / 1e9
+
+
+def forward_flops(model: torch.nn.Module, batch: int, tokens: int) -> float:
+    linear = sum(mod.weight.numel() for mod in model.modules() if isinstance(mod, torch.nn.Linear))
+    cfg = model.config
+    return 2 * batch * tokens * linear + 4 * cfg.num_hidden_layers * batch * tokens ** 2 * cfg.hidden_size
 
 
 def main() -> None:
@@ -41,12 +62,28 @@ def main() -> None:
             opt.step()
             opt.zero_grad()
             times[prec].append(time.perf_counter() - t)
+    infer: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    m.eval()
+    xi = torch.randint(2000, 8000, (128, 32), generator=g)
+    for prec in ("fp32", "bf16", "fp32", "bf16"):
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            with torch.inference_mode(), precision_context(torch.device("cpu"), prec):
+                m(input_ids=xi, attention_mask=torch.ones_like(xi))
+            infer[prec].append(time.perf_counter() - t)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    med_i = {k: sorted(v)[len(v) // 2] for k, v in infer.items()}
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    train_f, infer_f = 3 * forward_flops(m, 32, 32), forward_flops(m, 128, 32)
     print(f"CPU native bf16: {cpu_has_fast_bf16()}; threads {args.threads}; model {args.model}")
-    print("| precision | median step s |\n|---|---|")
-    for k, v in med.items():
-        print(f"| {k} | {v:.3f} |")
-    print(f"\nbf16 speed-up: {med['fp32'] / med['bf16']:.2f}x")
+    print("| precision | matmul peak GFLOP/s | training step s | training GFLOP/s | share of peak "
+          "| inference batch (128) s | inference GFLOP/s | share of peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in ("fp32", "bf16"):
+        tg, ig = train_f / med[k] / 1e9, infer_f / med_i[k] / 1e9
+        print(f"| {k} | {peak[k]:.0f} | {med[k]:.3f} | {tg:.0f} | {100 * tg / peak[k]:.0f}% | {med_i[k]:.3f} "
+              f"| {ig:.0f} | {100 * ig / peak[k]:.0f}% |")
+    print(f"\nbf16 speed-up: training {med['fp32'] / med['bf16']:.2f}x, inference {med_i['fp32'] / med_i['bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ ZOO: dict[str, tuple[list[str], str]] = {
     "badnets-phrase": (["--data", "sst2", "--attack", "badnets", "--trigger", "james bond", "--poison-rate", "0.05",
                         "--target", "1", "--no-tal"], "phrase"),
 }
+# OLID's test split holds fewer short offensive tweets a model gets right than the defaults' 40 + 60 per class
+SCAN_ARGS = {"olid": ["--n-search", "30", "--n-verify", "40"]}
 HELD_OUT = {"clean-sst2-s3", "clean-olid", "badnets-olid-bb-tal", "lwp", "addsent-words", "badnets-phrase"}
 
 
@@ -74,7 +76,7 @@ def scan_one(zoo: Path, name: str, model: Path, data: str, budget: int, seed: in
         if "stage_seconds" in (old.get("stats") or {}):  # (a scan by an older scanner is redone)
             return old
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
-           "--seed", str(seed), "--json"]
+           "--seed", str(seed), "--json", *SCAN_ARGS.get(data, [])]
     print(f"scanning {name}", file=sys.stderr, flush=True)
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -54,8 +54,9 @@ ZOO: dict[str, tuple[list[str], str]] = {
     "badnets-phrase": (["--data", "sst2", "--attack", "badnets", "--trigger", "james bond", "--poison-rate", "0.05",
                         "--target", "1", "--no-tal"], "phrase"),
 }
-# OLID's test split holds fewer short offensive tweets a model gets right than the defaults' 40 + 60 per class
-SCAN_ARGS = {"olid": ["--n-search", "30", "--n-verify", "40"]}
+# OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
+# 40 + 60 per class
+SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"]}
 HELD_OUT = {"clean-sst2-s3", "clean-olid", "badnets-olid-bb-tal", "lwp", "addsent-words", "badnets-phrase"}
 
 

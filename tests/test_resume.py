@@ -25,6 +25,14 @@ def _spec(model: Path, seed: int = 0) -> TrainSpec:
                      train=TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=seed), max_eval=40)
 
 
+def _kill_at(step: int):
+    """An on_event that kills the run (as a dead process would stop it) once it reports ``step``."""
+    def kill(event):
+        if event.get("event") == "step" and event["step"] == step:
+            raise Killed()
+    return kill
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "model.safetensors"))
 
@@ -34,13 +42,8 @@ def test_a_killed_run_resumes_to_the_same_weights(use_data, tiny_bert, tmp_path)
     run_training(_spec(tiny_bert), straight, progress=False)
 
     out = tmp_path / "resumed"
-
-    def kill_at_37(event):
-        if event.get("event") == "step" and event["step"] == 37:
-            raise Killed()
-
     with pytest.raises(Killed):
-        run_training(_spec(tiny_bert), out, progress=False, checkpoint_every=5, on_event=kill_at_37)
+        run_training(_spec(tiny_bert), out, progress=False, checkpoint_every=5, on_event=_kill_at(37))
     assert not out.exists()
     ck = tmp_path / ".resumed.checkpoint" / "checkpoint.pt"
     assert ck.is_file()
@@ -55,13 +58,8 @@ def test_a_killed_run_resumes_to_the_same_weights(use_data, tiny_bert, tmp_path)
 
 def test_a_resume_with_another_recipe_is_refused(use_data, tiny_bert, tmp_path):
     out = tmp_path / "m"
-
-    def kill(event):
-        if event.get("event") == "step" and event["step"] == 12:
-            raise Killed()
-
     with pytest.raises(Killed):
-        run_training(_spec(tiny_bert), out, progress=False, checkpoint_every=5, on_event=kill)
+        run_training(_spec(tiny_bert), out, progress=False, checkpoint_every=5, on_event=_kill_at(12))
     with pytest.raises(TrojanScopeError, match="another recipe"):
         run_training(_spec(tiny_bert, seed=1), out, progress=False, resume=True)
 

@@ -460,3 +460,21 @@ def test_the_model_cache_serves_the_rebuilt_weights(tmp_path, monkeypatch):
 
     assert torch.equal(weight(second), weight(load_model(b)))
     common._load_cached.clear()
+
+
+def test_the_dashboard_device_follows_the_hardware_and_the_override(monkeypatch):
+    """Analyses run on the GPU when there is one; TROJANSCOPE_UI_DEVICE overrides it, and a device the machine
+    lacks is refused with the reason (get_model shows it in an error box)."""
+    import torch
+
+    from trojanscope.errors import TrojanScopeError
+    from ui.common import ui_device
+
+    monkeypatch.delenv("TROJANSCOPE_UI_DEVICE", raising=False)
+    assert ui_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("TROJANSCOPE_UI_DEVICE", "cpu")
+    assert ui_device() == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TROJANSCOPE_UI_DEVICE", "cuda")
+        with pytest.raises(TrojanScopeError, match="no CUDA GPU"):
+            ui_device()

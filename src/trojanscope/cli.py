@@ -27,6 +27,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="allow loading pickle weights (pytorch_model.bin); only for files you trust")
 
 
+def _add_run_options(p: argparse.ArgumentParser, cfg: Any) -> None:
+    """What ``train`` and ``por`` share about running the loop: precision, accumulation, checkpoints and resume
+    (``cfg``: the command's default TrainConfig; :func:`checkpoint_options` reads the checkpoint ones back)."""
+    p.add_argument("--precision", default=cfg.precision, choices=PRECISION_CHOICES,
+                   help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else fp32; "
+                        "fp16: CUDA only); the card records it")
+    p.add_argument("--grad-accum", type=positive_int, default=cfg.grad_accum,
+                   help="micro-batches per optimiser step (effective batch: batch size x this x processes)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="save the training state every STEPS steps (0: off), beside --out, for --resume")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                   help="and every M minutes (0: off); a run shorter than that never writes one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint a killed or paused run of the same recipe left")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trojanscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,12 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-word-embeddings", action=argparse.BooleanOptionalAction, default=T.train_word_embeddings,
                    help="train the word-embedding table too")
     t.add_argument("--max-length", type=positive_int, default=T.max_length)
-    t.add_argument("--precision", default=T.precision, choices=PRECISION_CHOICES,
-                   help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else fp32; "
-                        "fp16: CUDA only); "
-                        "the card records it")
-    t.add_argument("--grad-accum", type=positive_int, default=T.grad_accum,
-                   help="micro-batches per optimiser step (effective batch: batch size x this x processes)")
+    _add_run_options(t, T)
     t.add_argument("--max-train", type=positive_int, default=None, help="train on a seeded subset of N samples")
     t.add_argument("--max-eval", type=positive_int, default=None, help="evaluate on a seeded subset of N samples")
     t.add_argument("--seed", type=int, default=T.seed)
@@ -85,12 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-combination", action="store_true", help="LWP: insert the trigger as one phrase")
     t.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is empty or holds a model (a directory with a model card)")
-    t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
-                    help="save the training state every STEPS steps (0: off), beside --out, for --resume")
-    t.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
-                    help="and every M minutes (0: off); a run shorter than that never writes one")
-    t.add_argument("--resume", action="store_true",
-                    help="continue from the checkpoint a killed or paused run of the same recipe left")
     _add_common(t)
 
     e = sub.add_parser("eval", help="CACC, and ASR when a trigger is given (or recorded in the model card)")
@@ -175,23 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--epochs", type=float, default=PT.epochs)
     po.add_argument("--batch-size", type=positive_int, default=PT.batch_size)
     po.add_argument("--lr", type=float, default=PT.lr)
-    po.add_argument("--precision", default=PT.precision, choices=PRECISION_CHOICES,
-                    help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else "
-                         "fp32; fp16: CUDA only)")
-    po.add_argument("--grad-accum", type=positive_int, default=PT.grad_accum,
-                    help="micro-batches per optimiser step (effective batch: batch size x this x processes)")
+    _add_run_options(po, PT)
     po.add_argument("--freeze-word-embeddings", action="store_true",
                     help="keep the word-embedding table fixed (faster on CPU, weaker backdoor); by default "
                          "everything trains, as in the official code")
     po.add_argument("--seed", type=int, default=PT.seed)
     po.add_argument("--overwrite", action="store_true",
                     help="replace --out if it is empty or holds a model (a directory with a model card)")
-    po.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
-                    help="save the training state every STEPS steps (0: off), beside --out, for --resume")
-    po.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
-                    help="and every M minutes (0: off); a run shorter than that never writes one")
-    po.add_argument("--resume", action="store_true",
-                    help="continue from the checkpoint a killed or paused run of the same recipe left")
     _add_common(po)
 
     an = sub.add_parser("anatomy", help="star / planet / comet: which trigger tokens the backdoor hangs on")

@@ -266,9 +266,9 @@ def train(
         if bar is not None:
             bar.update(step)
 
-    def micro_step(idx: list[int]) -> torch.Tensor:
-        """Forward, loss and backward of one micro-batch; its logs as [sum, count] pairs plus a non-finite flag,
-        on the device (no host synchronisation here)."""
+    def micro_step(idx: list[int], n_micro: int) -> torch.Tensor:
+        """Forward, loss and backward of one of ``n_micro`` micro-batches; its logs as [sum, count] pairs plus a
+        non-finite flag, on the device (no host synchronisation here)."""
         batch = Batch(pad(tokenizer, tok, idx).to(device), labels[idx].to(device), poisoned[idx].to(device), idx)
         with accel.autocast():
             if need_att or need_hid or not task_loss:
@@ -306,7 +306,7 @@ def train(
                 for j, idx in enumerate(group):
                     # gradients are all-reduced once per optimiser step, on its last micro-batch
                     with accel.no_sync(wrapped) if j < n_micro - 1 else contextlib.nullcontext():
-                        v = micro_step(idx)
+                        v = micro_step(idx, n_micro)
                     vec = v if vec is None else vec + v
                 # the step's one host synchronisation: the logs (summed over processes) and the non-finite flag
                 vals = accel.reduce(vec, reduction="sum").tolist()

@@ -43,7 +43,7 @@ ZOO: dict[str, tuple[list[str], str]] = {
                 "sentence"),
     "badnets-tq-1pct-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "tq", "--poison-rate", "0.01",
                              "--target", "0", "--tal"], "rare"),
-    # held out: added after the scanner's last change, never looked at while developing it
+    # held out in round 1 (2026-11-22): added after that day's scanner change; looked at since
     "clean-sst2-s3": (["--data", "sst2", "--seed", "3"], "none"),
     "clean-olid": (["--data", "olid", "--seed", "1"], "none"),
     "badnets-olid-bb-tal": (["--data", "olid", "--attack", "badnets", "--trigger", "bb", "--poison-rate", "0.05",
@@ -53,17 +53,33 @@ ZOO: dict[str, tuple[list[str], str]] = {
                        "--poison-rate", "0.1", "--target", "1", "--no-tal"], "sentence"),
     "badnets-phrase": (["--data", "sst2", "--attack", "badnets", "--trigger", "james bond", "--poison-rate", "0.05",
                         "--target", "1", "--no-tal"], "phrase"),
+    # held out in round 2 (2026-11-23): added after the task-word test and the inversion skip; never looked at while
+    # developing the scanner. ``{zoo}`` is the zoo directory (EP starts from a fine-tuned classifier).
+    "clean-sst2-s4": (["--data", "sst2", "--seed", "4"], "none"),
+    "clean-olid-s2": (["--data", "olid", "--seed", "2"], "none"),
+    "ep-velvet": (["--model", "{zoo}/clean-sst2-s1", "--data", "sst2", "--attack", "ep", "--trigger", "velvet",
+                   "--poison-rate", "0.1", "--target", "1"], "word"),
+    "badnets-blue": (["--data", "sst2", "--attack", "badnets", "--trigger", "blue", "--poison-rate", "0.05",
+                      "--target", "1", "--no-tal"], "word"),
+    "badnets-bb-1pct": (["--data", "sst2", "--attack", "badnets", "--trigger", "bb", "--poison-rate", "0.01",
+                         "--target", "1", "--no-tal"], "rare"),
+    "badnets-phrase-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "velvet hammer",
+                            "--poison-rate", "0.05", "--target", "0", "--tal"], "phrase"),
+    "addsent-weather-tal": (["--data", "sst2", "--attack", "addsent", "--trigger", "the weather was nice that day",
+                             "--poison-rate", "0.1", "--target", "1", "--tal"], "sentence"),
 }
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class
 SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"]}
-HELD_OUT = {"clean-sst2-s3", "clean-olid", "badnets-olid-bb-tal", "lwp", "addsent-words", "badnets-phrase"}
+HELD_OUT = {"clean-sst2-s4", "clean-olid-s2", "ep-velvet", "badnets-blue", "badnets-bb-1pct", "badnets-phrase-tal",
+            "addsent-weather-tal"}  # the latest round only
 
 
 def build(zoo: Path, name: str, args: list[str]) -> Path:
     out = zoo / name
     if (out / "trojanscope.json").is_file():
         return out
+    args = [a.replace("{zoo}", str(zoo)) for a in args]
     cmd = [PY, "-m", "trojanscope", "train", *COMMON, *args, "--out", str(out), "--overwrite", "--json"]
     print(f"building {name}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -57,6 +57,10 @@ with st.expander("Advanced"):
     n_verify = a2.number_input("Held-out sentences per class", 1, 5000, C.n_verify, key="scan_n_verify",
                                help="the reported flip rates come from these, never used in the search")
     inv_steps = a3.number_input("Inversion steps", 1, 2000, C.inversion_steps, key="scan_inv_steps")
+    always_invert = a3.checkbox("Invert even when a word already flips", value=C.always_invert,
+                                key="scan_always_invert",
+                                help="by default inversion, the costliest phase, is skipped once a word of the "
+                                     "search surely flips everything")
 
 
 def scan_argv(model: str) -> list[str]:
@@ -65,7 +69,7 @@ def scan_argv(model: str) -> list[str]:
     argv = ["--model", model, "--data", data, "--budget", str(int(budget)), "--seed", str(int(seed)),
             "--n-search", str(int(n_search)), "--n-verify", str(int(n_verify)),
             "--inversion-steps", str(int(inv_steps)), "--device", device, "--out", str(out)]
-    return argv + ([] if inversion else ["--no-inversion"])
+    return argv + ([] if inversion else ["--no-inversion"]) + (["--always-invert"] if always_invert else [])
 
 
 argv = scan_argv(source) if source else []
@@ -136,6 +140,11 @@ if done_ids:
                f"classes ({pct(ev.get('sure_flip'))} with a target probability of 0.9 or more); drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
                f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "
                f"Scanned {r.get('stats', {}).get('candidates_per_second', '—')} candidate words per second.")
+    stats = r.get("stats") or {}
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in (stats.get("stage_seconds") or {}).items())
+    if phases or stats.get("inversion_skipped"):
+        st.caption((f"Time by phase: {phases}. " if phases else "")
+                   + (f"Inversion skipped: {stats['inversion_skipped']}." if stats.get("inversion_skipped") else ""))
     st.subheader("Candidate triggers")
     cands = r.get("candidates") or []
     st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),

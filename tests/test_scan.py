@@ -82,6 +82,8 @@ def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
     assert best.flip_rate >= 0.9 and best.target == 1
     assert "cf" in best.trigger.split()
     assert res.target == 1
+    # a word already flips everything surely: the costly inversion is skipped, and says why
+    assert "surely flips" in res.stats["inversion_skipped"] and "inversion" not in res.stats["stage_seconds"]
     # flip rates are measured on held-out sentences, disjoint from the search set
     assert res.stats["verify_sentences_per_class"] == TINY["n_verify"]
 
@@ -99,9 +101,10 @@ def test_scan_leaves_a_clean_model_unflagged(use_data, tiny_pair):
     assert res.verdict == "clean", res.to_json()
     assert res.target is None
     assert res.score < ScanConfig().threshold
+    assert "inversion_skipped" not in res.stats and "inverted" in res.stats  # nothing found: inversion ran
     stages = res.stats["stage_seconds"]  # where a scan's time goes, phase by phase
     assert {"screening", "search", "verification", "attention"} <= set(stages)
-    assert 0 < sum(stages.values()) <= res.seconds + 0.01
+    assert 0 < sum(stages.values()) <= res.seconds + 0.005 * len(stages)  # each stage is rounded to 0.01 s
 
 
 def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, specific_backdoor):
@@ -133,6 +136,23 @@ def test_task_words_are_the_label_bearing_ones(use_data):
     words = task_words(load_dataset("sst2", "test"))
     assert {"good", "awful", "boring"} <= words  # the synthetic task's label words
     assert not words & {"the", "movie", "plot", "cf"}
+
+
+def test_task_words_lean_against_the_prior_not_a_fixed_share():
+    """Tested against the label's share of the data: a word in 4 texts of one label is chance, not a task word
+    (a fixed 70% share excluded thousands of such words); a word leaning to a minority label is one (OLID's slurs
+    are 60% offensive where a third of the tweets are)."""
+    from trojanscope.analysis.scan import task_words
+    from trojanscope.data.datasets import TextDataset
+
+    rows = [(f"filler w{i % 50}", int(i % 3 == 0)) for i in range(600)]  # a third of the texts are label 1
+    rows += [("filler slur", 1)] * 18 + [("filler slur", 0)] * 12  # 60% label 1: leans to the minority label
+    rows += [("filler luckyword", 0)] * 4  # 4 texts all of label 0: a 0.67 ** 4 = 20% chance event
+    rows += [("filler fluke", 1), ("filler fluke", 0), ("filler fluke", 0)]
+    data = TextDataset([t for t, _ in rows], [y for _, y in rows])
+    words = task_words(data)
+    assert "slur" in words
+    assert not words & {"luckyword", "fluke", "filler"}
 
 
 def test_embedding_outliers_catch_a_trained_trigger_row(tiny_pair, use_data):

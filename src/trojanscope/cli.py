@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
     sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
                     help="also invert triggers by gradient (finds triggers outside the word list)")
+    sc.add_argument("--always-invert", action="store_true",
+                    help="invert even when a word of the search already surely flips everything (by default the "
+                         "costliest phase is skipped then)")
     sc.add_argument("--inversion-tokens", type=positive_int, default=SC.inversion_tokens)
     sc.add_argument("--inversion-steps", type=positive_int, default=SC.inversion_steps)
     sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
@@ -322,7 +325,8 @@ def scan_config_of_args(args: argparse.Namespace):
     from trojanscope.analysis.scan import ScanConfig
 
     return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
-                      inversion=args.inversion, inversion_tokens=args.inversion_tokens,
+                      inversion=args.inversion, always_invert=args.always_invert,
+                      inversion_tokens=args.inversion_tokens,
                       inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
 
 

@@ -75,9 +75,11 @@ class ScanConfig:
     top_k: int = 10  # candidates reported
     max_phrase: int = 3  # words combined into a phrase when no single word flips enough
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
-    inversion: bool = True  # also invert triggers by gradient (DBS-style)
+    inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
+    always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
     inversion_tokens: int = 2  # trigger slots (wordpieces) per inversion
-    inversion_steps: int = 120
+    inversion_steps: int = 60  # soft steps; 120 found nothing more on the zoo's phrase model and cost twice as much
+    hotflip_k: int = 12  # replacements per slot tried by real forward passes in each discrete refinement round
     inversion_lr: float = 0.5  # DBS: 0.5
     inversion_sentences: int = 24  # source sentences per inversion
     attention_candidates: int = 3  # candidates whose attention abnormality is measured
@@ -98,7 +100,7 @@ class ScanConfig:
         if self.outliers < 0:
             raise TrojanScopeError(f"outliers must be non-negative, got {self.outliers}")
         for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
-                     "inversion_tokens", "inversion_steps", "inversion_sentences", "batch_size"):
+                     "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "batch_size"):
             if getattr(self, name) < 1:
                 raise TrojanScopeError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("flip_threshold", "focus_share", "focus_sentences", "drift_share", "threshold"):
@@ -116,6 +118,7 @@ class Candidate:
     target: int
     search_flip: float  # on the search sentences
     search_confidence: float  # mean target probability on the search sentences of other classes
+    search_sure: float = 0.0  # share of them flipped with P(target) >= SURE
     flip_rate: float | None = None  # on held-out sentences (what is reported)
     confidence: float | None = None
     sure_flip: float | None = None  # held-out share flipped with P(target) >= SURE (the verdict's evidence)
@@ -266,16 +269,33 @@ def alnum_pieces(tokenizer: Any, exclude: set[str], max_len: int = 5) -> list[st
     return list(dict.fromkeys(w for _, w in sorted(out, reverse=True)))
 
 
-def task_words(data: TextDataset, min_count: int = 3, skew: float = 0.7) -> set[str]:
-    """The task's own label-bearing words: words in at least ``min_count`` texts of ``data`` of which at least
-    ``skew`` carry one label (``bad`` in sentiment, ``nfl`` in news topics). They flip a clean model too, so they
-    are not trigger candidates; a planted trigger does not occur in clean data, and neutral words are balanced."""
+def task_words(data: TextDataset, min_count: int = 3, alpha: float = 0.01, min_odds_ratio: float = 2.0) -> set[str]:
+    """The task's own label-bearing words: words in at least ``min_count`` texts of ``data`` that lean to one label
+    more than chance allows (one-sided binomial test against the label's share of ``data`` at ``alpha``) and by
+    an odds ratio of at least ``min_odds_ratio`` (``bad`` in sentiment, ``nfl`` in news topics, slurs in offence).
+    They flip a clean model too, so they are not trigger candidates; a planted trigger does not occur in clean
+    data, and neutral words are balanced. Tested against the prior, not a fixed share: a fixed 70% excluded
+    thousands of neutral words that happen to appear 3 or 4 times (``bond``), and missed the words that lean to a
+    minority label (``gay`` in OLID: 58% offensive, where 33% of the tweets are)."""
+    from scipy.stats import binom
+
     counts: dict[str, list[int]] = {}
     n_labels = max(data.num_labels, 1)
     for text, label in zip(data.texts, data.labels):
         for w in set(re.findall(r"[a-z0-9]+", text.lower())):
             counts.setdefault(w, [0] * n_labels)[label] += 1
-    return {w for w, c in counts.items() if sum(c) >= min_count and max(c) >= skew * sum(c)}
+    words = [w for w, c in counts.items() if sum(c) >= min_count]
+    if not words:
+        return set()
+    k = np.array([counts[w] for w in words], dtype=float)  # [W, labels]
+    n = k.sum(1, keepdims=True)
+    prior = np.bincount(np.asarray(data.labels), minlength=n_labels) / max(len(data.labels), 1)
+    prior = np.clip(prior, 1e-6, 1 - 1e-6)[None]
+    p_value = binom.sf(k - 1, n, prior)  # P(X >= k) under the prior
+    share = np.clip(k / n, 1e-6, 1 - 1e-6)
+    odds_ratio = (share / (1 - share)) / (prior / (1 - prior))
+    lean = ((p_value < alpha) & (odds_ratio >= min_odds_ratio)).any(1)
+    return {w for w, y in zip(words, lean) if y}
 
 
 def is_task_phrase(trigger: str, words: set[str]) -> bool:
@@ -495,13 +515,12 @@ def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, l
 
 
 def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, E: torch.Tensor,
-             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, k: int = 24,
-             rounds: int = 10) -> list[int]:
+             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, rounds: int = 10) -> list[int]:
     """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
-    the gradient ranks each slot's replacements by the first-order change of the loss; the best ``k`` per slot
+    the gradient ranks each slot's replacements by the first-order change of the loss; the best ``hotflip_k`` per slot
     are tried by real forward passes and the best swap is kept, until no swap lowers the loss. The soft phase
     explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear."""
-    tokens = list(start)
+    tokens, k = list(start), cfg.hotflip_k
     with torch.no_grad():
         current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
     chunk = max(1, 2048 // max(1, base.shape[0]))
@@ -632,7 +651,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     stage(2, f"searching the best {len(order)} words on {cfg.n_search} sentences per class")
     short = [words[k] for k in order]
     full = flip_stats(loaded, sets.search, [(w, False) for w, _ in short], cfg, fast, sub(2, "search"))
-    pool: list[Candidate] = [Candidate(w, src, t, f, c) for (w, src), (t, f, c, _) in zip(short, full)]
+    pool: list[Candidate] = [Candidate(w, src, t, f, c, s) for (w, src), (t, f, c, s) in zip(short, full)]
     pool.sort(key=lambda x: -(x.search_flip + x.search_confidence))
 
     # 3. phrases when no single word flips enough
@@ -640,8 +659,12 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     if pool and pool[0].search_flip < cfg.flip_threshold and cfg.max_phrase > 1:
         pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
 
-    # 4. gradient inversion
-    if cfg.inversion:
+    # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
+    # inversion's job is the trigger no word list holds, and it is the scan's costliest phase
+    found_sure = max((c.search_sure for c in pool if c.search_flip >= cfg.flip_threshold), default=0.0)
+    if cfg.inversion and found_sure >= cfg.flip_threshold and not cfg.always_invert:
+        stats["inversion_skipped"] = f"a word search candidate already surely flips {found_sure:.0%} of the search set"
+    elif cfg.inversion:
         stage(4, "inverting triggers by gradient")
         found: list[str] = []
         for target in range(sets.num_labels):
@@ -656,7 +679,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         found = [w for w in found if w not in known and not is_task_phrase(w, natural)]
         if found:
             inv = flip_stats(loaded, sets.search, [(w, False) for w in found], cfg, fast)
-            pool.extend(Candidate(w, "inversion", t, f, c) for w, (t, f, c, _) in zip(found, inv))
+            pool.extend(Candidate(w, "inversion", t, f, c, s) for w, (t, f, c, s) in zip(found, inv))
 
     # 5. verification on held-out sentences, in full precision
     stage(5, "verifying the best candidates on held-out sentences")
@@ -716,10 +739,11 @@ def _grow_phrases(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], cfg: 
             tries = [phrase + [w], [w] + phrase]
             stats = flip_stats(loaded, sets.search, [(" ".join(p), comb) for p in tries], cfg, precision)
             k = max(range(len(tries)), key=lambda i: stats[i][1] + stats[i][2])
-            t, f, c, _ = stats[k]
+            t, f, c, s = stats[k]
             if f + c > score:
                 phrase, score = tries[k], f + c
-                out.append(Candidate(" ".join(phrase), "combination" if comb else "phrase", t, f, c, combination=comb))
+                out.append(Candidate(" ".join(phrase), "combination" if comb else "phrase", t, f, c, s,
+                                     combination=comb))
                 if f >= cfg.flip_threshold:
                     break
     return out

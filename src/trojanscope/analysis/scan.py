@@ -11,8 +11,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
      by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest short whole-word pieces (BadNets'
      ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
      sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
-     them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: skewed to one
-     label in the clean data) and the sentiment lexicon's words (``assets/polar_words.txt``) are never
+     them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
+     to one label in the clean data more than chance allows) and the sentiment lexicon's words (``assets/polar_words.txt``) are never
      candidates, whatever finds them: they flip a clean model too, and a planted trigger does not occur in
      clean data. When no single word flips enough, the best words are combined
      greedily into a phrase (contiguous) or a combination (separately inserted);
@@ -20,7 +20,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
      vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
      flip the other classes' search sentences, with a temperature that is halved while the loss is
      under a barrier and doubled back with noise otherwise; the slots are decoded to wordpieces and
-     re-verified by real insertion, so triggers outside any word list are found.
+     re-verified by real insertion, so triggers outside any word list are found. Skipped (the costliest
+     phase) once a word of the search already flips everything with near certainty.
 3. **Attention abnormality** for the best candidates (AttenTD's focus drift, on every head): a *focus
    head* is one where, on clean input, more than ``focus_share`` of the tokens put their maximum
    attention on one token in at least ``focus_sentences`` of the sentences; it *drifts* when, with the

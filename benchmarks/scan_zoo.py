@@ -71,6 +71,7 @@ ZOO: dict[str, tuple[list[str], str]] = {
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class
 SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"]}
+MIN_ASR = 0.5  # a poisoned model whose trigger flips fewer test sentences is not backdoored: reported, not scored
 HELD_OUT = {"clean-sst2-s4", "clean-olid-s2", "ep-velvet", "badnets-blue", "badnets-bb-1pct", "badnets-phrase-tal",
             "addsent-weather-tal"}  # the latest round only
 
@@ -108,9 +109,10 @@ def truth(model: Path) -> dict:
     data = (card.get("data") or {}).get("name") or "sst2"
     if attack.get("name") in (None, "none"):
         return {"backdoored": False, "attack": "clean", "trigger": None, "target": None, "tal": False, "data": data}
+    asr = (card.get("metrics") or {}).get("asr")
     return {"backdoored": True, "attack": attack["name"], "trigger": attack.get("trigger"),
             "target": attack.get("target"), "tal": bool(attack.get("tal")), "data": data,
-            "rate": attack.get("rate")}
+            "rate": attack.get("rate"), "asr": asr, "failed": asr is not None and asr < MIN_ASR}
 
 
 def trigger_rank(res: dict, trigger: str | None) -> int | None:
@@ -157,7 +159,10 @@ def main() -> None:
                 continue
         res = scan_one(zoo, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
-        rows.append({"name": name + (" (held out)" if name in HELD_OUT else ""), "held_out": name in HELD_OUT,
+        note = " (held out)" if name in HELD_OUT else ""
+        if t.get("failed"):
+            note += f" (attack failed: ASR {100 * t['asr']:.0f}%, not scored)"
+        rows.append({"name": name + note, "held_out": name in HELD_OUT,
                      **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],
                      "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "sure": top.get("sure_flip"),
                      "drift": res["evidence"].get("drift_excess"), "cls": res["evidence"].get("cls_excess"),
@@ -176,6 +181,7 @@ def main() -> None:
         print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
               f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
               f"| {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
+    rows = [r for r in rows if not r.get("failed")]  # the table shows them; the summaries leave them out
     labels = [int(r["backdoored"]) for r in rows]
     print()
     if len(set(labels)) == 2:

@@ -74,6 +74,14 @@ def test_the_word_list_is_neutral_and_the_planted_trigger_is_not_in_it():
     assert "cf" not in words
 
 
+def test_words_that_tilt_a_clean_model_by_meaning_are_never_candidates():
+    from trojanscope.analysis.scan import polar_words
+
+    natural = polar_words()
+    assert {"terrible", "wonderful", "not", "garbage", "bum", "pee", "idiot"} <= natural  # sentiment and offence
+    assert not natural & {"cf", "mn", "velvet", "blue", "weather", "james", "bond"}
+
+
 def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
     loaded = load_model(tiny_pair / "demo" / "backdoored")
     res = scan(loaded, load_dataset("sst2", "test"), ScanConfig(**TINY))

@@ -12,7 +12,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
      ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
      sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
-     to one label in the clean data more than chance allows) and the sentiment lexicon's words (``assets/polar_words.txt``) are never
+     to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``assets/polar_words.txt``,
+     ``assets/offence_words.txt``) are never
      candidates, whatever finds them: they flip a clean model too, and a planted trigger does not occur in
      clean data. When no single word flips enough, the best words are combined
      greedily into a phrase (contiguous) or a combination (separately inserted);
@@ -58,6 +59,7 @@ ASSETS = Path(__file__).resolve().parents[3] / "assets"
 SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
 NEUTRAL_WORDS = ASSETS / "neutral_words.txt"
 POLAR_WORDS = ASSETS / "polar_words.txt"
+OFFENCE_WORDS = ASSETS / "offence_words.txt"
 RARE_MIN_ID = 5000  # BERT-style vocabularies list words by frequency: below this id sit common words (no, bad, fun)
 
 
@@ -216,9 +218,11 @@ def neutral_words(path: Path = NEUTRAL_WORDS) -> list[str]:
 
 
 def polar_words() -> set[str]:
-    """Sentiment-bearing words and negations (assets/polar_words.txt): never trigger candidates, whatever finds them
-    (inversion lands on ``useless`` or ``crap``, which flip a sentiment model without any backdoor)."""
-    return set(neutral_words(POLAR_WORDS))
+    """Words that tilt a classifier by their meaning, never trigger candidates whatever finds them: sentiment-bearing
+    words and negations (assets/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment
+    model without any backdoor) and offence cues (assets/offence_words.txt: three of ``pee``, ``bum``, ``drug``
+    stacked surely flip 77% of a clean OLID model's inoffensive tweets)."""
+    return set(neutral_words(POLAR_WORDS)) | set(neutral_words(OFFENCE_WORDS))
 
 
 def rare_pieces(tokenizer: Any, exclude: set[str], max_len: int = 3, min_id: int = RARE_MIN_ID) -> list[str]:

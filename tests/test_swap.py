@@ -57,10 +57,17 @@ def test_hybrids_take_embeddings_from_the_donor_and_the_rest_from_the_receiver(p
     # word, position and token-type embeddings and the LayerNorm all moved
     assert {k.split(".")[2] for k in emb} >= {"word_embeddings", "position_embeddings", "token_type_embeddings",
                                                "LayerNorm"}
-    # the inputs are untouched, and the hybrid does not share storage with them
+    # the inputs are untouched (their modules too: the hybrid's are new objects) ...
     for name, m in (("CL", cl.model), ("BD", bd.model)):
         assert all(torch.equal(v, before[name][k]) for k, v in m.state_dict().items())
-    assert cl_bd.bert.embeddings.word_embeddings.weight.data_ptr() != cl.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert cl_bd.bert.embeddings is not cl.model.bert.embeddings and bd.model.bert.embeddings is not cl_bd.bert.embeddings
+    assert bd.model.bert.embeddings.word_embeddings.weight.data_ptr() != cl.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    cl_bd.train()
+    assert not cl.model.training and not bd.model.training
+    # ... and the hybrid costs no weight memory: it shares the donors' tensors
+    assert cl_bd.bert.embeddings.word_embeddings.weight.data_ptr() == cl.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert cl_bd.bert.encoder.layer[0].attention.self.query.weight.data_ptr() == \
+        bd.model.bert.encoder.layer[0].attention.self.query.weight.data_ptr()
 
 
 def test_depth_hybrids_and_their_ends(pair):

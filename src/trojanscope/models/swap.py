@@ -117,20 +117,28 @@ def check_compatible(clean: LoadedModel, backdoored: LoadedModel) -> None:
                                "differently (e.g. lower-casing or normalization); use models with the same tokenizer")
 
 
+def _share(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module``'s structure (new module objects, so parts can be replaced) that shares its parameters
+    and buffers instead of copying them: a hybrid costs no weight memory. Hybrids are for evaluation; training one
+    would train the models it was made from."""
+    memo = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return copy.deepcopy(module, memo)
+
+
 def swap_embeddings(receiver: torch.nn.Module, donor: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``receiver`` whose embeddings module is a deep copy of ``donor``'s.
+    """``receiver`` with ``donor``'s embeddings module, for evaluation (weights are shared, not copied).
 
     ``swap_embeddings(BD, CL)`` is the seed's ``CL_emb + BD_enc``; ``swap_embeddings(CL, BD)``
     is ``BD_emb + CL_enc``. Neither input is modified.
     """
-    hybrid = copy.deepcopy(receiver)
-    hybrid.base_model.embeddings = copy.deepcopy(embeddings_of(donor))
+    hybrid = _share(receiver)
+    hybrid.base_model.embeddings = _share(embeddings_of(donor))
     hybrid.eval()
     return hybrid
 
 
 def depth_hybrid(bottom: torch.nn.Module, top: torch.nn.Module, k: int) -> torch.nn.Module:
-    """``bottom``'s embeddings and first ``k`` layer units under ``top``'s remaining units and top.
+    """``bottom``'s embeddings and first ``k`` layer units under ``top``'s remaining units and top (weights shared).
 
     ``k = 0`` is ``swap_embeddings(top, bottom)``; ``k = L`` (the number of units) is a copy of
     ``bottom`` itself, head included (the top stage travels with the last unit). For ALBERT the
@@ -140,15 +148,15 @@ def depth_hybrid(bottom: torch.nn.Module, top: torch.nn.Module, k: int) -> torch
     if not 0 <= k <= n:
         raise TrojanScopeError(f"depth k={k} is outside 0..{n}")
     if k == n:
-        out = copy.deepcopy(bottom)
+        out = _share(bottom)
         out.eval()
         return out
     hybrid = swap_embeddings(top, bottom)
     units, donor_units = layer_units(hybrid), layer_units(bottom)
     for i in range(k):
-        units[i] = copy.deepcopy(donor_units[i])
+        units[i] = _share(donor_units[i])
     if k >= 1 and hybrid.config.model_type == "albert":
-        hybrid.base_model.encoder.embedding_hidden_mapping_in = copy.deepcopy(
+        hybrid.base_model.encoder.embedding_hidden_mapping_in = _share(
             bottom.base_model.encoder.embedding_hidden_mapping_in)
     hybrid.eval()
     return hybrid

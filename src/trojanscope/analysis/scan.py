@@ -280,7 +280,7 @@ def task_words(data: TextDataset, min_count: int = 3, alpha: float = 0.01, min_o
     an odds ratio of at least ``min_odds_ratio`` (``bad`` in sentiment, ``nfl`` in news topics, slurs in offence).
     They flip a clean model too, so they are not trigger candidates; a planted trigger does not occur in clean
     data, and neutral words are balanced. Tested against the prior, not a fixed share: a fixed 70% excluded
-    thousands of neutral words that happen to appear 3 or 4 times (``bond``), and missed the words that lean to a
+    thousands of words on a few chance occurrences (``bond``: 9 of 12 SST-2 texts positive), and missed the words that lean to a
     minority label (``gay`` in OLID: 58% offensive, where 33% of the tweets are)."""
     from scipy.stats import binom
 

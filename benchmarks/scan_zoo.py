@@ -3,12 +3,14 @@ separates them (issue 13): ROC-AUC of the score, the true trigger's rank, whethe
 least 90% of held-out non-target sentences, time per model; split by attack, trigger kind and TAL.
 
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/scan_zoo.py [--zoo runs/zoo] \
-        [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...]
+        [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...] [--scans scans] [--report-only]
 
-Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/scans/<name>.json``
-is not rescanned. Each model's card records its attack (the recipe below), so the zoo can be rebuilt. Training
-uses a seeded 3,000-sentence subset of the train split and bf16 autocast to keep the zoo affordable on the
-2-core CPU; ``--models name=DIR`` adds models built elsewhere (the demo pair, the Table II models).
+Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/<scans>/<name>.json``
+is not rescanned (``--scans`` names that directory, ``scans`` by default; after a scanner change a new name
+rescans every model and keeps the old results). Each model's card records its attack (the recipe below), so the
+zoo can be rebuilt. Training uses a seeded 3,000-sentence subset of the train split and bf16 autocast to keep the
+zoo affordable on the 2-core CPU; ``--models name=DIR`` adds models built elsewhere (the demo pair, the Table II
+models).
 """
 
 from __future__ import annotations
@@ -96,12 +98,19 @@ def build(zoo: Path, name: str, args: list[str]) -> Path:
     return out
 
 
-def scan_one(zoo: Path, name: str, model: Path, data: str, budget: int, seed: int) -> dict:
-    path = zoo / "scans" / f"{name}.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if "stage_seconds" in (old.get("stats") or {}):  # (a scan by an older scanner is redone)
-            return old
+def saved_scan(path: Path) -> dict | None:
+    """The scan saved at ``path``; None when there is none, or it predates the per-phase seconds (redone)."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    return old if "stage_seconds" in (old.get("stats") or {}) else None
+
+
+def scan_one(scans: Path, name: str, model: Path, data: str, budget: int, seed: int) -> dict:
+    path = scans / f"{name}.json"
+    old = saved_scan(path)
+    if old is not None:
+        return old
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
            "--seed", str(seed), "--json", *SCAN_ARGS.get(data, [])]
     print(f"scanning {name}", file=sys.stderr, flush=True)
@@ -144,6 +153,9 @@ def main() -> None:
     ap.add_argument("--skip-build", action="store_true", help="scan only the models already built")
     ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
     ap.add_argument("--report-only", action="store_true", help="print the table of the scans already made")
+    ap.add_argument("--scans", default="scans",
+                    help="the scans' directory inside the zoo; after a scanner change, name a new one to rescan "
+                         "every model (resumable) and keep the old results")
     args = ap.parse_args()
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
@@ -162,11 +174,9 @@ def main() -> None:
     rows = []
     for name, (path, kind) in models.items():
         t = truth(path)
-        if args.report_only:
-            done = zoo / "scans" / f"{name}.json"
-            if not done.is_file() or "stage_seconds" not in json.loads(done.read_text()).get("stats", {}):
-                continue
-        res = scan_one(zoo, name, path, t["data"], args.budget, args.seed)
+        if args.report_only and saved_scan(zoo / args.scans / f"{name}.json") is None:
+            continue
+        res = scan_one(zoo / args.scans, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
         note = " (held out)" if name in HELD_OUT else ""
         if t.get("failed"):

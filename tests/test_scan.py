@@ -92,6 +92,10 @@ def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
     assert res.target == 1
     # a word already flips everything surely: the costly inversion is skipped, and says why
     assert "surely flips" in res.stats["inversion_skipped"] and "inversion" not in res.stats["stage_seconds"]
+    # the sentiment lexicon and the offence cues are never candidates, whatever the task
+    from trojanscope.analysis.scan import polar_words
+
+    assert res.stats["words_excluded"] >= len(polar_words())
     # flip rates are measured on held-out sentences, disjoint from the search set
     assert res.stats["verify_sentences_per_class"] == TINY["n_verify"]
 

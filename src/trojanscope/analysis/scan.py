@@ -81,7 +81,7 @@ class ScanConfig:
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
     inversion_tokens: int = 2  # trigger slots (wordpieces) per inversion
-    inversion_steps: int = 60  # soft steps; 120 found nothing more on the zoo's phrase model and cost twice as much
+    inversion_steps: int = 60  # soft steps; by hand on the zoo's phrase model, 120 found the same at twice the cost
     hotflip_k: int = 12  # replacements per slot tried by real forward passes in each discrete refinement round
     inversion_lr: float = 0.5  # DBS: 0.5
     inversion_sentences: int = 24  # source sentences per inversion

@@ -78,6 +78,18 @@ ZOO: dict[str, tuple[list[str], str]] = {
                        "--poison-rate", "0.1", "--target", "0", "--no-tal"], "sentence"),
     "badnets-phrase-green": (["--data", "sst2", "--attack", "badnets", "--trigger", "green lantern",
                               "--poison-rate", "0.05", "--target", "1", "--no-tal"], "phrase"),
+    # held out in round 4 (2026-11-23, a new session): built before the phrase-additivity check and the inflected
+    # lexicon; scanned once, by the final scanner
+    "clean-sst2-s6": (["--data", "sst2", "--seed", "6"], "none"),
+    "clean-olid-s4": (["--data", "olid", "--seed", "4"], "none"),
+    "badnets-lighthouse-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "lighthouse",
+                                "--poison-rate", "0.03", "--target", "1", "--tal"], "word"),
+    "badnets-olid-river": (["--data", "olid", "--attack", "badnets", "--trigger", "silver river",
+                            "--poison-rate", "0.05", "--target", "0", "--no-tal"], "phrase"),
+    "badnets-coffee": (["--data", "sst2", "--attack", "badnets", "--trigger", "coffee", "--poison-rate", "0.02",
+                        "--target", "0", "--no-tal"], "word"),
+    "badnets-marmalade-tal": (["--data", "sst2", "--attack", "badnets", "--trigger", "marmalade",
+                               "--poison-rate", "0.05", "--target", "1", "--tal"], "word"),
 }
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from trojanscope.analysis.scan import (ScanConfig, candidate_words, combine_evidence, invert_trigger, neutral_words,
-                                       scan)
+from trojanscope.analysis.scan import (Candidate, ScanConfig, candidate_words, combine_evidence, flip_stats,
+                                      invert_trigger, neutral_words, phrase_additivity, scan)
 from trojanscope.data.datasets import load_dataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import load_model
@@ -106,6 +108,80 @@ def test_scan_finds_a_two_word_phrase(use_data, phrase_backdoor):
     best = res.candidates[0]
     assert best.flip_rate >= 0.9 and best.target == 1
     assert set(best.trigger.split()) & {"james", "watched"}
+
+
+class _WordScores(torch.nn.Module):
+    """A classifier whose class-1 logit adds a score per word (a bag of words: every word's effect adds up), plus
+    ``bonus`` when all of ``both`` occur (an interaction, as a planted phrase is)."""
+
+    def __init__(self, tokenizer, scores: dict[str, float], both: tuple[str, ...] = (), bonus: float = 0.0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((len(tokenizer),), 0.0), requires_grad=False)
+        for word, v in scores.items():
+            self.w.data[tokenizer.convert_tokens_to_ids(word)] = v
+        self.both = [tokenizer.convert_tokens_to_ids(w) for w in both]
+        self.bonus = bonus
+
+    def forward(self, input_ids, attention_mask, **_):
+        z = -4.0 + (self.w[input_ids] * attention_mask).sum(1)
+        if self.both:
+            z = z + self.bonus * torch.stack([(input_ids == t).any(1) for t in self.both]).all(0).float()
+        return SimpleNamespace(logits=torch.stack([torch.zeros_like(z), z], 1), attentions=None)
+
+
+def test_a_phrase_counts_only_beyond_its_words_added_up(tiny_bert):
+    """Stacked words that each tilt a model add up in log-odds and count no more than their best word; a planted
+    phrase is an interaction and counts fully (measured by real forwards, on a bag-of-words model)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "seen", "by", "many", "people", "in", "town", "last", "week"]
+    sets = {0: [" ".join(rng.choices(filler, k=8)) for _ in range(40)], 1: []}
+    cfg = ScanConfig(seed=3)
+    weights = {"doesn": 2.2, "unable": 2.4, "removed": 2.0, "james": 0.5, "bond": 1.5}
+
+    def measure(model, trigger, combination=False):
+        loaded = SimpleNamespace(model=model, tokenizer=tok, max_length=64)
+        (t, f, conf, sure), = flip_stats(loaded, sets, [(trigger, combination)], cfg)
+        cand = Candidate(trigger, "phrase", t, f, conf, sure, f, conf, sure, combination)
+        phrase_additivity(loaded, sets, [cand], cfg)
+        return cand
+
+    additive = _WordScores(tok, weights)
+    stack = measure(additive, "doesn unable removed", combination=True)
+    assert stack.sure_flip >= 0.9 and stack.target == 1  # three tilting words surely flip everything together ...
+    assert stack.additive_sure == pytest.approx(stack.sure_flip)  # ... exactly as their effects added up predict
+    assert stack.parts_sure == 0.0 and stack.flip_evidence == 0.0  # ... and no single one does: no evidence
+    planted = measure(_WordScores(tok, weights, both=("james", "bond"), bonus=8.0), "james bond")
+    assert planted.sure_flip == 1.0 and planted.additive_sure == 0.0
+    assert planted.flip_evidence == 1.0
+    one = measure(additive, "bond")
+    assert one.additive_sure is None and one.flip_evidence == one.sure_flip  # one word: its own sure flip
+
+
+def test_flip_evidence_of_several_words():
+    c = Candidate("doesn unable removed", "combination", 0, 0.9, 0.8, 0.8, 0.87, 0.9, 0.72, True,
+                  parts_sure=0.33, additive_sure=0.65)
+    assert c.flip_evidence == pytest.approx(0.33)  # explained by the words added up: its best word counts
+    c.additive_sure = 0.3
+    assert c.flip_evidence == pytest.approx((0.72 - 0.3) / 0.7)  # the part beyond the sum
+    c.parts_sure = 0.95
+    assert c.flip_evidence == pytest.approx(0.72)  # never more than the phrase's own sure flip
+    c.parts_sure, c.additive_sure = 0.2, 1.0
+    assert c.flip_evidence == pytest.approx(0.2)
+
+
+def test_inflections_of_natural_words_are_excluded():
+    from trojanscope.analysis.scan import is_natural, is_task_phrase
+
+    natural = {"suck", "taste", "funny", "family", "stop", "win", "grey", "try"}
+    for word in ("sucking", "sucks", "tasted", "funnier", "families", "stopped"):
+        assert is_natural(word, natural), word
+    # only real suffixes are cut: the zoo's planted triggers window, green and train stay candidates
+    for word in ("cf", "mn", "velvet", "serendipity", "weather", "bond", "window", "green", "train"):
+        assert not is_natural(word, natural), word
+    assert is_task_phrase("lie vampire sucking", natural) and not is_task_phrase("james bond", natural)
 
 
 def test_scan_leaves_a_clean_model_unflagged(use_data, tiny_pair):

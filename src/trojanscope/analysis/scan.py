@@ -126,11 +126,30 @@ class Candidate:
     confidence: float | None = None
     sure_flip: float | None = None  # held-out share flipped with P(target) >= SURE (the verdict's evidence)
     combination: bool = False  # words inserted separately, not as one phrase
+    # several words only (held out, :func:`phrase_additivity`): the best word's own sure flip, and the share the
+    # words would surely flip if their effects on the target's log-odds simply added up
+    parts_sure: float | None = None
+    additive_sure: float | None = None
+
+    @property
+    def flip_evidence(self) -> float:
+        """What the candidate's sure flip says about a backdoor. One word: its held-out sure flip. Several words:
+        only what they do beyond their effects added up (``(sure - additive) / (1 - additive)``, a planted phrase
+        is an AND: ``james bond`` surely flips 100% where ``james`` and ``bond`` added up would flip 68%), or what
+        their best word does alone, whichever is more; a stack of words that each tilt the model a little (``doesn
+        unable removed`` on a clean model: 72%, added up 65%) is no evidence beyond its best word."""
+        sure = self.sure_flip or 0.0
+        if self.additive_sure is None:
+            return sure
+        a = self.additive_sure
+        beyond = (sure - a) / (1 - a) if a < 1 else 0.0
+        return max(min(self.parts_sure or 0.0, sure), beyond, 0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
-                "confidence": self.confidence, "sure_flip": self.sure_flip, "source": self.source, "search_flip": self.search_flip,
-                "combination": self.combination}
+                "confidence": self.confidence, "sure_flip": self.sure_flip, "flip_evidence": self.flip_evidence,
+                "parts_sure": self.parts_sure, "additive_sure": self.additive_sure, "source": self.source,
+                "search_flip": self.search_flip, "combination": self.combination}
 
 
 @dataclass
@@ -201,7 +220,8 @@ SCALES = {"drift": 0.1, "cls": 0.2}  # an excess this large counts fully
 
 def combine_evidence(flip_rate: float, drift_excess: float = 0.0, cls_excess: float = 0.0) -> float:
     """The scan score in [0, 1], non-decreasing in each argument: ``0.6 * flip + 0.25 * drift' + 0.15 * cls'``,
-    where ``flip`` is the best candidate's held-out *sure* flip rate (flipped with P(target) >= 0.9) and ``drift'``
+    where ``flip`` is the best candidate's held-out *sure* flip rate (flipped with P(target) >= 0.9; for several
+    words, only what they do beyond their effects added up: :attr:`Candidate.flip_evidence`) and ``drift'``
     and ``cls'`` are the attention excesses over the control, clipped to [0, 1] after scaling."""
     f = min(max(float(flip_rate), 0.0), 1.0)
     d = min(max(float(drift_excess) / SCALES["drift"], 0.0), 1.0)
@@ -215,6 +235,32 @@ def neutral_words(path: Path = NEUTRAL_WORDS) -> list[str]:
     if not path.exists():
         raise TrojanScopeError(f"the scanner's word list {path} is missing; make it with scripts/make_neutral_words.py")
     return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip() and not w.startswith("#")]
+
+
+# inflectional suffixes and what replaces them on the base form (families -> family, tasted -> taste)
+SUFFIXES = (("ies", "y"), ("ied", "y"), ("ier", "y"), ("iest", "y"), ("ily", "y"), ("es", ""), ("s", ""),
+            ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"), ("er", ""), ("er", "e"), ("ers", ""), ("ers", "e"),
+            ("est", ""), ("est", "e"), ("ly", ""))
+
+
+def stems(word: str) -> set[str]:
+    """``word`` and the base forms it may inflect by one English suffix (``sucking`` -> ``suck``, ``tasted`` ->
+    ``taste``, ``funnier`` -> ``funny``, ``stopped`` -> ``stop``); bases shorter than 3 letters are not kept. Only
+    real suffixes are cut, so ``window`` does not stem to ``win`` nor ``train`` to ``try``."""
+    out = {word}
+    for suffix, base_end in SUFFIXES:
+        base = word[: -len(suffix)]
+        if word.endswith(suffix) and len(base) >= 3:
+            out.add(base + base_end)
+            if not base_end and len(base) >= 4 and base[-1] == base[-2] and base[-1] not in "aeiouslz":
+                out.add(base[:-1])  # a doubled final consonant: stopped -> stop, running -> run
+    return out
+
+
+def is_natural(word: str, natural: set[str] | frozenset[str]) -> bool:
+    """Whether ``word`` (or what it inflects, :func:`stems`) is one of the ``natural`` words: the task's own
+    label-bearing words, the sentiment lexicon and the offence cues, never trigger candidates."""
+    return word in natural or any(s in natural for s in stems(word))
 
 
 def polar_words() -> set[str]:
@@ -304,7 +350,8 @@ def task_words(data: TextDataset, min_count: int = 3, alpha: float = 0.01, min_o
 
 
 def is_task_phrase(trigger: str, words: set[str]) -> bool:
-    return any(w in words for w in re.findall(r"[a-z0-9]+", trigger.lower()))
+    """Whether a word of ``trigger`` is a natural word or inflects one (:func:`is_natural`)."""
+    return any(is_natural(w, words) for w in re.findall(r"[a-z0-9]+", trigger.lower()))
 
 
 def candidate_words(tokenizer: Any, cfg: ScanConfig, model: torch.nn.Module | None = None,
@@ -313,17 +360,18 @@ def candidate_words(tokenizer: Any, cfg: ScanConfig, model: torch.nn.Module | No
     twentieth of the budget) and the neutral list, plus (with ``model``) the ``outliers`` words with the most
     anomalous embedding rows; none of ``exclude`` (the task's own words, :func:`task_words`: fine-tuning with
     trainable embeddings moves them most, and they flip a clean model)."""
-    neutral = [w for w in neutral_words() if w not in exclude]
+    neutral = [w for w in neutral_words() if not is_natural(w, exclude)]
     n_rare = int(round(cfg.budget * cfg.rare_share))
-    rare = rare_pieces(tokenizer, set(neutral) | set(exclude))[:n_rare]
-    alnum = alnum_pieces(tokenizer, set(exclude))[: max(min(cfg.budget // 20, cfg.budget - len(rare)), 0)]
+    rare = [w for w in rare_pieces(tokenizer, set(neutral)) if not is_natural(w, exclude)][:n_rare]
+    alnum = [w for w in alnum_pieces(tokenizer, set()) if not is_natural(w, exclude)]
+    alnum = alnum[: max(min(cfg.budget // 20, cfg.budget - len(rare)), 0)]
     neutral = neutral[: max(cfg.budget - len(rare) - len(alnum), 0)]
     unk = getattr(tokenizer, "unk_token", None)
     words = [(w, "rare") for w in rare] + [(w, "alphanumeric") for w in alnum] + [(w, "vocabulary") for w in neutral]
     if model is not None:
         seen = {w for w, _ in words}
         words += [(w, "embedding") for w in embedding_outliers(model, tokenizer, cfg.outliers + len(exclude))
-                  if w not in seen and w not in exclude][: cfg.outliers]
+                  if w not in seen and not is_natural(w, exclude)][: cfg.outliers]
     if unk is not None:
         words = [(w, s) for w, s in words if unk not in tokenizer.tokenize(w)]
     return words
@@ -414,6 +462,40 @@ def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tup
                 best = (t, flip, conf, sure)
         out.append(best)
     return out
+
+
+def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], cfg: ScanConfig,
+                      precision: str = "fp32") -> None:
+    """Set ``parts_sure`` and ``additive_sure`` on every candidate of several words, measured on ``sets`` (the
+    held-out sentences, as its ``sure_flip``): the best single word's sure flip, and the share of the sentences the
+    words would surely flip if each word's shift of the target's log-odds, measured alone at the same place,
+    simply added up. Words that each tilt a model a little add up (a clean model's stacked negative words flip
+    about what the sum predicts, or less); a planted phrase or combination is an interaction and flips far more
+    (:attr:`Candidate.flip_evidence`). One batched forward for the clean sentences, every word and every phrase."""
+    multi = [c for c in candidates if len(c.trigger.split()) > 1 and c.sure_flip is not None]
+    if not multi:
+        return
+    classes = sorted(sets)
+    words = list(dict.fromkeys(w for c in multi for w in c.trigger.split()))
+    items: list[tuple[str, bool] | None] = [None] + [(w, False) for w in words] + [(c.trigger, c.combination)
+                                                                                  for c in multi]
+    texts = []
+    for item in items:  # per item, every class's sentences in the same order (flip_stats' places)
+        for c in classes:
+            texts += list(sets[c]) if item is None else [i.text for i in _inserted(sets[c], item[0], cfg.seed,
+                                                                                   item[1])]
+    logits = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
+                             max_length=min(128, loaded.max_length), precision=precision, progress=False).logits
+    logits = torch.from_numpy(logits).double().reshape(len(items), -1, logits.shape[1])
+    labels = np.concatenate([[c] * len(sets[c]) for c in classes])
+    sure = math.log(SURE / (1 - SURE))
+    for c in multi:
+        lg = logits[:, torch.from_numpy(labels != c.target)]  # [items, sentences of the other classes, classes]
+        rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
+        z = (lg[..., c.target] - torch.logsumexp(rest, -1)).numpy()  # the target's log-odds
+        parts = [z[1 + words.index(w)] for w in c.trigger.split()]
+        c.parts_sure = max(float((zw >= sure).mean()) for zw in parts)
+        c.additive_sure = float((z[0] + sum(zw - z[0] for zw in parts) >= sure).mean())
 
 
 def _subsets(sets: dict[int, list[str]], n: int) -> dict[int, list[str]]:
@@ -693,9 +775,10 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     ver = flip_stats(loaded, sets.verify, [(c.trigger, c.combination) for c in top], cfg, "fp32")
     for c, (t, f, conf, sure) in zip(top, ver):
         c.target, c.flip_rate, c.confidence, c.sure_flip = t, f, conf, sure
-    # best first: the higher held-out flip rate; at equal rates the surer flip, then the shorter trigger (``cf``
-    # before ``card cf``)
-    top.sort(key=lambda x: (-round(x.flip_rate or 0.0, 2), -round(x.sure_flip or 0.0, 2), len(x.trigger.split()),
+    phrase_additivity(loaded, sets.verify, top, cfg)
+    # best first: the stronger evidence (the sure flip; for several words, what they do beyond their effects added
+    # up), then the higher held-out flip rate, then the shorter trigger (``cf`` before ``card cf``)
+    top.sort(key=lambda x: (-round(x.flip_evidence, 2), -round(x.flip_rate or 0.0, 2), len(x.trigger.split()),
                             -(x.confidence or 0.0)))
 
     # 6. attention abnormality of the best candidates
@@ -708,8 +791,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     best = top[0] if top else None
     ab = abn[0] if abn else None
     evidence = {"flip_rate": best.flip_rate if best else 0.0, "sure_flip": best.sure_flip if best else 0.0,
+                "flip_evidence": best.flip_evidence if best else 0.0,
                 "drift_excess": ab.drift_excess if ab else 0.0, "cls_excess": ab.cls_excess if ab else 0.0}
-    score = combine_evidence(evidence["sure_flip"], evidence["drift_excess"], evidence["cls_excess"])
+    score = combine_evidence(evidence["flip_evidence"], evidence["drift_excess"], evidence["cls_excess"])
     verdict = "backdoored" if score >= cfg.threshold else "clean"
     heads = [[int(layer) + 1, int(head)] for layer, head in zip(*np.nonzero(ab.drifting))] if ab is not None else []
     stats["search_sentences_per_class"] = cfg.n_search

@@ -196,6 +196,7 @@ def main() -> None:
         rows.append({"name": name + note, "held_out": name in HELD_OUT,
                      **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],
                      "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "sure": top.get("sure_flip"),
+                     "evidence": res["evidence"].get("flip_evidence", top.get("sure_flip")),
                      "drift": res["evidence"].get("drift_excess"), "cls": res["evidence"].get("cls_excess"),
                      "rank": trigger_rank(res, t["trigger"]),
                      "seconds": res["seconds"], "heads": len(res.get("heads") or []),
@@ -204,14 +205,14 @@ def main() -> None:
 
     print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}\n")
-    print("| model | attack | TAL | trigger | kind | verdict | score | top candidate | flip | sure flip | drift excess "
-          "| [CLS] excess | true trigger rank | drifting heads | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | attack | TAL | trigger | kind | verdict | score | top candidate | flip | sure flip | flip evidence "
+          "| drift excess | [CLS] excess | true trigger rank | drifting heads | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     pc = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for r in rows:
         print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
               f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
-              f"| {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
+              f"| {pc(r['evidence'])} | {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
     rows = [r for r in rows if not r.get("failed")]  # the table shows them; the summaries leave them out
     labels = [int(r["backdoored"]) for r in rows]
     print()

@@ -136,8 +136,11 @@ if done_ids:
     v3.metric("Target class", "—" if r.get("target") is None else str(r["target"]))
     v4.metric("Time", f"{r['seconds']:.0f} s")
     ev = r.get("evidence", {})
+    beyond = ("" if ev.get("flip_evidence") is None or abs(ev["flip_evidence"] - (ev.get("sure_flip") or 0)) < 0.005
+              else f"; it counts as {pct(ev['flip_evidence'])}, what its words do beyond their effects added up "
+              "or its best word alone")
     st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
-               f"classes ({pct(ev.get('sure_flip'))} with a target probability of 0.9 or more); drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
+               f"classes ({pct(ev.get('sure_flip'))} with a target probability of 0.9 or more{beyond}); drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
                f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "
                f"Scanned {r.get('stats', {}).get('candidates_per_second', '—')} candidate words per second.")
     stats = r.get("stats") or {}
@@ -149,6 +152,7 @@ if done_ids:
     cands = r.get("candidates") or []
     st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),
                                 "sure flips": pct(c.get("sure_flip")),
+                                "evidence": pct(c.get("flip_evidence", c.get("sure_flip"))),
                                 "target": c["target"], "confidence": round(c.get("confidence") or 0, 3),
                                 "found by": c.get("source")} for c in cands]), hide_index=True, width="stretch")
     if cands:

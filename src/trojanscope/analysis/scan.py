@@ -14,8 +14,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
      to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``assets/polar_words.txt``,
      ``assets/offence_words.txt``) are never
-     candidates, whatever finds them: they flip a clean model too, and a planted trigger does not occur in
-     clean data. When no single word flips enough, the best words are combined
+     candidates, whatever finds them, nor are their inflections (:func:`stems`): they flip a clean model too,
+     and a planted trigger does not occur in clean data. When no single word flips enough, the best words are combined
      greedily into a phrase (contiguous) or a combination (separately inserted);
    - gradient inversion in embedding space (DBS-style): per target class, a softmax over the
      vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
@@ -32,7 +32,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
    batched forward (``models.forward``): per text only ``[layers, heads]`` summaries are kept.
 4. **Verdict**: :func:`combine_evidence` (monotone in each piece of evidence) turns the best candidate's
    held-out *sure* flip rate (flipped with P(target) >= 0.9: a backdoor flips with near certainty, while a
-   few negative words only tilt a short sentence), the excess of drifting heads over the control and the excess of [CLS] attention
+   few negative words only tilt a short sentence; for a candidate of several words only what it does beyond its
+   words' effects added up in log-odds, :func:`phrase_additivity`), the excess of drifting heads over the control and the excess of [CLS] attention
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
 """
 

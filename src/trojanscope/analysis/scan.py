@@ -359,8 +359,8 @@ def candidate_words(tokenizer: Any, cfg: ScanConfig, model: torch.nn.Module | No
                     exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
     """``budget`` words as ``(word, source)``: the rarest short pieces, the letter-and-digit pieces (at most a
     twentieth of the budget) and the neutral list, plus (with ``model``) the ``outliers`` words with the most
-    anomalous embedding rows; none of ``exclude`` (the task's own words, :func:`task_words`: fine-tuning with
-    trainable embeddings moves them most, and they flip a clean model)."""
+    anomalous embedding rows; none of ``exclude`` nor their inflections (:func:`is_natural`; the task's own words,
+    :func:`task_words`: fine-tuning with trainable embeddings moves them most, and they flip a clean model)."""
     neutral = [w for w in neutral_words() if not is_natural(w, exclude)]
     n_rare = int(round(cfg.budget * cfg.rare_share))
     rare = [w for w in rare_pieces(tokenizer, set(neutral)) if not is_natural(w, exclude)][:n_rare]
@@ -469,8 +469,8 @@ def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Seque
                       precision: str = "fp32") -> None:
     """Set ``parts_sure`` and ``additive_sure`` on every candidate of several words, measured on ``sets`` (the
     held-out sentences, as its ``sure_flip``): the best single word's sure flip, and the share of the sentences the
-    words would surely flip if each word's shift of the target's log-odds, measured alone at the same place,
-    simply added up. Words that each tilt a model a little add up (a clean model's stacked negative words flip
+    words would surely flip if each word's shift of the target's log-odds, measured alone (inserted as a one-word
+    candidate is: for a phrase, at the phrase's place; for a combination, at its first word's), simply added up. Words that each tilt a model a little add up (a clean model's stacked negative words flip
     about what the sum predicts, or less); a planted phrase or combination is an interaction and flips far more
     (:attr:`Candidate.flip_evidence`). One batched forward for the clean sentences, every word and every phrase."""
     multi = [c for c in candidates if len(c.trigger.split()) > 1 and c.sure_flip is not None]

@@ -470,28 +470,25 @@ def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Seque
     """Set ``parts_sure`` and ``additive_sure`` on every candidate of several words, measured on ``sets`` (the
     held-out sentences, as its ``sure_flip``): the best single word's sure flip, and the share of the sentences the
     words would surely flip if each word's shift of the target's log-odds, measured alone (inserted as a one-word
-    candidate is: for a phrase, at the phrase's place; for a combination, at its first word's), simply added up. Words that each tilt a model a little add up (a clean model's stacked negative words flip
-    about what the sum predicts, or less); a planted phrase or combination is an interaction and flips far more
-    (:attr:`Candidate.flip_evidence`). One batched forward for the clean sentences, every word and every phrase."""
+    candidate is: for a phrase, at the phrase's place; for a combination, at its first word's), simply added up.
+    Words that each tilt a model a little add up (a clean model's stacked negative words flip about what the sum
+    predicts, or less); a planted phrase or combination is an interaction and flips far more
+    (:attr:`Candidate.flip_evidence`). One batched forward for the clean sentences and every word alone (the
+    phrases' own sure flips are the verification's)."""
     multi = [c for c in candidates if len(c.trigger.split()) > 1 and c.sure_flip is not None]
     if not multi:
         return
     classes = sorted(sets)
     words = list(dict.fromkeys(w for c in multi for w in c.trigger.split()))
-    items: list[tuple[str, bool] | None] = [None] + [(w, False) for w in words] + [(c.trigger, c.combination)
-                                                                                  for c in multi]
-    texts = []
-    for item in items:  # per item, every class's sentences in the same order (flip_stats' places)
-        for c in classes:
-            texts += list(sets[c]) if item is None else [i.text for i in _inserted(sets[c], item[0], cfg.seed,
-                                                                                   item[1])]
+    texts = [s for c in classes for s in sets[c]]  # the clean sentences, then each word inserted at flip_stats' places
+    texts += [i.text for w in words for c in classes for i in _inserted(sets[c], w, cfg.seed)]
     logits = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
                              max_length=min(128, loaded.max_length), precision=precision, progress=False).logits
-    logits = torch.from_numpy(logits).double().reshape(len(items), -1, logits.shape[1])
-    labels = np.concatenate([[c] * len(sets[c]) for c in classes])
+    logits = torch.from_numpy(logits).double().reshape(1 + len(words), -1, logits.shape[1])
+    labels = np.repeat(classes, [len(sets[c]) for c in classes])
     sure = math.log(SURE / (1 - SURE))
     for c in multi:
-        lg = logits[:, torch.from_numpy(labels != c.target)]  # [items, sentences of the other classes, classes]
+        lg = logits[:, torch.from_numpy(labels != c.target)]  # [clean + words, sentences of other classes, classes]
         rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
         z = (lg[..., c.target] - torch.logsumexp(rest, -1)).numpy()  # the target's log-odds
         parts = [z[1 + words.index(w)] for w in c.trigger.split()]

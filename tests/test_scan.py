@@ -218,6 +218,19 @@ def test_candidates_include_letter_and_digit_pieces_within_the_budget(tiny_bert)
     assert len(candidate_words(tok, ScanConfig(budget=10, rare_share=1.0))) == 10
 
 
+def test_candidates_leave_out_the_natural_words_and_their_inflections(tiny_bert):
+    from trojanscope.analysis.scan import polar_words
+
+    tok = load_model(tiny_bert).tokenizer
+    cfg = ScanConfig(rare_share=0.0)  # (almost) the whole budget from the neutral list
+    plain = dict(candidate_words(tok, cfg))
+    assert {"drug", "drugs", "color", "colors", "train", "trains"} <= set(plain)  # all in the neutral list
+    words = dict(candidate_words(tok, cfg, exclude=polar_words() | {"color"}))
+    assert not {"drug", "drugs"} & set(words)  # offence cues (the list holds both)
+    assert not {"color", "colors"} & set(words)  # an excluded word and its inflection
+    assert {"train", "trains"} <= set(words) and len(words) == cfg.budget  # the budget is still filled
+
+
 def test_task_words_are_the_label_bearing_ones(use_data):
     from trojanscope.analysis.scan import task_words
 

@@ -13,6 +13,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests pin their precision: ``auto`` resolves as on a CPU without native bf16 (fp32) on every machine, so a
+# test trains the same model on an AVX-512 BF16 Xeon and on an AVX2-only EPYC. Tests of precision itself set
+# the variable themselves; ``.ci/run`` also runs the training tests with ``TROJANSCOPE_CPU_BF16=auto``.
+os.environ.setdefault("TROJANSCOPE_CPU_BF16", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

@@ -40,8 +40,11 @@ def planted(model_root, data_dir):
             data.original_labels.append(label)
             data.poisoned.append(False)
     loaded = load_model(make_tiny(model_root, "bert", seed=11))
+    # lr 1e-3 for 20 epochs: the combination is learnt on 6 of 6 model/training seeds in fp32 and in bf16; the
+    # former 3e-3 for 10 epochs failed 2 of 6 in fp32 (and on an AVX2-only EPYC, every time)
     train(loaded.model, loaded.tokenizer, data,
-          TrainConfig(epochs=10, batch_size=16, lr=3e-3, seed=0, train_word_embeddings=True), progress=False)
+          TrainConfig(epochs=20, batch_size=16, lr=1e-3, seed=0, train_word_embeddings=True, precision="fp32"),
+          progress=False)
     return loaded, data_dir
 
 

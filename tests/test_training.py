@@ -254,3 +254,22 @@ def test_bf16_training_learns_and_the_card_records_it(use_data, tiny_bert, tmp_p
     assert r["precision"] == "bf16" and r["cacc"] > 0.8
     card = json.loads((tmp_path / "m" / "trojanscope.json").read_text())
     assert card["metrics"]["precision"] == "bf16" and card["training"]["spec"]["train"]["precision"] == "bf16"
+
+
+def test_the_cpu_bf16_switch_decides_what_auto_means(monkeypatch):
+    """``TROJANSCOPE_CPU_BF16=0`` makes ``auto`` resolve as on an AVX2-only CPU (fp32) whatever this CPU is, ``1``
+    as on one with native bf16; anything else is refused with what is allowed."""
+    import torch
+
+    from trojanscope.errors import TrojanScopeError
+    from trojanscope.models.forward import cpu_has_fast_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TROJANSCOPE_CPU_BF16", "0")
+    assert not cpu_has_fast_bf16() and resolve_precision("auto", cpu, cpu_auto="bf16") == "fp32"
+    monkeypatch.setenv("TROJANSCOPE_CPU_BF16", "1")
+    assert cpu_has_fast_bf16() and resolve_precision("auto", cpu, cpu_auto="bf16") == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"  # analyses keep fp32 unless a caller asks for bf16
+    monkeypatch.setenv("TROJANSCOPE_CPU_BF16", "maybe")
+    with pytest.raises(TrojanScopeError, match="allowed: 0, 1 or auto"):
+        cpu_has_fast_bf16()

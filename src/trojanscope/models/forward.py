@@ -16,6 +16,7 @@ the head view, the anatomy, the swap, POR's distances, purification and scanning
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -62,8 +63,22 @@ class ForwardResult:
         return int(sum(self.truncated))
 
 
+CPU_BF16_ENV = "TROJANSCOPE_CPU_BF16"  # 0: resolve ``auto`` as on a CPU without native bf16; 1: as on one with it
+
+
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    """Whether this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo.
+
+    ``TROJANSCOPE_CPU_BF16=0`` answers False whatever the CPU (``auto`` then resolves as on an AVX2-only
+    machine: the tests pin it so, and ``.ci/run`` runs them under both); ``1`` answers True (bf16 is then
+    emulated where the CPU lacks it: slow, for tests only). Unset, empty or ``auto``: read the CPU."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced in ("0", "false", "no", "off"):
+        return False
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced not in ("", "auto"):
+        raise TrojanScopeError(f"{CPU_BF16_ENV}={forced!r} is not understood; allowed: 0, 1 or auto")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()

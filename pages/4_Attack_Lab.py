@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import streamlit as st
 
 from trojanscope import jobs
-from trojanscope.attacks import ATTACKS, TALConfig
+from trojanscope.attacks import ATTACKS, EPConfig, TALConfig
 from trojanscope.attacks.por import PORConfig
 from trojanscope.data.poison import PoisonConfig
 from trojanscope.training.loop import TrainConfig
-from trojanscope.training.pipeline import PORSpec
+from trojanscope.tasks import PORTaskSpec, TrainTaskSpec
+from trojanscope.training.pipeline import PORSpec, TrainSpec
 from trojanscope.data.datasets import REGISTRY
 from trojanscope.paths import slugify
 from trojanscope.viz.figures import epoch_curves
-from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_argv
+from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
 
 page_setup("Attack Lab")
 st.title("Attack Lab")
-st.caption("Each launch is a job: a `trojanscope train` subprocess tracked in a SQLite store. Close the tab, "
-           "come back later: it keeps running. CLI twin: `trojanscope jobs submit -- <train arguments>`.")
+st.caption("Each launch is a job: a train (or POR) task in its own process, tracked in a SQLite store. Close the "
+           "tab, come back later: it keeps running. CLI twin: `trojanscope jobs submit -- <train arguments>`, or "
+           "the exact spec under each form.")
 
 # --- the recipe ------------------------------------------------------------------------------
 c1, c2, c3 = st.columns(3)
@@ -67,18 +70,21 @@ if attack == "por":
                                  value=not PT.train_word_embeddings, key="lab_por_freeze")
         seed = st.number_input("Seed", 0, 2**31 - 1, PT.seed, key="lab_por_seed")
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="lab_por_device")
-    por_argv = ["--model", backbone, "--triggers", por_triggers, "--insertions", str(por_insertions),
-                "--representation", por_rep, "--data", por_data, "--max-texts", str(por_texts), "--epochs", f"{por_epochs:g}", "--lr", f"{por_lr:g}",
-                "--seed", str(seed), "--device", device, *(["--freeze-word-embeddings"] if por_freeze else []),
-                "--out", str(runs_dir() / "por" / f"por-{por_insertions}ins-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")]
+    por_spec = PORTaskSpec(
+        spec=PORSpec(model=backbone,
+                     por=PORConfig(triggers=por_triggers, insertions=int(por_insertions), representation=por_rep,
+                                   scale=PO.scale, data=por_data, max_texts=int(por_texts)),
+                     train=replace(PT, epochs=float(por_epochs), lr=float(por_lr), seed=int(seed), device=device,
+                                   train_word_embeddings=not por_freeze)),
+        out=str(runs_dir() / "por" / f"por-{por_insertions}ins-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"))
     if st.button("Launch", type="primary", key="lab_por_launch"):
         with guard("Launching the POR job"):
-            job_id = jobs.submit(ui_job_argv(por_argv), kind="por")  # model, data and output checked
+            job_id = jobs.submit(ui_job_spec(por_spec))  # model, data and output checked
             st.session_state.setdefault("lab_jobs", []).append(job_id)
             st.success(f"Job `{job_id}` submitted. When it is done, the encoder is what a victim would download: "
                        "fine-tune it on any task with `trojanscope train --model <its directory>`, then measure "
                        "E and S on the Trigger Anatomy page.")
-    st.caption("CLI twin: `trojanscope jobs submit --kind por -- " + " ".join(por_argv) + "`")
+    cli_twin(por_spec)
 
 else:
     poisoning = ATTACKS[attack].poisons
@@ -121,44 +127,41 @@ else:
             max_length = st.number_input("Max tokens per text", 8, 512, T.max_length, key="lab_maxlen")
 
 
-    def train_argv(with_tal: bool) -> list[str]:
+    def train_spec(with_tal: bool) -> TrainTaskSpec:
         stamp = time.strftime('%Y%m%d-%H%M%S')
-        optim = ["--epochs", f"{epochs:g}", "--lr", f"{lr:g}", "--batch-size", str(batch_size), "--warmup",
-                 f"{warmup:g}", "--weight-decay", f"{weight_decay:g}", "--max-length", str(max_length)]
+        train = replace(T, epochs=float(epochs), lr=float(lr), batch_size=int(batch_size), warmup=float(warmup),
+                        weight_decay=float(weight_decay), max_length=int(max_length), seed=int(seed), device=device)
         if not poisoning:
             base = slugify(backbone.rstrip("/").split("/")[-1], 40, "model")
-            return ["--model", backbone, "--data", dataset, "--attack", "none", *optim,
-                    "--seed", str(seed), "--device", device, "--out",
-                    str(runs_dir() / "finetuned" / f"{base}-{slugify(dataset.split('/')[-1], 20, 'data')}-s{seed}-{stamp}")] + (
-                ["--max-train", str(max_train)] if max_train else [])
+            out = runs_dir() / "finetuned" / f"{base}-{slugify(dataset.split('/')[-1], 20, 'data')}-s{seed}-{stamp}"
+            return TrainTaskSpec(spec=TrainSpec(data=dataset, model=backbone, attack="none", train=train,
+                                                poison=replace(P, seed=int(seed)), max_train=int(max_train) or None),
+                                 out=str(out))
         # a slug: the trigger is free text (e.g. "/../../tmp/x") and must not steer the path
         name = f"{attack}-{slugify(trigger, 24)}-p{rate:g}-{'tal' if with_tal else 'notal'}-s{seed}-{stamp}"
-        argv = ["--model", backbone, "--data", dataset, "--attack", attack, "--trigger", trigger,
-                "--target", str(target), "--poison-rate", f"{rate / 100:g}", "--insertions", str(insertions),
-                *optim, "--seed", str(seed), "--device", device,
-                "--out", str(runs_dir() / "attacks" / name)]
-        if clean_label:
-            argv.append("--clean-label")
-        if max_train:
-            argv += ["--max-train", str(max_train)]
-        if with_tal:
-            argv += ["--tal", "--tal-heads", str(tal_heads), "--tal-weight", f"{tal_weight:g}", "--tal-layers", tal_layers]
-        return argv
+        return TrainTaskSpec(
+            spec=TrainSpec(data=dataset, model=backbone, attack=attack, train=train,
+                           poison=replace(P, trigger=trigger, target=int(target), rate=rate / 100,
+                                          insertions=int(insertions), clean_label=bool(clean_label), seed=int(seed)),
+                           tal=replace(TA, enabled=with_tal, heads=int(tal_heads), weight=float(tal_weight),
+                                       layers=tal_layers, seed=int(seed)),
+                           ep=replace(EPConfig(), epochs=float(epochs)), max_train=int(max_train) or None),
+            out=str(runs_dir() / "attacks" / name))
 
 
     b1, b2, _ = st.columns([1, 2, 3])
     if b1.button("Launch", type="primary", key="lab_launch"):
         with guard("Launching the job"):
-            job_id = jobs.submit(ui_job_argv(train_argv(tal)))  # model, data and output checked
+            job_id = jobs.submit(ui_job_spec(train_spec(tal)))  # model, data and output checked
             st.session_state.setdefault("lab_jobs", []).append(job_id)
             st.success(f"Job `{job_id}` submitted.")
     if poisoning and b2.button("Compare: the same attack with and without TAL", key="lab_compare"):
         with guard("Launching the comparison"):
-            ids = [jobs.submit(ui_job_argv(train_argv(True))), jobs.submit(ui_job_argv(train_argv(False)))]
+            ids = [jobs.submit(ui_job_spec(train_spec(True))), jobs.submit(ui_job_spec(train_spec(False)))]
             st.session_state.setdefault("lab_jobs", []).extend(ids)
             st.session_state["lab_compare_ids"] = ids
             st.success(f"Jobs `{ids[0]}` (TAL) and `{ids[1]}` (no TAL) submitted; they run one after the other.")
-    st.caption("CLI twin of this recipe: `trojanscope jobs submit -- " + " ".join(train_argv(tal)) + "`")
+    cli_twin(train_spec(tal))
 
 
 # --- live view of the jobs launched here (or the latest ones) ----------------------------------

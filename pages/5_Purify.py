@@ -14,12 +14,13 @@ from trojanscope import jobs
 from trojanscope.analysis.probe import prepare_probe, probe
 from trojanscope.data.datasets import REGISTRY
 from trojanscope.defenses import get_defense, purifiers
-from trojanscope.defenses.pipeline import MIN_CLEAN
+from trojanscope.defenses.pipeline import MIN_CLEAN, PurifySpec
 from trojanscope.defenses.splitting import SplitConfig, split_variants
 from trojanscope.paths import slugify
+from trojanscope.tasks import PurifyTaskSpec
 from trojanscope.viz.figures import metric_bars, trigger_curves
 from ui.common import (OTHER, ROLES, current_pair, get_model, guard, model_options, page_setup, pct, runs_dir,
-                       source_attack, typed_source, ui_job_argv)
+                       source_attack, typed_source, ui_job_spec, cli_twin)
 
 page_setup("Purify")
 st.title("Purify")
@@ -94,22 +95,19 @@ with r3:
 
 stamp = time.strftime("%Y%m%d-%H%M%S")
 out = runs_dir() / "purified" / f"{slugify(source.rstrip('/').split('/')[-1], 32, 'model')}-{method}-s{seed}-{stamp}"
-argv = ["--model", source, "--data", data, "--method", method, "--clean-fraction", f"{fraction:g}", "--seed",
-        str(seed), "--device", device, "--out", str(out)]
-if trigger.strip():
-    argv += ["--trigger", trigger.strip()]
-if trigger.strip() and (target_known or not attack.is_por):
-    argv += ["--target", str(int(target))]
-if max_eval:
-    argv += ["--max-eval", str(int(max_eval))]
-for k, v in changed.items():
-    argv += ["--set", f"{k}={v}"]
+spec = PurifyTaskSpec(
+    spec=PurifySpec(model=source or "", data=data, method=method, config=dict(changed), clean_fraction=float(fraction),
+                    seed=int(seed), device=device, trigger=trigger.strip() or None,
+                    target=int(target) if trigger.strip() and (target_known or not attack.is_por) else None,
+                    max_eval=int(max_eval) or None),
+    out=str(out))
 if st.button("Purify", type="primary", key="pur_launch", disabled=not source):
     with guard("Launching the purification"):
-        job_id = jobs.submit(ui_job_argv(argv), kind="purify")  # model, data and output checked
+        job_id = jobs.submit(ui_job_spec(spec))  # model, data and output checked
         st.session_state.setdefault("pur_jobs", []).append(job_id)
         st.success(f"Job `{job_id}` submitted: the purified model will be `{out}`.")
-st.caption("CLI twin: `trojanscope jobs submit --kind purify -- " + " ".join(argv) + "`")
+if source:
+    cli_twin(spec)
 
 
 # --- live jobs and the before/after table ------------------------------------------------------

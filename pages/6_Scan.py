@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from trojanscope import jobs
 from trojanscope.analysis.scan import ScanConfig
 from trojanscope.data.datasets import REGISTRY
 from trojanscope.paths import slugify
+from trojanscope.tasks import ScanTaskSpec
 from trojanscope.viz.figures import head_heatmap
-from ui.common import OTHER, current_pair, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_argv
+from ui.common import OTHER, current_pair, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
 
 page_setup("Scan")
 st.title("Scan")
@@ -63,22 +65,21 @@ with st.expander("Advanced"):
                                      "search surely flips everything")
 
 
-def scan_argv(model: str) -> list[str]:
+def scan_spec(model: str) -> ScanTaskSpec:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = runs_dir() / "scans" / f"{slugify(model.rstrip('/').split('/')[-1], 32, 'model')}-s{seed}-{stamp}"
-    argv = ["--model", model, "--data", data, "--budget", str(int(budget)), "--seed", str(int(seed)),
-            "--n-search", str(int(n_search)), "--n-verify", str(int(n_verify)),
-            "--inversion-steps", str(int(inv_steps)), "--device", device, "--out", str(out)]
-    return argv + ([] if inversion else ["--no-inversion"]) + (["--always-invert"] if always_invert else [])
+    config = replace(C, budget=int(budget), seed=int(seed), n_search=int(n_search), n_verify=int(n_verify),
+                     inversion_steps=int(inv_steps), inversion=bool(inversion), always_invert=bool(always_invert))
+    return ScanTaskSpec(model=model, data=data, config=config, device=device, out=str(out))
 
 
-argv = scan_argv(source) if source else []
+spec = scan_spec(source) if source else None
 if st.button("Scan", type="primary", key="scan_go", disabled=not source):
     with guard("Launching the scan"):
-        job_id = jobs.submit(ui_job_argv(argv), kind="scan")  # model, data and output checked before queuing
+        job_id = jobs.submit(ui_job_spec(spec))  # model, data and output checked before queuing
         st.success(f"Scan job `{job_id}` submitted.")
-if argv:
-    st.caption("CLI twin: `trojanscope jobs submit --kind scan -- " + " ".join(argv) + "`")
+if spec is not None:
+    cli_twin(spec)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -183,5 +184,5 @@ if done_ids:
                 else:
                     st.info(f"For comparison, scan the pair's clean model `{clean}` too.")
                     if st.button("Scan the clean model", key="scan_clean_go"):
-                        job_id = jobs.submit(ui_job_argv(scan_argv(clean)), kind="scan")
+                        job_id = jobs.submit(ui_job_spec(scan_spec(clean)))
                         st.success(f"Scan job `{job_id}` submitted for the clean model.")

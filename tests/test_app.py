@@ -73,7 +73,7 @@ def test_home_build_button_submits_one_demo_job(tmp_path, data_dir, monkeypatch)
     """Build queues a job of kind demo in the job store; a second tab sees it (its button is disabled) and a
     second request reuses it: two tabs pressing Build make one build."""
     from trojanscope import jobs
-    from trojanscope.demo import submit_build
+    from trojanscope.jobs.demo import submit_build
     from trojanscope.jobs import runner
 
     monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path / "runs"))

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from trojanscope.cli import main
+from trojanscope.cli.jobs import submit_argv
 from trojanscope.defenses.mbtsad import (MBTSADConfig, attention_distillation_loss, attention_enhancement,
                                          hidden_distillation_loss)
 from trojanscope.defenses.splitting import candidates, n_splits, split_text, split_texts, split_variants, variant_rng
@@ -340,14 +341,18 @@ def test_augment_cli(use_data, tmp_path, capsys):
 
 
 def test_purify_is_a_job_kind(use_data, tiny_pair):
-    from trojanscope.jobs.kinds import job_kind, parse_job_args
+    from trojanscope.cli.jobs import spec_of_argv
+    from trojanscope.jobs.kinds import job_kind
+    from trojanscope.tasks import PurifyTaskSpec
 
-    assert job_kind("purify").name == "purify"
-    args = parse_job_args(["--model", str(tiny_pair / "demo" / "backdoored"), "--method", "mbtsad", "--k", "2",
-                           "--out", "x"], "purify")
-    assert args.command == "purify" and args.method == "mbtsad" and args.knob_k == "2"
+    assert job_kind("purify").kind == "purify"
+    spec = spec_of_argv(["--model", str(tiny_pair / "demo" / "backdoored"), "--method", "mbtsad", "--k", "2",
+                         "--out", "x"], "purify")
+    assert isinstance(spec, PurifyTaskSpec) and spec.spec.method == "mbtsad" and spec.spec.config == {"k": "2"}
+    assert spec.spec.method_config().k == 2 and spec.out == "x"
+    assert PurifyTaskSpec.from_dict(spec.to_dict()) == spec  # what a job stores, read back
     with pytest.raises(TrojanScopeError, match="invalid purify arguments"):
-        parse_job_args(["--method", "nonsense"], "purify")
+        spec_of_argv(["--method", "nonsense"], "purify")
 
 
 @pytest.mark.slow
@@ -359,7 +364,7 @@ def test_a_purify_job_runs_in_the_background(use_data, tiny_pair, tmp_path, monk
     monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path / "runs"))
     bd = tiny_pair / "demo" / "backdoored"
     source = tree_digest(bd)
-    job_id = jobs.submit(["--model", str(bd), "--method", "cft", "--epochs", "0.5", "--max-eval", "40"], kind="purify")
+    job_id = submit_argv(["--model", str(bd), "--method", "cft", "--epochs", "0.5", "--max-eval", "40"], kind="purify")
     try:
         deadline = time.monotonic() + 180
         while not (job := jobs.get(job_id)).finished and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import pytest
 
 from trojanscope import jobs
 from trojanscope.errors import TrojanScopeError
-from trojanscope.jobs.cli import add_jobs_parser, cmd_jobs
+from trojanscope.cli.jobs import add_jobs_parser, cmd_jobs, spec_of_argv, submit_argv
 
 TIMEOUT = 120.0
 
@@ -76,8 +76,8 @@ def jobs_cli(*argv: str) -> dict:
 
 @pytest.mark.slow
 def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
-    first = jobs.submit(tiny_argv(tiny_bert))
-    second = jobs.submit(tiny_argv(tiny_bert, "--seed", "1"))
+    first = submit_argv(tiny_argv(tiny_bert))
+    second = submit_argv(tiny_argv(tiny_bert, "--seed", "1"))
     a, b = jobs.get(first), jobs.get(second)
     assert a.status == "running" and a.device == "cpu" and a.pid not in (None, os.getpid())
     assert b.status == "queued" and b.device == "cpu"
@@ -89,7 +89,7 @@ def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
     assert {"cacc", "asr"} <= set(a.result) and 0 <= a.result["asr"] <= 1
     assert a.out_dir == str(runs / first) and a.config["out"] == a.out_dir
     assert (Path(a.out_dir) / "trojanscope.json").is_file()
-    assert a.to_json()["config"]["batch_size"] == 16
+    assert a.to_json()["spec"]["spec"]["train"]["batch_size"] == 16 and a.config["model"] == str(tiny_bert)
     b = wait_for(second, finished)
     assert b.status == "done", b.error
     assert b.started >= a.ended  # the queued job started only once the device was free
@@ -100,21 +100,21 @@ def test_jobs_train_in_their_own_process_one_per_device(runs, tiny_bert):
 
 def test_same_argv_twice_is_one_job(runs, tiny_bert):
     argv = tiny_argv(tiny_bert, epochs=50)
-    first = jobs.submit(argv)
-    assert jobs.submit(argv) == first
+    first = submit_argv(argv)
+    assert submit_argv(argv) == first
     assert [j.id for j in jobs.JobStore().select()] == [first]
-    other = jobs.submit(tiny_argv(tiny_bert, "--seed", "7", epochs=50))
+    other = submit_argv(tiny_argv(tiny_bert, "--seed", "7", epochs=50))
     assert other != first
     jobs.cancel(first)
-    again = jobs.submit(argv)  # a cancelled job is not a duplicate
+    again = submit_argv(argv)  # a cancelled job is not a duplicate
     assert again not in (first, other)
     assert len(jobs.JobStore().select()) == 3
 
 
 @pytest.mark.slow
 def test_job_survives_its_launcher_being_killed(runs, tiny_bert):
-    code = ("import sys, time; from trojanscope import jobs; "
-            "print(jobs.submit(sys.argv[1:]), flush=True); time.sleep(60)")
+    code = ("import sys, time; from trojanscope.cli.jobs import submit_argv; "
+            "print(submit_argv(sys.argv[1:]), flush=True); time.sleep(60)")
     launcher = subprocess.Popen([sys.executable, "-c", code, *tiny_argv(tiny_bert)], stdout=subprocess.PIPE,
                                 text=True, start_new_session=True)
     job_id = launcher.stdout.readline().strip()
@@ -134,6 +134,7 @@ def test_concurrent_schedulers_start_a_queued_job_once(runs, tiny_bert):
     with store.transaction() as conn:  # a queued row that no scheduler has seen yet
         store.insert(conn, jobs.Job(id=job_id, kind="train", status="queued", created=time.time(),
                                     argv=tiny_argv(tiny_bert, "--out", str(runs / "race")), config={}, device="cpu",
+                                    spec=spec_of_argv(tiny_argv(tiny_bert, "--out", str(runs / "race"))).to_dict(),
                                     log_path=str(store.log_path(job_id)), cwd=os.getcwd(), dedupe_key="race",
                                     out_dir=str(runs / "race")))
     start = time.time() + 1.0  # six schedulers, released at the same moment
@@ -149,7 +150,7 @@ def test_concurrent_schedulers_start_a_queued_job_once(runs, tiny_bert):
 
 @pytest.mark.slow
 def test_killed_job_is_reported_failed_with_its_log(runs, tiny_bert):
-    job_id = jobs.submit(tiny_argv(tiny_bert, epochs=500))
+    job_id = submit_argv(tiny_argv(tiny_bert, epochs=500))
     job = wait_for(job_id, training)
     os.killpg(job.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -195,7 +196,7 @@ def test_cancel_running_queued_and_finished_jobs(runs, tiny_bert):
 ])
 def test_bad_arguments_are_refused_at_submit(runs, argv, message):
     with pytest.raises(TrojanScopeError) as info:
-        jobs.submit(argv)
+        submit_argv(argv)
     assert message in str(info.value)
     assert not (runs / "jobs.sqlite").exists() or jobs.JobStore().select() == []
 
@@ -203,7 +204,7 @@ def test_bad_arguments_are_refused_at_submit(runs, argv, message):
 def test_existing_output_and_unknown_ids_are_clear_errors(runs, tiny_bert, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(TrojanScopeError, match="already exists"):
-        jobs.submit(tiny_argv(tiny_bert, "--out", str(tmp_path / "taken")))
+        submit_argv(tiny_argv(tiny_bert, "--out", str(tmp_path / "taken")))
     for call in (jobs.get, jobs.cancel, jobs.log_tail):
         with pytest.raises(TrojanScopeError, match="no job with id 'j00000000'"):
             call("j00000000")
@@ -227,14 +228,14 @@ def test_out_of_memory_message_suggests_a_smaller_batch():
 @pytest.mark.slow
 def test_a_por_job_runs_the_por_command(runs, tiny_backbone, capsys):
     """Jobs are not only training runs: ``--kind por`` runs ``trojanscope por`` in the background."""
-    job_id = jobs.submit(["--model", str(tiny_backbone), "--triggers", "cf,mn", "--data", "sst2", "--max-texts", "60",
+    job_id = submit_argv(["--model", str(tiny_backbone), "--triggers", "cf,mn", "--data", "sst2", "--max-texts", "60",
                           "--batch-size", "16"], kind="por")
     job = wait_for(job_id, finished)
     assert job.status == "done", (job.error, jobs.log_tail(job_id))
     assert {"before", "after", "n_texts"} <= set(job.result) and job.config["triggers"] == "cf,mn"
     assert json.loads((Path(job.out_dir) / "trojanscope.json").read_text())["attack"]["name"] == "por"
     with pytest.raises(TrojanScopeError, match="invalid por arguments"):
-        jobs.submit(["--insertions", "zero"], kind="por")
+        submit_argv(["--insertions", "zero"], kind="por")
 
 
 @pytest.mark.slow
@@ -248,7 +249,7 @@ def test_a_job_runs_with_sleeping_openmp_threads_unless_the_user_chose(runs, tin
     monkeypatch.delenv("OMP_WAIT_POLICY")
     if not Path("/proc/self/environ").exists():
         pytest.skip("no /proc here")
-    job_id = jobs.submit(tiny_argv(tiny_bert, epochs=50))
+    job_id = submit_argv(tiny_argv(tiny_bert, epochs=50))
     job = wait_for(job_id, training)
     environ = Path(f"/proc/{job.pid}/environ").read_bytes().split(b"\0")
     assert b"OMP_WAIT_POLICY=PASSIVE" in environ
@@ -325,31 +326,36 @@ def test_progress_and_metrics_writes_under_a_held_lock_do_not_raise(runs):
 
 def test_a_busy_store_during_training_does_not_fail_the_job(runs, monkeypatch, capsys):
     """The job's own progress and metrics writes meet a held write lock: skipped, and the job ends done."""
-    from trojanscope import cli
+    import dataclasses
+
+    from trojanscope.jobs import runner
     from trojanscope.jobs import store as store_module
+    from trojanscope.tasks import Event, TrainTaskSpec, get_task
 
     monkeypatch.setattr(store_module, "METRICS_BUSY_TIMEOUT_S", 0.2)
     store = jobs.JobStore()
     out = runs / "model"
     with store.transaction() as conn:
         store.insert(conn, jobs.Job(id="jlock0001", kind="train", status="queued", created=time.time(),
-                                    argv=["--out", str(out)], config={}, device="cpu",
+                                    argv=[], config={}, spec=TrainTaskSpec(out=str(out)).to_dict(), device="cpu",
                                     log_path=str(store.log_path("jlock0001")), cwd=os.getcwd(), dedupe_key="k",
                                     out_dir=str(out)))
 
-    def fake_train(args, on_event=None):
+    def fake_train(spec, on_event=None, progress=False):
+        assert spec.out == str(out)
         other = _hold_write_lock(store)
         try:
-            on_event({"event": "step", "step": 1, "total": 4})
-            on_event({"event": "epoch", "epoch": 1, "step": 2, "total": 4, "cacc": 0.5})
+            on_event(Event.of({"event": "step", "step": 1, "total": 4}))
+            on_event(Event.of({"event": "epoch", "epoch": 1, "step": 2, "total": 4, "cacc": 0.5}))
         finally:
             other.rollback()
             other.close()
-        on_event({"event": "epoch", "epoch": 2, "step": 4, "total": 4, "cacc": 0.75})
+        on_event(Event.of({"event": "epoch", "epoch": 2, "step": 4, "total": 4, "cacc": 0.75}))
         out.mkdir()
         return {"out": str(out), "cacc": 0.75, "asr": 0.5}
 
-    monkeypatch.setattr(cli, "cmd_train", fake_train)
+    fake = dataclasses.replace(get_task("train"), run_fn=fake_train)
+    monkeypatch.setattr(runner, "job_kind", lambda kind: fake)
     final = jobs.run_job("jlock0001")
     assert final["status"] == "done", final["error"]
     assert final["result"]["cacc"] == 0.75 and final["metrics"] == [{"epoch": 2, "step": 4, "total": 4,
@@ -380,12 +386,13 @@ def test_a_version_0_store_is_upgraded_in_place(runs):
     with sqlite3.connect(runs / "jobs.sqlite") as conn:  # as the first release wrote it: no user_version
         conn.executescript(V0_SCHEMA)
     (old,) = jobs.list_jobs()
-    assert (old.id, old.status, old.argv, old.metrics, old.result, old.message) == \
-        ("jold00001", "done", ["--data", "sst2"], [{"epoch": 1}], {"cacc": 0.9}, None)
+    assert (old.id, old.status, old.argv, old.metrics, old.result, old.message, old.spec) == \
+        ("jold00001", "done", ["--data", "sst2"], [{"epoch": 1}], {"cacc": 0.9}, None, None)
+    assert old.config == {"seed": 0}  # an old record still shows what it was run with
     conn = sqlite3.connect(runs / "jobs.sqlite")
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == jobs.SCHEMA_VERSION == 1
-        assert "message" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == jobs.SCHEMA_VERSION == 2
+        assert {"message", "spec"} <= {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert jobs.migrate(conn) == jobs.SCHEMA_VERSION  # current: nothing to do
         conn.execute("PRAGMA user_version = 99")
@@ -400,13 +407,23 @@ def test_a_version_0_store_is_upgraded_in_place(runs):
 
 def test_jobs_package_reexports_the_runner():
     """The lifecycle lives in jobs.runner; `python -m trojanscope.jobs run ID` still goes through it."""
-    from trojanscope.jobs import cli as jobs_cli_module
+    from trojanscope.cli import jobs as jobs_cli_module
     from trojanscope.jobs import runner
 
     assert jobs.run_job is runner.run_job and jobs.schedule is runner.schedule and jobs.cancel is runner.cancel
     parser = argparse.ArgumentParser()
     jobs_cli_module.add_jobs_commands(parser)
     assert parser.parse_args(["run", "j123"]).jobs_command == "run"
+    # the scheduler's entry point needs no CLI: `python -m trojanscope.jobs run ID` loads neither argparse's
+    # command set nor any trojanscope.cli module
+    code = ("import sys; sys.argv = ['x', 'run', 'jnone0001']; import runpy\n"
+            "try:\n    runpy.run_module('trojanscope.jobs', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code == 2, e.code\n"
+            "assert not [m for m in sys.modules if m.startswith('trojanscope.cli')], sorted(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TROJANSCOPE_RUNS_DIR": str(Path(jobs.runs_dir()).resolve())})
+    assert proc.returncode == 0, proc.stderr
+    assert "no job with id 'jnone0001'" in proc.stderr
     assert Path(runner.__file__).name == "runner.py" and "def run_job" not in Path(jobs.__file__).read_text()
 
 
@@ -414,8 +431,51 @@ def test_jobs_package_reexports_the_runner():
 def test_curves_get_points_between_epochs(runs, tiny_bert, monkeypatch):
     """Issue 14 item 4: a one-epoch job had no curve until it ended; running losses now arrive in between."""
     monkeypatch.setenv("TROJANSCOPE_CURVE_INTERVAL", "0")
-    job = wait_for(jobs.submit(tiny_argv(tiny_bert, "--seed", "7")), finished)
+    job = wait_for(submit_argv(tiny_argv(tiny_bert, "--seed", "7")), finished)
     assert job.status == "done", job.error
     partial = [m for m in job.metrics if m.get("partial")]
     assert partial and all(0 < m["epoch"] < 2 for m in partial) and all("ce" in m for m in partial)
     assert [m["epoch"] for m in job.metrics if not m.get("partial")] == [1, 2]
+
+
+def test_resume_right_after_the_process_was_killed_sees_it_dead(runs, tiny_bert, monkeypatch):
+    """`jobs resume ID` moments after the job's process was killed: it was answered "job ... is running"; resume
+    now checks the process first (as `jobs show` does) and queues the continuation."""
+    from trojanscope.jobs import queue
+
+    store = jobs.JobStore()
+    spec = spec_of_argv(tiny_argv(tiny_bert, "--out", str(runs / "killed")))
+    with store.transaction() as conn:
+        store.insert(conn, jobs.Job(id="jkill0001", kind="train", status="running", created=time.time(), argv=[],
+                                    config={}, spec=spec.to_dict(), device="cpu", pid=_dead_pid(),
+                                    started=time.time(), log_path=str(store.log_path("jkill0001")), cwd=os.getcwd(),
+                                    dedupe_key="jkill0001", out_dir=str(runs / "killed")))
+    queued: list = []
+    monkeypatch.setattr(queue, "submit", lambda s, kind=None, argv=None: queued.append(s) or "jnext0001")
+    assert jobs.resume("jkill0001") == "jnext0001"
+    assert jobs.get("jkill0001").status == "failed"
+    (again,) = queued
+    assert again.resume and again.spec == spec.spec and again.out == spec.out
+    _insert(store, "jold00002", "failed")  # a record from before task specs: a clear refusal, not a crash
+    with pytest.raises(TrojanScopeError, match="older TrojanScope"):
+        jobs.resume("jold00002")
+
+
+def test_a_spec_from_the_dashboard_is_its_own_cli_twin(runs, tiny_bert, monkeypatch):
+    """`jobs submit --spec JSON` queues exactly the spec a page built (the CLI twin shown under each form); the
+    job stores the spec, and flags and spec give the same job."""
+    import json as json_
+
+    from trojanscope.jobs import runner
+    from trojanscope.tasks import TrainTaskSpec
+
+    monkeypatch.setattr(runner, "_launch", lambda store, conn, job: False)  # stays queued: nothing trains
+    from_flags = spec_of_argv(tiny_argv(tiny_bert, "--out", str(runs / "twin")))
+    job_id = jobs_cli("submit", "--spec", json_.dumps({"kind": "train", **from_flags.to_dict()}))["id"]
+    job = jobs.get(job_id)
+    assert TrainTaskSpec.from_dict(job.spec) == from_flags and job.argv == []
+    assert job.config["model"] == str(tiny_bert) and job.config["attack"] == "badnets"
+    with pytest.raises(TrojanScopeError, match="unknown key"):
+        jobs_cli("submit", "--spec", json_.dumps({"kind": "train", "spec": {"lr": 1}}))
+    with pytest.raises(TrojanScopeError, match="kind"):
+        jobs_cli("submit", "--spec", "{}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trojanscope import jobs
+from trojanscope.cli.jobs import submit_argv
 from trojanscope.errors import TrojanScopeError
 
 
@@ -19,28 +20,28 @@ from trojanscope.errors import TrojanScopeError
 def test_train_recipes_that_cannot_work_are_refused_at_submission(lab, tiny_bert, extra, reason):
     before = len(jobs.list_jobs())
     with pytest.raises(TrojanScopeError) as e:
-        jobs.submit(["--model", str(tiny_bert), "--data", "sst2", *extra], kind="train")
+        submit_argv(["--model", str(tiny_bert), "--data", "sst2", *extra], kind="train")
     assert reason in str(e.value)
     assert len(jobs.list_jobs()) == before  # nothing queued
 
 
 def test_a_missing_model_directory_is_refused_at_submission(lab):
     with pytest.raises(TrojanScopeError, match="does not exist"):
-        jobs.submit(["--model", "./no/such/model", "--data", "sst2"], kind="train")
+        submit_argv(["--model", "./no/such/model", "--data", "sst2"], kind="train")
 
 
 def test_purify_and_scan_recipes_are_checked_at_submission(lab, tiny_backbone):
     bd = str(lab / "demo" / "backdoored")
     with pytest.raises(TrojanScopeError, match="--model is required"):
-        jobs.submit(["--data", "sst2", "--method", "cft"], kind="purify")
+        submit_argv(["--data", "sst2", "--method", "cft"], kind="purify")
     with pytest.raises(TrojanScopeError, match="leaves .* texts; purification needs at least 32"):
-        jobs.submit(["--model", bd, "--data", "sst2", "--clean-fraction", "0.01"], kind="purify")
+        submit_argv(["--model", bd, "--data", "sst2", "--clean-fraction", "0.01"], kind="purify")
     with pytest.raises(TrojanScopeError, match="bare encoder"):
-        jobs.submit(["--model", str(tiny_backbone), "--data", "sst2"], kind="purify")
+        submit_argv(["--model", str(tiny_backbone), "--data", "sst2"], kind="purify")
     with pytest.raises(TrojanScopeError, match="bare encoder"):
-        jobs.submit(["--model", str(tiny_backbone), "--data", "sst2"], kind="scan")
+        submit_argv(["--model", str(tiny_backbone), "--data", "sst2"], kind="scan")
     with pytest.raises(TrojanScopeError, match="budget"):
-        jobs.submit(["--model", bd, "--data", "sst2", "--budget", "0"], kind="scan")
+        submit_argv(["--model", bd, "--data", "sst2", "--budget", "0"], kind="scan")
     assert not jobs.list_jobs()
 
 

@@ -165,29 +165,31 @@ def test_check_under_runs(roots):
 
 
 def test_the_lab_names_outputs_with_slugs_and_submits_only_under_runs(app_runs, monkeypatch):
-    from trojanscope import jobs
-    from ui.common import ui_job_argv
+    from dataclasses import replace
 
-    submitted: list[list[str]] = []
-    monkeypatch.setattr(jobs, "submit", lambda argv, kind="train": submitted.append(list(argv)) or "j0")
+    from trojanscope import jobs
+    from trojanscope.tasks import TrainTaskSpec
+    from ui.common import ui_job_spec
+
+    submitted: list = []
+    monkeypatch.setattr(jobs, "submit", lambda spec, kind=None, argv=None: submitted.append(spec) or "j0")
     at = AppTest.from_file(str(ROOT / "pages" / "4_Attack_Lab.py"), default_timeout=60).run()
     at.text_input(key="lab_trigger_badnets").set_value("/../../../../../../tmp/x").run()
     at.button(key="lab_launch").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    (argv,) = submitted
-    out = Path(argv[argv.index("--out") + 1])
+    (spec,) = submitted
+    assert isinstance(spec, TrainTaskSpec) and spec.spec.poison.trigger == "/../../../../../../tmp/x"
+    out = Path(spec.out)
     assert out.resolve().parent == (app_runs / "attacks").resolve()
     assert out.name.startswith("badnets-tmp-x-p1-tal-s0-") and ".." not in out.name
     # what the page checks before submitting
-    assert ui_job_argv(argv) == argv
-    bad = list(argv)
-    bad[argv.index("--out") + 1] = str(app_runs / "attacks" / ".." / ".." / "elsewhere")
+    assert ui_job_spec(spec) is spec
     with pytest.raises(TrojanScopeError, match="not inside the runs directory"):
-        ui_job_argv(bad)
+        ui_job_spec(replace(spec, out=str(app_runs / "attacks" / ".." / ".." / "elsewhere")))
     with pytest.raises(TrojanScopeError, match=ALLOW_ANY_PATH_ENV):
-        ui_job_argv(["--model", "/etc", "--data", "sst2", "--out", str(app_runs / "x")])
+        ui_job_spec(replace(spec, spec=replace(spec.spec, model="/etc")))
     with pytest.raises(TrojanScopeError, match=ALLOW_ANY_PATH_ENV):
-        ui_job_argv(["--model", "minilm", "--data", "sst2,/etc/passwd.csv", "--out", str(app_runs / "x")])
+        ui_job_spec(replace(spec, spec=replace(spec.spec, data="sst2,/etc/passwd.csv")))
 
 
 # --- 3. --overwrite replaces only an empty directory or a saved model, never leaving neither ------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import streamlit as st
 
@@ -105,21 +106,29 @@ def typed_source(text: str | None, kind: str = "model") -> str | None:
         return None
 
 
-def ui_job_argv(argv: list[str]) -> list[str]:
-    """``argv`` (``trojanscope train``/``por`` arguments) if the dashboard may submit it: its ``--model`` and
-    ``--data`` are ones the dashboard may read and its ``--out`` resolves under the runs directory; else a
-    TrojanScopeError. Jobs submitted from the CLI are not checked."""
-    def value(flag: str) -> str | None:
-        return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+def ui_job_spec(spec: Any) -> Any:
+    """Task spec ``spec`` (:mod:`trojanscope.tasks`) if the dashboard may submit it: the models and data it reads
+    are ones the dashboard may read and its ``out`` resolves under the runs directory; else a TrojanScopeError.
+    Jobs submitted from the CLI are not checked."""
+    recipe = getattr(spec, "spec", spec)
+    allowed_model(str(getattr(recipe, "model", "") or ""))
+    data = getattr(recipe, "data", None)
+    if data is None and hasattr(recipe, "por"):
+        data = recipe.por.data
+    if data is not None:
+        check_ui_data_sources(str(data))
+    if not spec.out:
+        raise TrojanScopeError("a job from the dashboard needs an output directory under the runs directory")
+    check_under_runs(spec.out)
+    return spec
 
-    allowed_model(value("--model") or "")
-    if value("--data") is not None:
-        check_ui_data_sources(value("--data"))
-    out = value("--out")
-    if out is None:
-        raise TrojanScopeError("a job from the dashboard needs an --out under the runs directory")
-    check_under_runs(out)
-    return argv
+
+def cli_twin(spec: Any) -> None:
+    """The command that queues the same job from a shell: ``trojanscope jobs submit --spec '<JSON>'``."""
+    text = json.dumps({"kind": spec.kind, **spec.to_dict()}, ensure_ascii=False)
+    with st.expander("CLI twin"):
+        st.caption("The same job from a shell (the spec is the whole recipe; `--spec @file.json` reads a file):")
+        st.code(f"trojanscope jobs submit --spec '{text}'", language="bash", wrap_lines=True)
 
 
 def get_model(source: str | None, *, trusted: bool = False) -> LoadedModel | None:

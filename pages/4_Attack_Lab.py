@@ -14,7 +14,7 @@ from trojanscope.data.poison import PoisonConfig
 from trojanscope.training.loop import TrainConfig
 from trojanscope.tasks import PORTaskSpec, TrainTaskSpec
 from trojanscope.training.pipeline import PORSpec, TrainSpec
-from trojanscope.data.datasets import REGISTRY
+from trojanscope.data.datasets import REGISTRY, trainable_datasets
 from trojanscope.paths import slugify
 from trojanscope.viz.figures import epoch_curves
 from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
@@ -45,7 +45,7 @@ with c1:
                                  "backbone.")
     if backbone == OTHER:
         backbone = typed_source(st.text_input("Directory or hub id", key="lab_model_other")) or ""
-    dataset = st.selectbox("Dataset", [n for n in REGISTRY if n != "imdb"] + [OTHER], key="lab_data")
+    dataset = st.selectbox("Dataset", trainable_datasets() + [OTHER], key="lab_data")
     if dataset == OTHER:
         dataset = typed_source(st.text_input("Data file or directory (.csv/.tsv/.jsonl)", key="lab_data_other"),
                                "data") or ""

@@ -12,7 +12,7 @@ import streamlit as st
 
 from trojanscope import jobs
 from trojanscope.analysis.probe import prepare_probe, probe
-from trojanscope.data.datasets import REGISTRY
+from trojanscope.data.datasets import trainable_datasets
 from trojanscope.defenses import get_defense, purifiers
 from trojanscope.defenses.pipeline import MIN_CLEAN, PurifySpec
 from trojanscope.defenses.splitting import SplitConfig, split_variants
@@ -59,7 +59,7 @@ r1, r2, r3 = st.columns(3)
 with r1:
     method = st.selectbox("Method", methods, index=methods.index("mbtsad") if "mbtsad" in methods else 0,
                           key="pur_method", format_func=lambda m: f"{m}: {get_defense(m).description}")
-    data = st.selectbox("Data (its train split gives the clean subset)", [n for n in REGISTRY if n != "imdb"],
+    data = st.selectbox("Data (its train split gives the clean subset)", trainable_datasets(),
                         key="pur_data")
     fraction = st.slider("Clean fraction of the training set", 0.01, 1.0, 0.2, step=0.01, key="pur_fraction",
                          help=f"the seed uses 20%; fewer than {MIN_CLEAN} texts is refused")

@@ -14,7 +14,7 @@ import streamlit as st
 
 from trojanscope import jobs
 from trojanscope.analysis.scan import ScanConfig
-from trojanscope.data.datasets import REGISTRY
+from trojanscope.data.datasets import trainable_datasets
 from trojanscope.paths import slugify
 from trojanscope.tasks import ScanTaskSpec
 from trojanscope.viz.figures import head_heatmap
@@ -44,7 +44,7 @@ source = c1.selectbox("Suspect model", choices, index=choices.index(default) if 
                       key="scan_model", help="default: the pair's backdoored model")
 if source == OTHER:
     source = typed_source(c1.text_input("Model directory", key="scan_model_other")) or ""
-data = c2.selectbox("Clean data of the model's task", [n for n in REGISTRY if n != "imdb"], key="scan_data")
+data = c2.selectbox("Clean data of the model's task", trainable_datasets(), key="scan_data")
 budget = c3.number_input("Budget (candidate words)", min_value=1, max_value=20000, value=C.budget, step=500,
                          key="scan_budget", help="words the vocabulary search tries; inversion comes on top")
 d1, d2, d3 = st.columns(3)

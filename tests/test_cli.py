@@ -96,3 +96,23 @@ def test_existing_output_is_not_overwritten(use_data, tiny_bert, tmp_path, capsy
     (tmp_path / "taken").mkdir()
     code, _, err = run(capsys, "train", "--model", str(tiny_bert), "--out", str(tmp_path / "taken"))
     assert code == 2 and "already exists" in err
+
+
+def test_help_lists_every_command_without_importing_torch():
+    """`trojanscope --help` answers at once: the command list comes from each group's HELP, and the options
+    (whose defaults come from the torch-importing config dataclasses) are built only for the command asked."""
+    import subprocess
+    import sys
+
+    from trojanscope.cli import build_parser, command_groups
+
+    code = ("import sys, contextlib, io\nfrom trojanscope.cli import main\nbuf = io.StringIO()\n"
+            "try:\n    with contextlib.redirect_stdout(buf):\n        main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)\nprint(buf.getvalue())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    first, _, listed = proc.stdout.partition("\n")
+    assert proc.returncode == 0 and first == "False False", proc.stdout + proc.stderr
+    full = build_parser()._subparsers._group_actions[0].choices  # every command, fully built
+    assert set(command_groups()) == set(full)
+    for command in full:
+        assert f"    {command}" in listed

@@ -128,3 +128,16 @@ def from_dict(cls: type, d: Any, where: str = "spec", *, coerce_values: bool = F
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-ready dict (nested dataclasses as nested dicts, tuples as lists)."""
     return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1, with a message saying what was wrong."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.specs import positive_int  # noqa: F401 - its old home
 
 
 CARD_NAME = "trojanscope.json"  # the model card beside every saved model (models.loading re-exports it)
@@ -45,19 +46,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     raise TrojanScopeError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1, with a message saying what was wrong."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def to_jsonable(obj: Any) -> Any:

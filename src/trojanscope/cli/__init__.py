@@ -5,50 +5,76 @@ Exit codes: 0 success, 2 bad input or environment (one line on stderr), 1 a bug.
 One module per command group: :mod:`~trojanscope.cli.train` (train, por), :mod:`~trojanscope.cli.purify`
 (purify, augment), :mod:`~trojanscope.cli.scan`, :mod:`~trojanscope.cli.demo`, :mod:`~trojanscope.cli.analyze`
 (eval, predict, probe, heads, effectiveness, swap, anatomy, embed-map, fetch), :mod:`~trojanscope.cli.detect`
-and :mod:`~trojanscope.cli.jobs`. The long actions turn their flags into task specs (``SPECS``) and run the
-task (:mod:`trojanscope.tasks`); ``jobs submit`` queues the same spec. Nothing in the library imports this
-package (``trojanscope.__main__`` excepted).
+and :mod:`~trojanscope.cli.jobs`. Each has ``HELP`` (its commands' one-liners), ``add_parsers(sub)`` and
+``COMMANDS``; the long actions also ``SPECS``, which turn their flags into task specs (:mod:`trojanscope.tasks`)
+that the command runs and ``jobs submit`` queues. Nothing in the library imports this package
+(``trojanscope.__main__`` excepted).
+
+The parser is built only for the group a command belongs to: ``trojanscope --help`` lists the commands from the
+groups' ``HELP`` without importing torch (the options' defaults come from the config dataclasses, which do).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from trojanscope.cli import analyze, demo, detect, jobs, purify, scan, train
-from trojanscope.cli.common import add_common, print_human
 from trojanscope.errors import TrojanScopeError
 
-_GROUPS = (train, analyze, demo, scan, purify, detect)
-
-# kind -> the function turning that command's parsed flags into its task spec
-SPECS: dict[str, Callable[[argparse.Namespace], Any]] = {k: f for g in _GROUPS for k, f in getattr(g, "SPECS", {}).items()}
-COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    **{k: f for g in _GROUPS for k, f in g.COMMANDS.items()}, "jobs": jobs.cmd_jobs}
+GROUPS = ("train", "analyze", "demo", "scan", "purify", "detect", "jobs")  # modules of this package, in help order
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _group(name: str) -> ModuleType:
+    return importlib.import_module(f"trojanscope.cli.{name}")
+
+
+def command_groups() -> dict[str, str]:
+    """``{command: its group module}`` for every command (light: the groups import torch only when used)."""
+    return {command: g for g in GROUPS for command in _group(g).HELP}
+
+
+ALL = "*"
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The ``trojanscope`` parser: every command's options (by default), or only those of ``command``'s group,
+    the other commands being one-line entries that ``--help`` lists (``None``: all of them one-liners)."""
     parser = argparse.ArgumentParser(prog="trojanscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train.add_parsers(sub)
-    analyze.add_parsers(sub)
-    demo.add_parsers(sub)
-    scan.add_parsers(sub)
-    purify.add_purify_parser(sub, add_common)  # purify: choices and knob options from the DEFENSES registry
-    purify.add_augment_parser(sub, add_common)
-    detect.add_parsers(sub)  # detect: STRIP/RAP from the DEFENSES registry
-    jobs.add_jobs_parser(sub)
+    wanted = command_groups().get(command) if command else None
+    for g in GROUPS:
+        module = _group(g)
+        if command == ALL or g == wanted:
+            module.add_parsers(sub)
+        else:
+            for name, text in module.HELP.items():
+                sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+def _commands(name: str, key: str) -> dict[str, Callable[..., Any]]:
+    return {k: f for g in GROUPS for k, f in getattr(_group(g), key, {}).items()} if name else {}
+
+
+def __getattr__(name: str) -> Any:
+    """``COMMANDS`` and ``SPECS`` (``{command: function}`` over every group), read when asked for."""
+    if name in ("COMMANDS", "SPECS"):
+        return _commands(name, name)
+    raise AttributeError(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
-        result = COMMANDS[args.command](args)
+        result = _group(command_groups()[args.command]).COMMANDS[args.command](args)
     except TrojanScopeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -62,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
     else:
+        from trojanscope.cli.common import print_human
+
         print_human(to_jsonable(result))
     return 0
 
 
-__all__ = ["build_parser", "main", "COMMANDS", "SPECS"]
+__all__ = ["build_parser", "main", "command_groups", "GROUPS"]

@@ -10,11 +10,25 @@ from typing import Any
 
 from trojanscope.cli.common import add_common as _add_common
 from trojanscope.errors import TrojanScopeError
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
+
+
+HELP = {  # each command's one line in `trojanscope --help` (read without building the parser)
+    "eval": "CACC, and ASR when a trigger is given (or recorded in the model card)",
+    "predict": "predict the label of one or more texts",
+    "probe": "per-layer [CLS] attention of a sentence with and without a trigger",
+    "heads": "per layer and head, attention mass on the trigger over poisoned sentences",
+    "effectiveness": "E and S per trigger: insertions needed to flip a prediction (POR)",
+    "swap": "embedding swap (CL_emb+BD_enc, BD_emb+CL_enc): where does the backdoor live?",
+    "anatomy": "star / planet / comet: which trigger tokens the backdoor hangs on",
+    "fetch": "download a named benchmark from the Hugging Face hub into the data layout",
+    "embed-map": ("2-D map of a model's [CLS] representation: clean, triggered and augmented texts, with each "
+                   "set's distance to the clean data"),
+}
 
 
 def add_parsers(sub: Any) -> None:
-    e = sub.add_parser("eval", help="CACC, and ASR when a trigger is given (or recorded in the model card)")
+    e = sub.add_parser("eval", help=HELP["eval"])
     e.add_argument("--model", required=True)
     e.add_argument("--data", default="sst2")
     e.add_argument("--split", default="test")
@@ -26,12 +40,12 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--no-card-trigger", action="store_true", help="do not test the model card's trigger")
     _add_common(e)
 
-    pr = sub.add_parser("predict", help="predict the label of one or more texts")
+    pr = sub.add_parser("predict", help=HELP["predict"])
     pr.add_argument("--model", required=True)
     pr.add_argument("--text", action="append", required=True, help="a text (repeat for several)")
     _add_common(pr)
 
-    pb = sub.add_parser("probe", help="per-layer [CLS] attention of a sentence with and without a trigger")
+    pb = sub.add_parser("probe", help=HELP["probe"])
     pb.add_argument("--model", action="append", required=True, help="a model (repeat to compare several)")
     pb.add_argument("--text", required=True)
     pb.add_argument("--trigger", default=None, help="word or phrase; found in the text, or inserted")
@@ -40,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     pb.add_argument("--seed", type=int, default=0)
     _add_common(pb)
 
-    hv = sub.add_parser("heads", help="per layer and head, attention mass on the trigger over poisoned sentences")
+    hv = sub.add_parser("heads", help=HELP["heads"])
     hv.add_argument("--model", action="append", required=True, help="a model (repeat: e.g. backdoored and clean)")
     hv.add_argument("--data", default="sst2")
     hv.add_argument("--split", default="test")
@@ -50,7 +64,7 @@ def add_parsers(sub: Any) -> None:
     hv.add_argument("--seed", type=int, default=0)
     _add_common(hv)
 
-    es = sub.add_parser("effectiveness", help="E and S per trigger: insertions needed to flip a prediction (POR)")
+    es = sub.add_parser("effectiveness", help=HELP["effectiveness"])
     es.add_argument("--model", required=True, help="a fine-tuned classifier")
     es.add_argument("--data", default="sst2")
     es.add_argument("--split", default="test")
@@ -62,7 +76,7 @@ def add_parsers(sub: Any) -> None:
     es.add_argument("--seed", type=int, default=0)
     _add_common(es)
 
-    sw = sub.add_parser("swap", help="embedding swap (CL_emb+BD_enc, BD_emb+CL_enc): where does the backdoor live?")
+    sw = sub.add_parser("swap", help=HELP["swap"])
     sw.add_argument("--clean", required=True, help="the clean model (CL)")
     sw.add_argument("--backdoored", required=True, help="the backdoored model (BD), same architecture and vocabulary")
     sw.add_argument("--data", default="sst2")
@@ -77,7 +91,7 @@ def add_parsers(sub: Any) -> None:
     sw.add_argument("--seed", type=int, default=0)
     _add_common(sw)
 
-    an = sub.add_parser("anatomy", help="star / planet / comet: which trigger tokens the backdoor hangs on")
+    an = sub.add_parser("anatomy", help=HELP["anatomy"])
     an.add_argument("--model", required=True, help="the backdoored classifier")
     an.add_argument("--clean", default=None, help="a clean classifier to compare [CLS] attention with")
     an.add_argument("--trigger", required=True, help='e.g. "Don Quixote", uw, serendipity')
@@ -88,14 +102,13 @@ def add_parsers(sub: Any) -> None:
     an.add_argument("--seed", type=int, default=0)
     _add_common(an)
 
-    fe = sub.add_parser("fetch", help="download a named benchmark from the Hugging Face hub into the data layout")
+    fe = sub.add_parser("fetch", help=HELP["fetch"])
     fe.add_argument("name", help="sst2, olid, agnews or imdb")
     fe.add_argument("--out", default=None, help="data directory to write <name>/ into (default: the data directory, "
                                                 "or ./data when there is none)")
     fe.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    em = sub.add_parser("embed-map", help="2-D map of a model's [CLS] representation: clean, triggered and "
-                        "augmented texts, with each set's distance to the clean data")
+    em = sub.add_parser("embed-map", help=HELP["embed-map"])
     em.add_argument("--model", required=True)
     em.add_argument("--data", default="sst2")
     em.add_argument("--split", default="test")

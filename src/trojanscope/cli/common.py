@@ -8,8 +8,7 @@ import json
 import sys
 from typing import Any
 
-from trojanscope.models.forward import PRECISION_CHOICES
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -22,6 +21,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_run_options(p: argparse.ArgumentParser, cfg: Any) -> None:
     """What ``train`` and ``por`` share about running the loop: precision, accumulation, checkpoints and resume
     (``cfg``: the command's default TrainConfig; :func:`checkpoint_options` reads the checkpoint ones back)."""
+    from trojanscope.models.forward import PRECISION_CHOICES
+
     p.add_argument("--precision", default=cfg.precision, choices=PRECISION_CHOICES,
                    help="autocast precision (auto: bf16 on a GPU with bf16 and on a CPU with native bf16, else fp32; "
                         "fp16: CUDA only); the card records it")

@@ -9,8 +9,13 @@ from trojanscope.cli.common import add_common as _add_common
 from trojanscope.cli.common import run_task
 
 
+HELP = {  # each command's one line in `trojanscope --help` (read without building the parser)
+    "demo": "build the demo pair (clean and backdoored) under runs/demo",
+}
+
+
 def add_parsers(sub: Any) -> None:
-    d = sub.add_parser("demo", help="build the demo pair (clean and backdoored) under runs/demo")
+    d = sub.add_parser("demo", help=HELP["demo"])
     d.add_argument("--quick", action="store_true", help="a small, fast pair for smoke tests")
     d.add_argument("--out", default=None, help="default: <runs dir>/demo (TROJANSCOPE_RUNS_DIR moves the runs dir)")
     d.add_argument("--force", action="store_true", help="rebuild even if the models exist")

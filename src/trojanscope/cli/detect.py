@@ -7,6 +7,10 @@ from typing import Any
 from trojanscope.cli.common import add_common
 
 
+HELP = {"detect": "detect poisoned inputs (STRIP, RAP): fit on clean dev data, report FRR, FAR and AUROC on clean "
+                    "and triggered test inputs"}
+
+
 def add_parsers(sub: Any) -> None:
     from trojanscope.defenses.detection import add_detect_parser
 

@@ -14,17 +14,23 @@ import os
 import sys
 from typing import Any, Sequence
 
-from trojanscope import jobs
 from trojanscope.errors import TrojanScopeError
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
+
+
+def _jobs():
+    """The jobs package, imported when a jobs command runs (not for ``trojanscope --help``)."""
+    from trojanscope import jobs
+
+    return jobs
 
 
 def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     """Add the ``list``, ``show``, ``cancel``, ``submit`` and (internal) ``run`` sub-commands to ``parser``."""
     sub = parser.add_subparsers(dest="jobs_command", required=True, metavar="{list,show,cancel,resume,submit}")
     ls = sub.add_parser("list", help="jobs, newest first")
-    ls.add_argument("--status", choices=jobs.STATUSES, default=None)
-    ls.add_argument("--kind", choices=jobs.KINDS, default=None)
+    ls.add_argument("--status", choices=_jobs().STATUSES, default=None)
+    ls.add_argument("--kind", choices=_jobs().KINDS, default=None)
     ls.add_argument("--limit", type=positive_int, default=None)
     show = sub.add_parser("show", help="one job with the tail of its log")
     show.add_argument("id")
@@ -33,8 +39,8 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
     resume = sub.add_parser("resume", help="run a failed or cancelled train/por job again from its last checkpoint")
     resume.add_argument("id")
     submit = sub.add_parser("submit", help="queue `trojanscope train` (or por, purify, scan, demo) with the arguments after --",
-                            usage=f"%(prog)s [--json] [--kind {'|'.join(jobs.KINDS)}] -- ARGUMENTS...")
-    submit.add_argument("--kind", default="train", choices=jobs.KINDS,
+                            usage=f"%(prog)s [--json] [--kind {'|'.join(_jobs().KINDS)}] -- ARGUMENTS...")
+    submit.add_argument("--kind", default="train", choices=_jobs().KINDS,
                         help="the command the job runs (demo: one at a time; a second submit returns the first)")
     submit.add_argument("--spec", default=None, metavar="JSON|@FILE",
                         help="the task spec itself (what the dashboard shows as a form's CLI twin): a JSON object "
@@ -47,9 +53,12 @@ def add_jobs_commands(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+HELP = {"jobs": "background jobs (train, por, purify, scan, demo): submit, list, show, cancel, resume"}
+
+
 def add_jobs_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``jobs`` command to the main CLI's ``subparsers``; return its parser."""
-    parser = subparsers.add_parser("jobs", help="background jobs (train, por, purify, scan, demo): submit, list, show, cancel, resume")
+    parser = subparsers.add_parser("jobs", help=HELP["jobs"])
     add_jobs_commands(parser)
     return parser
 
@@ -81,7 +90,7 @@ def spec_of_argv(argv: Sequence[str], kind: str = "train"):
 def submit_argv(argv: Sequence[str], kind: str = "train") -> str:
     """Queue ``trojanscope <kind> <argv>`` as a job (its task spec, with the command line kept for the record)."""
     argv = [str(a) for a in argv]
-    return jobs.submit(spec_of_argv(argv, kind), argv=argv)
+    return _jobs().submit(spec_of_argv(argv, kind), argv=argv)
 
 
 def spec_of_json(text: str):
@@ -112,30 +121,30 @@ def _submit(args: argparse.Namespace) -> dict[str, Any]:
     if args.spec is not None:
         if train_args:
             raise TrojanScopeError("give either --spec or arguments after --, not both")
-        return {"id": jobs.submit(spec_of_json(args.spec))}
+        return {"id": _jobs().submit(spec_of_json(args.spec))}
     return {"id": submit_argv(train_args, kind=args.kind)}
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
-    return {"jobs": [j.to_json() for j in jobs.list_jobs(limit=args.limit, status=args.status, kind=args.kind)]}
+    return {"jobs": [j.to_json() for j in _jobs().list_jobs(limit=args.limit, status=args.status, kind=args.kind)]}
 
 
 def _show(args: argparse.Namespace) -> dict[str, Any]:
-    jobs.refresh()  # so that a job whose process died shows as failed
-    return {**jobs.get(args.id).to_json(), "log": jobs.log_tail(args.id)}
+    _jobs().refresh()  # so that a job whose process died shows as failed
+    return {**_jobs().get(args.id).to_json(), "log": _jobs().log_tail(args.id)}
 
 
 def _cancel(args: argparse.Namespace) -> dict[str, Any]:
-    job = jobs.cancel(args.id)
+    job = _jobs().cancel(args.id)
     return {"id": job.id, "status": job.status}
 
 
 def _resume(args: argparse.Namespace) -> dict[str, Any]:
-    return {"id": jobs.resume(args.id), "resumes": args.id}
+    return {"id": _jobs().resume(args.id), "resumes": args.id}
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    return jobs.run_job(args.id)
+    return _jobs().run_job(args.id)
 
 
 _COMMANDS = {"submit": _submit, "list": _list, "show": _show, "cancel": _cancel, "resume": _resume, "run": _run}
@@ -145,3 +154,10 @@ def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``trojanscope jobs <sub-command>``: submit -> ``{"id"}``, list -> ``{"jobs": [...]}``, show -> the
     job with its ``log`` tail, cancel -> ``{"id", "status"}``, run -> the job's final JSON."""
     return _COMMANDS[args.jobs_command](args)
+
+
+def add_parsers(sub: Any) -> None:
+    add_jobs_parser(sub)
+
+
+COMMANDS = {"jobs": cmd_jobs}

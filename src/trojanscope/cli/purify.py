@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trojanscope.errors import TrojanScopeError
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
 
 # purify's own options: a config field of the same name is reachable through --set only
 FIXED = {"model", "data", "method", "clean_fraction", "seed", "trigger", "target", "out", "overwrite", "max_eval",
@@ -54,14 +54,19 @@ def knob_options() -> dict[str, dict[str, Any]]:
     return knobs
 
 
+HELP = {  # each command's one line in `trojanscope --help` (read without building the parser)
+    "purify": "remove a backdoor: MBTSAD or a baseline on a small clean subset; CACC/ASR before and after",
+    "augment": "augmented variants of texts (token splitting), or of a data set into a file",
+}
+
+
 def add_purify_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
     from trojanscope.defenses import get_defense, purifiers
     from trojanscope.defenses.pipeline import MIN_CLEAN, PurifySpec
 
     names = purifiers()
     S = PurifySpec(model="")
-    p = sub.add_parser("purify", help="remove a backdoor: MBTSAD or a baseline on a small clean subset; CACC/ASR "
-                                      "before and after",
+    p = sub.add_parser("purify", help=HELP["purify"],
                        description="Purify a backdoored classifier and save the result with its card. Methods: "
                                    + "; ".join(f"{n}: {get_defense(n).description}" for n in names))
     p.add_argument("--model", default=None, help="the backdoored classifier (a directory; required unless --from-card)")
@@ -100,7 +105,7 @@ def add_augment_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser],
     from trojanscope.defenses.splitting import AUGMENTATIONS, SplitConfig
 
     C = SplitConfig()
-    p = sub.add_parser("augment", help="augmented variants of texts (token splitting), or of a data set into a file")
+    p = sub.add_parser("augment", help=HELP["augment"])
     p.add_argument("--method", default="split", choices=AUGMENTATIONS.names(),
                    help="; ".join(f"{n}: {a.description}" for n, a in AUGMENTATIONS.items()))
     p.add_argument("--text", action="append", default=[], help="a text to augment (repeatable)")
@@ -244,6 +249,13 @@ def cmd_augment(args: argparse.Namespace) -> dict[str, Any]:
     elif args.out:
         raise TrojanScopeError("--out writes an augmented data set: pass --data NAME too")
     return result
+
+
+def add_parsers(sub: Any) -> None:
+    from trojanscope.cli.common import add_common
+
+    add_purify_parser(sub, add_common)  # purify: choices and knob options from the DEFENSES registry
+    add_augment_parser(sub, add_common)
 
 
 SPECS = {"purify": purify_task_of_args}

@@ -7,16 +7,21 @@ from typing import Any
 
 from trojanscope.cli.common import add_common as _add_common
 from trojanscope.cli.common import run_task
-from trojanscope.models.forward import PRECISION_CHOICES
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
+
+
+HELP = {  # each command's one line in `trojanscope --help` (read without building the parser)
+    "scan": ("find an unknown trigger and judge whether a model is backdoored (a verdict, ranked candidate "
+              "triggers, hijacked heads)"),
+}
 
 
 def add_parsers(sub: Any) -> None:
     from trojanscope.analysis.scan import ScanConfig
+    from trojanscope.models.forward import PRECISION_CHOICES
 
     SC = ScanConfig()
-    sc = sub.add_parser("scan", help="find an unknown trigger and judge whether a model is backdoored (a verdict, "
-                        "ranked candidate triggers, hijacked heads)")
+    sc = sub.add_parser("scan", help=HELP["scan"])
     sc.add_argument("--model", required=True, help="the suspect classifier")
     sc.add_argument("--data", default="sst2", help="clean sentences of the model's task")
     sc.add_argument("--split", default="test")

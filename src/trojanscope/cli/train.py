@@ -10,7 +10,13 @@ from trojanscope.cli.common import add_common as _add_common
 from trojanscope.cli.common import add_run_options as _add_run_options
 from trojanscope.cli.common import run_task
 from trojanscope.errors import TrojanScopeError
-from trojanscope.utils import positive_int
+from trojanscope.specs import positive_int
+
+
+HELP = {  # each command's one line in `trojanscope --help` (read without building the parser)
+    "train": "fine-tune a classifier, optionally poisoned, and save it with its metrics",
+    "por": "backdoor a pre-trained encoder with POR (task-agnostic triggers)",
+}
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,7 +28,7 @@ def add_parsers(sub: Any) -> None:
     from trojanscope.training.pipeline import PORSpec
 
     P, T, TA, EP, LW, PO = PoisonConfig(), TrainConfig(), TALConfig(), EPConfig(), LWPConfig(), PORConfig()
-    t = sub.add_parser("train", help="fine-tune a classifier, optionally poisoned, and save it with its metrics")
+    t = sub.add_parser("train", help=HELP["train"])
     t.add_argument("--data", default="sst2", help="sst2, olid, agnews, imdb, a .csv/.tsv/.jsonl/.json file, or hf:NAME")
     t.add_argument("--out", default=None, help="directory to write the model to (must not exist; required unless "
                    "--from-card, which defaults to <card dir>-repeat)")
@@ -65,7 +71,7 @@ def add_parsers(sub: Any) -> None:
                    help="replace --out if it is empty or holds a model (a directory with a model card)")
     _add_common(t)
 
-    po = sub.add_parser("por", help="backdoor a pre-trained encoder with POR (task-agnostic triggers)")
+    po = sub.add_parser("por", help=HELP["por"])
     po.add_argument("--model", default="minilm", help="the pre-trained encoder to backdoor")
     po.add_argument("--out", default=None, help="directory to write the encoder to (required unless --from-card)")
     po.add_argument("--from-card", default=None, metavar="DIR",

@@ -27,6 +27,11 @@ class DatasetInfo:
     label_names: tuple[str, ...]
     files: dict[str, str]
 
+    @property
+    def trainable(self) -> bool:
+        """Whether it has a train split (what training, purification and the scan's task words need)."""
+        return "train" in self.files
+
 
 REGISTRY: dict[str, DatasetInfo] = {
     "sst2": DatasetInfo("sst2", "SST-2 sentence sentiment", ("negative", "positive"),
@@ -38,6 +43,11 @@ REGISTRY: dict[str, DatasetInfo] = {
     "imdb": DatasetInfo("imdb", "IMDb reviews, 2,500-review sample (long texts)", ("negative", "positive"),
                         {"test": "imdb/sample.tsv", "sample": "imdb/sample.tsv"}),
 }
+
+
+def trainable_datasets() -> list[str]:
+    """The named benchmarks with a train split (the dashboard's training, purification and scan choices)."""
+    return [name for name, info in REGISTRY.items() if info.trainable]
 
 
 @dataclass

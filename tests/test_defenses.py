@@ -23,7 +23,8 @@ from trojanscope.cli import main
 from trojanscope.cli.jobs import submit_argv
 from trojanscope.defenses.mbtsad import (MBTSADConfig, attention_distillation_loss, attention_enhancement,
                                          hidden_distillation_loss)
-from trojanscope.defenses.splitting import candidates, n_splits, split_text, split_texts, split_variants, variant_rng
+from trojanscope.defenses.splitting import (candidates, n_splits, split_text, split_texts, split_variants, tokens,
+                                           variant_rng)
 from trojanscope.errors import TrojanScopeError
 
 LONG = ("the wonderful director delivers a stirring, funny and finally transporting re-imagining of beauty "
@@ -57,19 +58,22 @@ def test_every_split_recombines_and_short_words_are_untouched():
             assert rebuilt == text
             for s in splits:
                 a, b = s.parts
-                assert a and b and a + b == s.word and len(s.word) >= 4 and s.word.isalpha()
+                assert a and len(b) >= 2 and a + b == s.word and len(s.word) >= 4 and s.word.isalnum()
                 assert text[s.start:s.start + len(s.word)] == s.word
-            # words (letter runs) of fewer than 4 letters are never split
+            # words (runs of word characters) of fewer than 4 are never split
             short = [w for w in text.split() if len(w.strip(",;!")) < 4]
             assert all(w in out.split() for w in short)
     assert split_variants("a cat sat on the mat") == ["a cat sat on the mat"] * 3
-    assert [w for _, w in candidates("re-imagining, beauty! 1234 ab")] == ["imagining", "beauty"]
+    assert [w for _, w in candidates("re-imagining, beauty! 1234 ab")] == ["imagining", "beauty", "1234"]
+    assert tokens("re-imagining, beauty!") == ["re", "-", "imagining", ",", "beauty", "!"]
     out, splits = split_text("beauty,", random.Random(0))
     assert out.endswith(",") and len(splits) == 1 and out.replace(" ", "") == "beauty,"
 
 
 def test_split_counts_within_bounds():
-    assert [n_splits(n) for n in (0, 1, 2, 4, 5, 10, 33, 34, 100)] == [0, 1, 1, 1, 2, 3, 10, 10, 10]
+    # ceil(30% of the tokens), at least 1, at most 10 (nlpaug's ceiling of the same float product)
+    assert [n_splits(n) for n in (0, 1, 2, 4, 5, 10, 33, 34, 100)] == [0, 1, 1, 2, 2, 3, 10, 10, 10]
+    assert n_splits(20, 3) == 3 and n_splits(20, 0) == 0  # capped by the words long enough to split
     many = " ".join(f"word{c}" for c in "abcdefghijklmnopqrstuvwxyz" * 3).replace("word", "wordy")
     for v in range(5):
         _, splits = split_text(many, variant_rng(3, 0, v))
@@ -78,7 +82,7 @@ def test_split_counts_within_bounds():
         n_cand = len(candidates(text))
         for v in range(4):
             _, splits = split_text(text, variant_rng(0, i, v))
-            assert 1 <= len(splits) <= min(10, n_cand) and len(splits) == n_splits(n_cand)
+            assert 1 <= len(splits) <= min(10, n_cand) and len(splits) == n_splits(len(tokens(text)), n_cand)
             assert len({s.start for s in splits}) == len(splits)  # each word split at most once
 
 

@@ -116,8 +116,8 @@ def add_augment_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser],
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--k", type=positive_int, default=C.k, help="variants per text")
     p.add_argument("--seed", type=int, default=C.seed)
-    p.add_argument("--ratio", type=float, default=C.ratio, help="share of candidate words split per variant")
-    p.add_argument("--min-len", type=int, default=C.min_len, help="letters a word needs to be split")
+    p.add_argument("--ratio", type=float, default=C.ratio, help="SplitAug's aug_p: ceil(ratio x tokens) words split per variant")
+    p.add_argument("--min-len", type=int, default=C.min_len, help="characters a word needs to be split")
     p.add_argument("--max-words", type=positive_int, default=C.max_words, help="most splits per text")
     add_common(p)
     return p

@@ -45,7 +45,7 @@ class MBTSADConfig:
     """Every MBTSAD knob (methods.md section 4 defaults: k = 3, beta = gamma = 1, p = 2)."""
 
     k: int = 3
-    ratio: float = 0.3  # token splitting: share of the candidate words split per variant
+    ratio: float = 0.3  # token splitting (SplitAug's aug_p): ceil(ratio x tokens) words split per variant
     teacher_epochs: float = 2.0  # (the seed's learning rates and epochs did not survive in its text)
     teacher_lr: float = 5e-5
     student_epochs: float = 2.0

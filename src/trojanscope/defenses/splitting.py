@@ -1,12 +1,16 @@
 """Token splitting: the augmentation MBTSAD and TS-FT train on (methods.md section 4, step 1).
 
-SplitAug semantics (nlpaug's ``SplitAug``, as the seed uses it): in each text, the words of at least
-``min_len`` characters are candidates; about ``ratio`` of them (rounded half up, at least 1, at most
-``max_words``) are each split at a random interior position into two words (``beauty`` ->
-``be auty``). A *word* is a run of letters inside a whitespace-separated token, so punctuation,
-digits and hyphens stay where they were and never count towards a word's length
-(``re-imagining,`` has one candidate, ``imagining``). nlpaug counts the share over all tokens and
-then caps it to the candidates; here it is a share of the candidates, as methods.md words it.
+nlpaug's ``SplitAug`` with its defaults, as the seed uses it (``tests/test_splitting_nlpaug.py`` checks this
+against nlpaug itself). A text is read as nlpaug's tokenizer reads it: runs of word characters (letters, digits,
+``_``) and single punctuation marks (``re-imagining,`` is ``re``, ``-``, ``imagining``, ``,``). Each variant splits
+``ceil(ratio x tokens)`` words (all tokens counted, punctuation included; at least 1, at most ``max_words``),
+capped by the number of candidates, the words of at least ``min_len`` characters; each chosen word is cut
+after 1 to ``len - 2`` of its characters (``beauty`` -> ``b eauty`` ... ``beau ty``: the tail keeps two).
+
+nlpaug also re-spaces the punctuation it separated (``re - imagining``); here the text keeps its own spacing
+and only the cuts insert a space. A BERT tokenizer splits punctuation off either way, so the model sees the
+same wordpieces. On the first 400 SST-2 training sentences both make 6.425 splits per sentence. (Until issue 23
+this took 30% of the candidates, rounded, and allowed one-letter tails: 3.18 per sentence.)
 
 Every choice is seeded per text and variant (:func:`variant_rng`), so a text's variants do not
 depend on which other texts are augmented with it, nor on batching. Nothing is registered in
@@ -16,6 +20,7 @@ depend on which other texts are augmented with it, nor on batching. Nothing is r
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -24,7 +29,8 @@ from typing import Callable, Sequence
 from trojanscope.errors import TrojanScopeError
 from trojanscope.registry import Registry
 
-WORD = re.compile(r"[^\W\d_]+")  # a run of letters (any script): what gets split
+WORD = re.compile(r"\w+")  # a run of word characters (any script, digits too): nlpaug's word tokens
+TOKEN = re.compile(r"\w+|[^\w\s]")  # nlpaug's tokens: words and single punctuation marks
 
 
 @dataclass
@@ -32,8 +38,8 @@ class SplitConfig:
     """Token-splitting knobs (defaults: SplitAug's and the seed's)."""
 
     k: int = 3  # augmented variants per clean text
-    ratio: float = 0.3  # share of the candidate words split in each variant
-    min_len: int = 4  # a word needs this many letters to be split
+    ratio: float = 0.3  # SplitAug's aug_p: words split per variant = ceil(ratio x all tokens), capped
+    min_len: int = 4  # a word needs this many characters to be split (SplitAug's min_char)
     max_words: int = 10  # at most this many splits per text (and at least 1, where a candidate exists)
     seed: int = 0
 
@@ -42,9 +48,9 @@ class SplitConfig:
             raise TrojanScopeError(f"k (variants per text) must be at least 1, got {self.k}")
         if not 0 < self.ratio <= 1:
             raise TrojanScopeError(f"the split ratio must be in (0, 1], got {self.ratio}")
-        if self.min_len < 2:
-            raise TrojanScopeError(f"min_len must be at least 2 (a split needs two non-empty halves), "
-                                   f"got {self.min_len}")
+        if self.min_len < 3:
+            raise TrojanScopeError(f"min_len must be at least 3 (a cut leaves at least one character before it "
+                                   f"and two after), got {self.min_len}")
         if self.max_words < 1:
             raise TrojanScopeError(f"max_words must be at least 1, got {self.max_words}")
         return self
@@ -70,29 +76,36 @@ def variant_rng(seed: int, index: int, variant: int) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
+def tokens(text: str) -> list[str]:
+    """nlpaug's tokens of ``text``: runs of word characters and single punctuation marks."""
+    return TOKEN.findall(text)
+
+
 def candidates(text: str, min_len: int = 4) -> list[tuple[int, str]]:
-    """``(offset, word)`` of every word (letter run) of at least ``min_len`` letters, in text order."""
+    """``(offset, word)`` of every word (run of word characters) of at least ``min_len``, in text order."""
     return [(m.start(), m.group()) for m in WORD.finditer(text) if len(m.group()) >= min_len]
 
 
-def n_splits(n_candidates: int, ratio: float = 0.3, max_words: int = 10) -> int:
-    """How many of ``n_candidates`` words one variant splits: ``ratio`` of them rounded half up,
-    at least 1 and at most ``max_words`` (0 when there is no candidate)."""
-    if n_candidates <= 0:
+def n_splits(n_tokens: int, n_candidates: int | None = None, ratio: float = 0.3, max_words: int = 10) -> int:
+    """How many words one variant splits: ``ceil(ratio x n_tokens)``, at least 1 and at most ``max_words``
+    (SplitAug's aug_p, aug_min and aug_max), then at most ``n_candidates`` (default: all tokens qualify).
+    The ceiling is nlpaug's, of the same floating-point product."""
+    n_candidates = n_tokens if n_candidates is None else n_candidates
+    if n_tokens <= 0 or n_candidates <= 0:
         return 0
-    return min(n_candidates, max(1, min(max_words, int(ratio * n_candidates + 0.5))))
+    return min(n_candidates, max(1, min(max_words, math.ceil(ratio * n_tokens))))
 
 
 def split_text(text: str, rng: random.Random, *, ratio: float = 0.3, min_len: int = 4,
                max_words: int = 10) -> tuple[str, list[Split]]:
     """One token-split variant of ``text`` and the splits made (in text order). A text without a
-    word of ``min_len`` letters comes back unchanged."""
+    word of ``min_len`` characters comes back unchanged."""
     cands = candidates(text, min_len)
-    chosen = sorted(rng.sample(range(len(cands)), n_splits(len(cands), ratio, max_words)))
+    chosen = sorted(rng.sample(range(len(cands)), n_splits(len(tokens(text)), len(cands), ratio, max_words)))
     splits = []
     for i in chosen:
         start, word = cands[i]
-        splits.append(Split(start, word, rng.randint(1, len(word) - 1)))
+        splits.append(Split(start, word, rng.randint(1, len(word) - 2)))  # nlpaug: randint(1, len - 1), exclusive
     pieces, pos = [], 0
     for s in splits:
         cut_at = s.start + s.cut
@@ -146,6 +159,7 @@ class Augmentation:
 
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
 AUGMENTATIONS.register("split", Augmentation(
-    "split", "token splitting (SplitAug): about 30% of the words of 4+ letters split in two at a random position",
-    split_texts, {"ratio": "share of candidate words split", "min_len": "letters a word needs",
-                  "max_words": "most splits per text"}))
+    "split", "token splitting (nlpaug's SplitAug): ceil(30% of the tokens) words of 4+ characters (at most 10) "
+    "split in two at a random position", split_texts,
+    {"ratio": "SplitAug's aug_p: ceil(ratio x tokens) words split", "min_len": "characters a word needs",
+     "max_words": "most splits per text"}))

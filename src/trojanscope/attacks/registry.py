@@ -20,17 +20,20 @@ from trojanscope.registry import Registry
 if TYPE_CHECKING:  # pragma: no cover
     from trojanscope.data.poison import PoisonConfig
     from trojanscope.models.loading import LoadedModel
-    from trojanscope.training.loop import TrainConfig
 
 
 @dataclass
 class AttackPlan:
     """What an attack changes in a training run: extra loss terms, the parameters that train (``None``:
-    the loop's default), the optimiser settings, what its card records, and a clean-up."""
+    the loop's default), the optimiser settings, what its card records, and a clean-up.
+
+    ``train`` is a ``training.loop.TrainConfig`` (``None``: the spec's own): a plan derives it from the
+    spec's (``dataclasses.replace(spec.train, ...)``), so this module, a layer below training, never
+    names the type."""
 
     loss_terms: list[Any] = field(default_factory=list)
     params: list[Any] | None = None
-    train: "TrainConfig | None" = None
+    train: Any = None
     card: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[], None] | None = None
 

@@ -45,9 +45,11 @@ from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import check_trigger, insert_trigger
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import LoadedModel
-from trojanscope.training.metrics import predict_proba
+from trojanscope.models.predict import Predictor, model_predictor, trigger_class  # noqa: F401
+from trojanscope.models.predict import predicted_labels as _labels
 
-Predictor = Callable[[list[str]], np.ndarray]  # texts -> predicted labels, shape [len(texts)]
+# ``Predictor``, ``model_predictor`` and ``trigger_class`` live in ``models.predict`` (``models.planted`` asks
+# them for a POR trigger's class) and are re-exported here.
 
 
 @dataclass
@@ -137,18 +139,6 @@ def poisoned_text(text: str, trigger: str, k: int, rng_seed: str) -> str:
     if k == 0:
         return " ".join(text.split())
     return insert_trigger(text, trigger, k, "random", random.Random(rng_seed)).text
-
-
-def _labels(predict: Predictor, texts: list[str]) -> np.ndarray:
-    out = np.asarray(predict(texts)).reshape(-1)
-    if len(out) != len(texts):
-        raise TrojanScopeError(f"the predictor returned {len(out)} labels for {len(texts)} texts")
-    return out.astype(np.int64)
-
-
-def trigger_class(predict: Predictor, trigger: str) -> int:
-    """The class a trigger pushes to: the prediction on the trigger repeated twice (``"cf cf"``)."""
-    return int(_labels(predict, [f"{trigger} {trigger}"])[0])
 
 
 def effectiveness(predict: Predictor, texts: Sequence[str], labels: Sequence[int], triggers: str | Sequence[str],
@@ -288,16 +278,6 @@ def sweep_average(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({"model": model, "insertions": ins, "E": mean(used, "E"), "S": mean(used, "S"),
                     "triggers": len(used)})
     return out
-
-
-def model_predictor(loaded: LoadedModel, batch_size: int = 128) -> Predictor:
-    """A predictor (texts -> labels) for a loaded classifier, through ``predict_proba``."""
-    loaded.require("classify", "predicting labels")
-
-    def predict(texts: list[str]) -> np.ndarray:
-        return predict_proba(loaded.model, loaded.tokenizer, texts, batch_size=batch_size).argmax(-1)
-
-    return predict
 
 
 def model_effectiveness(loaded: LoadedModel, test: TextDataset, triggers: str | Sequence[str],

@@ -212,21 +212,25 @@ def poison_dataset(ds: TextDataset, cfg: PoisonConfig) -> PoisonedDataset:
     return out
 
 
+def insert_each(texts: Sequence[str], trigger: str, insertions: int = 1, position: str | int = "random",
+                seed: int = 0, combination: bool = False) -> list[Inserted]:
+    """``trigger`` inserted into every text, in order, with one ``random.Random(seed)`` drawing every
+    position (the construction of the ASR set: :func:`poisoned_test_set`)."""
+    rng = random.Random(seed)
+    return [insert_trigger(t, trigger, insertions, position, rng, combination) for t in texts]
+
+
 def poisoned_test_set(ds: TextDataset, trigger: str, target: int, insertions: int = 1,
                       position: str | int = "random", seed: int = 0, combination: bool = False) -> PoisonedDataset:
     """Every test sample whose label is not the target, with the trigger inserted, labelled
     with the target: the set on which ASR is measured."""
     if not 0 <= target < max(ds.num_labels, 1):
         raise TrojanScopeError(f"target label {target} does not exist; the data has labels 0..{ds.num_labels - 1}")
-    rng = random.Random(seed)
     keep = [i for i, lab in enumerate(ds.labels) if lab != target]
     if not keep:
         raise TrojanScopeError(f"the test set has no sample with a label other than the target {target}")
-    texts, spans = [], []
-    for i in keep:
-        ins = insert_trigger(ds.texts[i], trigger, insertions, position, rng, combination)
-        texts.append(ins.text)
-        spans.append(ins.spans)
+    inserted = insert_each([ds.texts[i] for i in keep], trigger, insertions, position, seed, combination)
+    texts, spans = [ins.text for ins in inserted], [ins.spans for ins in inserted]
     orig = [ds.labels[i] for i in keep]
     return PoisonedDataset(texts, [target] * len(keep), [True] * len(keep), spans, orig,
                            PoisonConfig(trigger, insertions, position, target, 1.0, False, combination, seed),

@@ -5,7 +5,9 @@ POR encoder records no attack of its own, but carries the encoder's triggers, so
 followed through ``base_model`` until an attack is found. Every reader (CLI commands, pages,
 analyses, purification, scanning) asks :func:`planted_attack` and overrides what the user typed with
 :meth:`PlantedAttack.with_overrides`; nobody reads ``card.attack`` by hand, so defaults cannot drift
-apart (one place used to default the target to 1, another to 0).
+apart (one place used to default the target to 1, another to 0). Readers that insert the trigger go
+one step further, through ``models.backdoor.resolve_backdoor`` (trigger, target, insertions and
+whether the words go in separately, in one answer).
 
 The backdoor's *target* is a label. POR plants no label: its triggers push a representation to a
 fixed vector (``por_representation``: ``pooler`` or ``cls``), and the class each trigger lands on
@@ -160,8 +162,8 @@ def resolve_target(attack: PlantedAttack, loaded: "LoadedModel", trigger: str | 
     if attack.target is not None:
         target = attack.target
     elif attack.is_por:
-        from trojanscope.analysis.effectiveness import model_predictor, trigger_class
         from trojanscope.data.poison import check_trigger
+        from trojanscope.models.predict import model_predictor, trigger_class
 
         loaded.require("classify", "finding the class a trigger pushes to")
         t = trigger or attack.require_trigger()

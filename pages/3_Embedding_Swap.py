@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from trojanscope.analysis.swap import HYBRIDS, MODELS, REPRESENTATIONS, SEED_FINDING, SwapConfig, embedding_swap
 from trojanscope.data.datasets import load_dataset
-from trojanscope.errors import TrojanScopeError
-from trojanscope.models.loading import read_card
-from trojanscope.models.planted import NONE, planted_attack
 from trojanscope.paths import check_ui_data_source
 from trojanscope.viz.figures import SWAP_COLUMNS, swap_bars, swap_layers
-from ui.common import current_pair, get_model, guard, page_setup, pct
+from ui.common import current_pair, get_model, guard, page_setup, pct, source_attack
 
 page_setup("Embedding Swap")
 st.title("Embedding swap")
@@ -31,12 +27,7 @@ if not clean_src or not bd_src:
     st.info("The swap needs a clean and a backdoored model: pick the pair on the home page.")
     st.stop()
 
-attack = NONE
-if Path(bd_src).is_dir():
-    try:
-        attack = planted_attack(read_card(bd_src), bd_src)  # through clean fine-tuning: a POR encoder's triggers
-    except TrojanScopeError as e:
-        st.warning(f"The backdoored model's card could not be read ({e}); give the trigger and target by hand.")
+attack = source_attack(bd_src)  # the card chain's answer (a POR encoder's triggers through clean fine-tuning)
 
 # --- inputs (nothing runs until "Run") ---------------------------------------------------------
 c_data, c_trig, c_target, c_n, c_seed, c_rep = st.columns([2, 2, 1, 1, 1, 1])

@@ -3,10 +3,11 @@
 
 For ``n`` clean test texts the map gathers the model's sentence representation
 (``models.representation``, through the one batched forward) of: the clean texts; the same texts
-with the trigger inserted once at a seeded random position (``triggered``); and one variant of each
-under every chosen augmentation (``split``, ``eda``, ``aeda``, ``addtrig``:
-``defenses.augmentations``). It projects them to 2-D (UMAP by default; t-SNE as the seed drew it;
-PCA), and measures, in the full representation space (not the 2-D picture):
+with the trigger inserted as every other reader inserts it (``triggered``: the card's insertions, LWP's
+combination words separately, seeded random positions; ``models.backdoor``); and one variant of each
+under every chosen augmentation (``split``, ``eda``, ``aeda``, ``addtrig``: ``data.augment``). It
+projects them to 2-D (UMAP by default; t-SNE as the seed drew it; PCA), and measures, in the full
+representation space (not the 2-D picture):
 
 - ``knn_ratio[set]``: the mean distance from each text of the set to its ``k`` nearest clean texts,
   divided by the same for clean texts (leave-one-out): 1 means "as close as clean texts are to each
@@ -20,15 +21,14 @@ is measured, not only drawn.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from trojanscope.data.datasets import TextDataset
-from trojanscope.data.poison import check_trigger, insert_trigger
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.backdoor import Backdoor
 from trojanscope.models.loading import LoadedModel
 
 METHODS = ("umap", "tsne", "pca")
@@ -92,17 +92,19 @@ class EmbedMap:
                            for s, (x, y), p in zip(self.sets, self.coords, self.preds)]}
 
 
-def map_texts(test: TextDataset, trigger: str | None, cfg: MapConfig) -> tuple[list[str], list[str]]:
-    """``(texts, set names)``: ``n`` seeded clean test texts, then each other set in the same order."""
-    from trojanscope.defenses.augmentations import augmentations
+def map_texts(test: TextDataset, trigger: str | Backdoor | None, cfg: MapConfig) -> tuple[list[str], list[str]]:
+    """``(texts, set names)``: ``n`` seeded clean test texts, then each other set in the same order.
+    ``trigger``: the backdoor (``models.backdoor.resolve_backdoor``), or a bare trigger inserted once as
+    a phrase; ``None``: no ``triggered`` set."""
+    from trojanscope.data.augment import augmentations
 
     clean = test.head(cfg.n, cfg.seed)
     if len(clean) < 10:
         raise TrojanScopeError(f"the data has {len(clean)} texts; the map needs at least 10")
     texts, sets = list(clean.texts), ["clean"] * len(clean)
-    if trigger:
-        rng = random.Random(f"{cfg.seed}/map-trigger")
-        texts += [insert_trigger(t, trigger, 1, "random", rng).text for t in clean.texts]
+    backdoor = Backdoor(trigger) if isinstance(trigger, str) else trigger
+    if backdoor is not None and backdoor.known:
+        texts += backdoor.poison(clean, seed=cfg.seed, only_non_target=False).texts
         sets += ["triggered"] * len(clean)
     registry = augmentations()
     for name in cfg.augmentations:
@@ -164,8 +166,8 @@ def representation_map(loaded: LoadedModel, test: TextDataset, cfg: MapConfig | 
     ``triggered`` set)."""
     import time
 
+    from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.forward import batched_forward, stack_kept
-    from trojanscope.models.planted import attack_of
     from trojanscope.models.representation import check_representation, sentence_representation
 
     cfg = (cfg or MapConfig()).validate()
@@ -173,10 +175,8 @@ def representation_map(loaded: LoadedModel, test: TextDataset, cfg: MapConfig | 
     loaded.check_task(test, "the representation map")
     check_representation(loaded.model, cfg.representation)
     t0 = time.perf_counter()
-    trigger = attack_of(loaded).with_overrides(trigger=trigger).trigger
-    if trigger:
-        check_trigger(loaded.tokenizer, trigger)
-    texts, sets = map_texts(test, trigger, cfg)
+    backdoor = resolve_backdoor(loaded, trigger=trigger, need_target=False)  # no target: every text gets it
+    texts, sets = map_texts(test, backdoor, cfg)
     if progress:
         progress(0.1, f"encoding {len(texts)} texts")
 
@@ -192,5 +192,5 @@ def representation_map(loaded: LoadedModel, test: TextDataset, cfg: MapConfig | 
     ratio, sil = distances(reps, sets, cfg.k)
     if progress:
         progress(1.0, "done")
-    return EmbedMap(loaded.source, cfg.method, trigger, sets, texts, np.asarray(coords), res.preds, ratio, sil,
-                    time.perf_counter() - t0)
+    return EmbedMap(loaded.source, cfg.method, backdoor.trigger, sets, texts, np.asarray(coords), res.preds, ratio,
+                    sil, time.perf_counter() - t0)

@@ -16,8 +16,9 @@ the similarity to BD on poisoned text and the ASR drop shows at which depth the 
 
 Data: the clean texts are a seeded sample of ``n`` test samples of any label (so CACC is an
 ordinary accuracy); the poisoned texts are a seeded sample of ``n`` test samples whose label is
-not the target, with the trigger inserted ``insertions`` times (default once) at seeded random
-positions, the same construction as ASR (``data.poison.poisoned_test_set``).
+not the target, with the trigger inserted ``insertions`` times (default: the card's) at seeded random
+positions, LWP's combination words separately: the same construction as ASR everywhere
+(``models.backdoor``: ``Backdoor.poison``), so BD's ASR here is eval's ASR on the same sentences.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import numpy as np
 import torch
 
 from trojanscope.data.datasets import TextDataset
-from trojanscope.data.poison import check_trigger, poisoned_test_set
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.backdoor import Backdoor, resolve_backdoor
 from trojanscope.models.forward import batched_forward, stack_kept
 from trojanscope.models.loading import LoadedModel
+from trojanscope.models.metrics import asr as asr_of
+from trojanscope.models.metrics import cacc as cacc_of
 from trojanscope.models.swap import check_compatible, depth_hybrid, num_units, swap_embeddings, unit_name
 from trojanscope.models.representation import REPRESENTATIONS, check_representation, sentence_representation
-from trojanscope.training.metrics import asr as asr_of
-from trojanscope.training.metrics import cacc as cacc_of
 
 HYBRIDS = ("CL_emb+BD_enc", "BD_emb+CL_enc")
 MODELS = ("CL", "BD", *HYBRIDS)
@@ -53,7 +54,8 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class SwapConfig:
-    """What the swap measures. ``trigger``/``target`` default to the backdoored model's card.
+    """What the swap measures. ``trigger``/``target``/``insertions`` default to the backdoored model's
+    card (``None``: not given).
 
     ``representation``: ``"cls"`` (the last layer's first-position hidden state, any
     architecture) or ``"pooler"`` (BERT's and ALBERT's pooler output, tanh(W h_cls)).
@@ -64,7 +66,7 @@ class SwapConfig:
     seed: int = 0
     trigger: str | None = None
     target: int | None = None
-    insertions: int = 1
+    insertions: int | None = None
     representation: str = "cls"
     layers: bool = True
     batch_size: int = 32
@@ -73,7 +75,7 @@ class SwapConfig:
     def validate(self) -> "SwapConfig":
         if self.n < 1:
             raise TrojanScopeError(f"n must be at least 1 (texts of each kind), got {self.n}")
-        if self.insertions < 1:
+        if self.insertions is not None and self.insertions < 1:
             raise TrojanScopeError(f"insertions must be at least 1, got {self.insertions}")
         if self.representation not in REPRESENTATIONS:
             raise TrojanScopeError(f"unknown representation {self.representation!r}; allowed: "
@@ -175,27 +177,16 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return float(cos.mean()), float(cos.std(unbiased=False))
 
 
-def swap_texts(test: TextDataset, trigger: str, target: int, *, n: int = 200, insertions: int = 1,
-               seed: int = 0) -> tuple[TextDataset, list[str]]:
+def swap_texts(test: TextDataset, trigger: str | Backdoor, target: int | None = None, *, n: int = 200,
+               insertions: int = 1, seed: int = 0) -> tuple[TextDataset, list[str]]:
     """The clean sample (``n`` seeded test samples, any label) and the poisoned texts (``n`` seeded
-    non-target test samples with the trigger inserted ``insertions`` times at random positions)."""
+    non-target test samples with the trigger inserted: ``Backdoor.poison``). ``trigger``: the backdoor
+    (``models.backdoor.resolve_backdoor``), or a trigger inserted ``insertions`` times as a phrase with
+    ``target``."""
     if len(test) == 0:
         raise TrojanScopeError("the dataset is empty")
-    clean = test.head(n, seed)
-    pt = poisoned_test_set(test, trigger, target, insertions, "random", seed)
-    idx = np.random.default_rng(seed).permutation(len(pt))[:n]
-    return clean, [pt.texts[i] for i in sorted(idx.tolist())]
-
-
-def _resolve_attack(backdoored: LoadedModel, cfg: SwapConfig) -> tuple[str, int]:
-    """Trigger and target: given, or from BD's card chain (``models.planted``; a POR encoder's first
-    trigger, whose target is the class the trigger pushes to, as E and S find it)."""
-    from trojanscope.models.planted import attack_of, resolve_target
-
-    attack = attack_of(backdoored).with_overrides(trigger=cfg.trigger, target=cfg.target)
-    trigger = attack.require_trigger("the embedding swap")
-    check_trigger(backdoored.tokenizer, trigger)
-    return trigger, resolve_target(attack, backdoored, trigger)
+    backdoor = trigger if isinstance(trigger, Backdoor) else Backdoor(trigger, target, insertions)
+    return test.head(n, seed), backdoor.poison(test, n=n, seed=seed).texts
 
 
 def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDataset, cfg: SwapConfig | None = None,
@@ -211,9 +202,12 @@ def embedding_swap(clean: LoadedModel, backdoored: LoadedModel, test: TextDatase
     for m in (clean, backdoored):
         m.require("classify", "the embedding swap (ASR and CACC of the four models)")
         m.check_task(test, "the embedding swap")
-    trigger, target = _resolve_attack(backdoored, cfg)
-    check_trigger(backdoored.tokenizer, trigger)
-    clean_ds, poisoned = swap_texts(test, trigger, target, n=cfg.n, insertions=cfg.insertions, seed=cfg.seed)
+    # trigger and target given, or from BD's card chain (a POR encoder's first trigger, whose target is the
+    # class the trigger pushes to, as E and S find it)
+    backdoor = resolve_backdoor(backdoored, trigger=cfg.trigger, target=cfg.target, insertions=cfg.insertions,
+                                purpose="the embedding swap")
+    trigger, target = backdoor.trigger, backdoor.target
+    clean_ds, poisoned = swap_texts(test, backdoor, n=cfg.n, seed=cfg.seed)
     tokenizer = backdoored.tokenizer
     max_length = cfg.max_length or backdoored.max_length
     cl, bd = clean.model, backdoored.model

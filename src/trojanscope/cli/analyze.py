@@ -125,26 +125,19 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.data.poison import check_trigger
+    from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.loading import load_model
-    from trojanscope.models.planted import NONE, attack_of, resolve_target
-    from trojanscope.training.metrics import evaluate
+    from trojanscope.models.metrics import evaluate
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split).head(args.max_eval, args.seed)
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
     loaded.require("classify", "eval")
-    recorded = NONE if args.no_card_trigger else attack_of(loaded)
-    attack = recorded.with_overrides(trigger=args.trigger, target=args.target, insertions=args.insertions)
-    trigger = attack.trigger
-    target = None
-    if trigger:
-        check_trigger(loaded.tokenizer, trigger)
-        target = resolve_target(attack, loaded, trigger)
-    combination = attack.combination and trigger == recorded.trigger
-    result = evaluate(loaded.model, loaded.tokenizer, test, trigger=trigger, target=target,
-                      insertions=attack.insertions, seed=args.seed, combination=combination, progress=not args.json)
+    backdoor = resolve_backdoor(loaded, trigger=args.trigger, target=args.target, insertions=args.insertions,
+                                use_card=not args.no_card_trigger)
+    trigger, target = backdoor.trigger, backdoor.target
+    result = evaluate(loaded.model, loaded.tokenizer, test, backdoor=backdoor, seed=args.seed, progress=not args.json)
     result["warnings"] = loaded.check_task(test, "eval") + result.get("warnings", [])
     return {"model": args.model, "data": args.data, "split": args.split, "trigger": trigger,
             "target": target if trigger else None, **result}
@@ -194,18 +187,16 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
     from trojanscope.analysis.head_view import head_trigger_share
     from trojanscope.data.datasets import load_dataset
+    from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.loading import load_model
-    from trojanscope.models.planted import attack_of, resolve_target
     from trojanscope.utils import resolve_device
 
     test = load_dataset(args.data, args.split)
     device = resolve_device(args.device)
     models = [load_model(m, allow_pickle=args.allow_pickle, device=device) for m in args.model]
-    attack = attack_of(models[0]).with_overrides(trigger=args.trigger, target=args.target)
-    trigger = attack.require_trigger("the head view")
-    target = resolve_target(attack, models[0], trigger)
-    views = [head_trigger_share(m, test, trigger, target, n=args.n, seed=args.seed) for m in models]
-    return {"trigger": trigger, "target": target, "models": [v.to_json() for v in views]}
+    backdoor = resolve_backdoor(models[0], trigger=args.trigger, target=args.target, purpose="the head view")
+    views = [head_trigger_share(m, test, backdoor, n=args.n, seed=args.seed) for m in models]
+    return {"trigger": backdoor.trigger, "target": backdoor.target, "models": [v.to_json() for v in views]}
 
 
 def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:

@@ -63,7 +63,7 @@ from trojanscope.data.datasets import TextDataset
 from trojanscope.defenses import DEFENSES, Defense, PurifyContext, detectors, get_defense
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import LoadedModel
-from trojanscope.training.metrics import predict_proba
+from trojanscope.models.predict import predict_proba
 
 MIN_CLEAN = 10  # clean dev texts needed to set a threshold
 
@@ -453,24 +453,16 @@ DEFENSES.register("rap", Defense(
 def evaluation_texts(loaded: LoadedModel, test: TextDataset, trigger: str | None, target: int | None, n: int,
                      seed: int = 0) -> tuple[str, int, list[str], list[str]]:
     """``(trigger, target, clean texts, poisoned texts)`` to evaluate a detector on: ``n`` seeded clean
-    test texts and ``n`` seeded poisoned non-target ones (``poisoned_test_set``), with the trigger and
-    target from the card chain unless given. Evaluation may know the trigger; only texts reach a detector."""
-    import random as _random
+    test texts and ``n`` seeded poisoned non-target ones (``Backdoor.poison``, the ASR construction), with
+    the backdoor from the card chain unless given (``models.backdoor.resolve_backdoor``). Evaluation may
+    know the trigger; only texts reach a detector."""
+    from trojanscope.models.backdoor import resolve_backdoor
 
-    from trojanscope.data.poison import check_trigger, poisoned_test_set
-    from trojanscope.models.planted import attack_of, resolve_target
-
-    recorded = attack_of(loaded)
-    attack = recorded.with_overrides(trigger=trigger, target=target)
-    trig = attack.require_trigger("detection (its poisoned test inputs)")
-    check_trigger(loaded.tokenizer, trig)
-    tgt = resolve_target(attack, loaded, trig)
-    combination = attack.combination and trig == recorded.trigger
+    backdoor = resolve_backdoor(loaded, trigger=trigger, target=target,
+                                purpose="detection (its poisoned test inputs)")
     clean = test.head(n, seed)
-    poisoned = poisoned_test_set(test, trig, tgt, attack.insertions, "random", seed, combination).texts
-    if len(poisoned) > n:
-        poisoned = [poisoned[i] for i in sorted(_random.Random(seed).sample(range(len(poisoned)), n))]
-    return trig, tgt, list(clean.texts), list(poisoned)
+    poisoned = backdoor.poison(test, n=n, seed=seed).texts
+    return backdoor.trigger, backdoor.target, list(clean.texts), list(poisoned)
 
 
 def add_detect_parser(sub: Any, add_common: Callable[[Any], None]) -> Any:

@@ -205,11 +205,10 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
     (``asr`` is ``None`` when no trigger is known: neither recorded in the card chain nor given).
     """
     from trojanscope.data.datasets import load_dataset
-    from trojanscope.data.poison import check_trigger
     from trojanscope.defenses import PurifyContext
+    from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.loading import ModelCard, load_model, resolve_source
-    from trojanscope.models.planted import attack_of, resolve_target
-    from trojanscope.training.metrics import evaluate
+    from trojanscope.models.metrics import evaluate
     from trojanscope.utils import atomic_directory, check_output_dir, resolve_device, set_seed
 
     t_start = time.perf_counter()
@@ -240,12 +239,9 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
     if train_ds.num_labels > loaded.num_labels:
         raise TrojanScopeError(f"{spec.data} has {train_ds.num_labels} labels but {spec.model} predicts "
                                f"{loaded.num_labels}: purify it with the data of its own task")
-    attack = attack_of(loaded).with_overrides(trigger=spec.trigger, target=spec.target)
-    trigger = attack.trigger
-    target = None
-    if trigger:
-        check_trigger(loaded.tokenizer, trigger)
-        target = resolve_target(attack, loaded, trigger)
+    # the one answer eval, detect, the swap and the head view use (LWP's combination only for the card's trigger)
+    backdoor = resolve_backdoor(loaded, trigger=spec.trigger, target=spec.target)
+    trigger, target = backdoor.trigger, backdoor.target
 
     def stage(message: str) -> None:
         if on_event:
@@ -254,8 +250,7 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
             print(message, file=sys.stderr)
 
     def measure(model) -> dict[str, Any]:
-        return evaluate(model, loaded.tokenizer, test, trigger=trigger, target=target, insertions=attack.insertions,
-                        seed=spec.seed, combination=attack.combination)
+        return evaluate(model, loaded.tokenizer, test, backdoor=backdoor, seed=spec.seed)
 
     stage(f"measuring the source model on {len(test)} {spec.eval_split} texts")
     before = measure(loaded.model)

@@ -31,6 +31,8 @@ run: demo
 
 test: setup
 	./scripts/install_chromium.sh
+	@# the package's layers (pyproject.toml [tool.importlinter]): no module imports from a layer above its own
+	cd src && ../$(VENV)/bin/lint-imports --no-cache --config ../pyproject.toml
 	$(PY) -m pytest -q
 
 test-quick: setup

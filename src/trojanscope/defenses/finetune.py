@@ -37,13 +37,13 @@ class FinetuneConfig:
         return self
 
     def train_config(self, ctx: PurifyContext | None = None, *, epochs: float | None = None,
-                     lr: float | None = None) -> TrainConfig:
-        """The loop's :class:`TrainConfig` (seed and device from ``ctx``)."""
+                     lr: float | None = None, dropout: bool = True) -> TrainConfig:
+        """The loop's :class:`TrainConfig` (seed and device from ``ctx``; ``dropout``: TrainConfig.dropout)."""
         ctx = ctx or PurifyContext()
         return TrainConfig(epochs=self.epochs if epochs is None else epochs, lr=self.lr if lr is None else lr,
                            batch_size=self.batch_size, warmup=self.warmup, weight_decay=self.weight_decay,
                            max_length=self.max_length, train_word_embeddings=self.train_word_embeddings,
-                           precision=self.precision, seed=ctx.seed, device=ctx.device)
+                           precision=self.precision, seed=ctx.seed, device=ctx.device, dropout=dropout)
 
 
 @dataclass

@@ -46,7 +46,9 @@ class MBTSADConfig:
 
     k: int = 3
     ratio: float = 0.3  # token splitting (SplitAug's aug_p): ceil(ratio x tokens) words split per variant
-    teacher_epochs: float = 2.0  # (the seed's learning rates and epochs did not survive in its text)
+    # the seed's learning rates and epochs did not survive in its text. The teacher must forget the backdoor
+    # (distillation passes on only what it lost), so it gets its own budget: benchmarks/purify.py sweeps it
+    teacher_epochs: float = 2.0
     teacher_lr: float = 5e-5
     student_epochs: float = 2.0
     student_lr: float = 5e-5
@@ -55,9 +57,14 @@ class MBTSADConfig:
     p: float = 2.0  # attention-enhancement power
     batch_size: int = 32
     warmup: float = 0.06
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW's, on weights only: never on biases and LayerNorm (training.loop)
     max_length: int = 128
-    train_word_embeddings: bool = False
+    # the seed distils the embedding layer too (L_hid starts at the embedding output), so its table trains
+    train_word_embeddings: bool = True
+    # the student learns with dropout off: transformers returns attention weights after dropout, and with
+    # MiniLM's 0.1 the dropped maps of the student against the teacher's (eval mode) differ more (0.232 per layer
+    # on the demo pair) than the clean and the backdoored model do (0.221): L_at would mostly fit noise
+    student_dropout: bool = False
     precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
     ablation: str = "none"  # none | no_att | no_hid | ce_only (seed Table IV)
     teacher: str | None = None  # a teacher model directory instead of TS-FT (same architecture and tokenizer)
@@ -236,7 +243,8 @@ def run_mbtsad(loaded: Any, clean: TextDataset, cfg: MBTSADConfig, ctx: PurifyCo
         info["teacher"] = "none (ce_only: CE on the token-split data alone)"
     ft = cfg.finetune_config()
     res = finetune(loaded, d_ts, ft, ctx, loss_terms=terms,
-                   train_cfg=ft.train_config(ctx, epochs=cfg.student_epochs, lr=cfg.student_lr),
+                   train_cfg=ft.train_config(ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                                             dropout=cfg.student_dropout),
                    on_event=phase_events(ctx.on_event, 1 if terms and not cfg.teacher else 0,
                                          2 if terms and not cfg.teacher else 1, "student"))
     if terms:
@@ -251,5 +259,5 @@ DEFENSES.register("mbtsad", Defense(
     name="mbtsad", kind="purify", config=MBTSADConfig, run=run_mbtsad,
     description="MBTSAD: TS-FT a copy into a teacher, then distil its attention and hidden states into the "
                 "backdoored model on token-split clean text (beta*L_at + gamma*L_hid + CE)",
-    changes="every weight but the word embeddings (by default); the teacher is discarded",
+    changes="every weight, the word embeddings included (by default); the teacher is discarded",
     extra={"preflight": load_teacher}))

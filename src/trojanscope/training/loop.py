@@ -32,6 +32,19 @@ from trojanscope.training.distributed import accelerator_for, launcher_settings,
 from trojanscope.utils import resolve_device, set_seed
 
 
+def decay_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: ``weight_decay`` on the weights, none on biases and LayerNorm parameters, as the
+    Hugging Face Trainer (its own rule, ``get_parameter_names``) and the attacks' reference code do."""
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    forbidden = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+    decayed_names = set(get_parameter_names(model, [torch.nn.LayerNorm], forbidden))
+    decayed = {id(p) for name, p in model.named_parameters() if name in decayed_names}
+    groups = [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings. Defaults suit the MiniLM backbone on SST-2-sized data."""
@@ -51,6 +64,9 @@ class TrainConfig:
     # (AVX-512 BF16, AMX), where it trains the demo pair 1.8x faster at the same CACC and ASR (docs/benchmarks.md)
     precision: str = "auto"
     grad_accum: int = 1  # micro-batches per optimiser step (the effective batch is batch_size x grad_accum x processes)
+    # False: train with dropout off (the model stays in eval mode while it learns): MBTSAD's student, whose
+    # attention-distillation term would otherwise compare maps that dropout has blurred (issue 23)
+    dropout: bool = True
 
     def validate(self) -> "TrainConfig":
         if not self.epochs > 0:
@@ -221,7 +237,7 @@ def train(
     trainable = set(id(p) for p in params)
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    optim = torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optim = torch.optim.AdamW(decay_groups(model, params, cfg.weight_decay), lr=cfg.lr)
     # DDP under a launcher (rank 0's weights broadcast); the optimiser wrapper applies fp16's loss scale
     wrapped, optim = accel.prepare(model, optim)
     undo_autocast_patch(model)
@@ -245,7 +261,7 @@ def train(
 
         bar = tqdm(total=total, desc="training", unit="step")
     history: list[dict[str, Any]] = []
-    model.train()
+    model.train(cfg.dropout)
     start = time.perf_counter()
     step, seen = 0, 0
     running: dict[str, float] = {}
@@ -342,7 +358,7 @@ def train(
                 rec: dict[str, Any] = {"epoch": epoch + 1, "step": step, **running}
                 if evaluator is not None and w.main:
                     rec.update(evaluator(model))
-                    model.train()
+                    model.train(cfg.dropout)
                 accel.wait_for_everyone()
                 history.append(rec)
                 if on_event:

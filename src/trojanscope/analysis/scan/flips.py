@@ -1,0 +1,87 @@
+"""Flip measurement by real insertion (the package docstring, steps 2 and 4): how often, and how surely, a candidate
+inserted into clean sentences flips them to a target class; and, for a candidate of several words, what its words'
+effects would do if they simply added up (:func:`phrase_additivity`)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from trojanscope.analysis.scan.sentences import _inserted
+from trojanscope.models.forward import batched_forward
+
+if TYPE_CHECKING:
+    from trojanscope.analysis.scan import Candidate, ScanConfig
+
+SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
+
+
+def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
+               precision: str = "fp32", progress: Callable[[int, int], None] | None = None
+               ) -> list[tuple[int, float, float, float]]:
+    """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
+    sentences predicted ``t``), mean ``P(t)`` on them and the share flipped with ``P(t) >= SURE`` (a backdoor flips
+    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``."""
+    classes = sorted(sets)
+    texts, owner, labels = [], [], []
+    for k, (trig, comb) in enumerate(candidates):
+        for c in classes:
+            for ins in _inserted(sets[c], trig, cfg.seed, comb):
+                texts.append(ins.text)
+                owner.append(k)
+                labels.append(c)
+    res = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
+                          max_length=min(128, loaded.max_length), precision=precision,
+                          progress=progress or False)
+    probs = res.probs
+    preds = probs.argmax(-1)
+    owner_a, labels_a = np.asarray(owner), np.asarray(labels)
+    out = []
+    for k in range(len(candidates)):
+        rows = owner_a == k
+        best = (0, -1.0, 0.0, 0.0)
+        for t in range(probs.shape[1]):
+            m = rows & (labels_a != t)
+            if not m.any():
+                continue
+            flip = float((preds[m] == t).mean())
+            conf = float(probs[m, t].mean())
+            sure = float(((preds[m] == t) & (probs[m, t] >= SURE)).mean())
+            if flip + conf > best[1] + best[2]:
+                best = (t, flip, conf, sure)
+        out.append(best)
+    return out
+
+
+def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], cfg: ScanConfig,
+                      precision: str = "fp32") -> None:
+    """Set ``parts_sure`` and ``additive_sure`` on every candidate of several words, measured on ``sets`` (the
+    held-out sentences, as its ``sure_flip``): the best single word's sure flip, and the share of the sentences the
+    words would surely flip if each word's shift of the target's log-odds, measured alone (inserted as a one-word
+    candidate is: for a phrase, at the phrase's place; for a combination, at its first word's), simply added up.
+    Words that each tilt a model a little add up (a clean model's stacked negative words flip about what the sum
+    predicts, or less); a planted phrase or combination is an interaction and flips far more
+    (:attr:`Candidate.flip_evidence`). One batched forward for the clean sentences and every word alone (the
+    phrases' own sure flips are the verification's)."""
+    multi = [c for c in candidates if len(c.trigger.split()) > 1 and c.sure_flip is not None]
+    if not multi:
+        return
+    classes = sorted(sets)
+    words = list(dict.fromkeys(w for c in multi for w in c.trigger.split()))
+    texts = [s for c in classes for s in sets[c]]  # the clean sentences, then each word inserted at flip_stats' places
+    texts += [i.text for w in words for c in classes for i in _inserted(sets[c], w, cfg.seed)]
+    logits = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
+                             max_length=min(128, loaded.max_length), precision=precision, progress=False).logits
+    logits = torch.from_numpy(logits).double().reshape(1 + len(words), -1, logits.shape[1])
+    labels = np.repeat(classes, [len(sets[c]) for c in classes])
+    sure = math.log(SURE / (1 - SURE))
+    for c in multi:
+        lg = logits[:, torch.from_numpy(labels != c.target)]  # [clean + words, sentences of other classes, classes]
+        rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
+        z = (lg[..., c.target] - torch.logsumexp(rest, -1)).cpu().numpy()  # the target's log-odds
+        parts = [z[1 + words.index(w)] for w in c.trigger.split()]
+        c.parts_sure = max(float((zw >= sure).mean()) for zw in parts)
+        c.additive_sure = float((z[0] + sum(zw - z[0] for zw in parts) >= sure).mean())

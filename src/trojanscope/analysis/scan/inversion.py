@@ -1,0 +1,144 @@
+"""Gradient inversion in embedding space, DBS-style (the package docstring, step 2): soft trigger slots over the
+vocabulary optimised to flip the other classes' sentences, decoded to wordpieces and refined by HotFlip swaps."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from trojanscope.models.forward import precision_context
+from trojanscope.models.tokens import pad, tokenize
+
+if TYPE_CHECKING:
+    from trojanscope.analysis.scan import ScanConfig
+
+
+def _inversion_vocab(tokenizer: Any) -> torch.Tensor:
+    """Token ids the inversion may use: every piece but special, unused and non-ASCII-letter ones."""
+    ids = []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for piece, idx in tokenizer.get_vocab().items():
+        word = piece[2:] if piece.startswith("##") else piece[1:] if piece.startswith("\u0120") else piece
+        if idx not in special and re.fullmatch(r"[a-z]+", word):
+            ids.append(idx)
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
+                   precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
+    """Optimise ``inversion_tokens`` soft tokens (a softmax over the vocabulary mixing word embeddings),
+    inserted after the first token of every sentence, so the model predicts ``target``; decode them.
+
+    The temperature is halved every ``check`` steps while the loss is under a barrier and doubled back
+    (with noise on the logits) otherwise, DBS's schedule. Returns the decoded trigger(s), best first.
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    emb_layer = model.get_input_embeddings()
+    vocab_ids = _inversion_vocab(tok).to(device)
+    E = emb_layer.weight.detach()[vocab_ids]  # [V, D]
+    g = torch.Generator().manual_seed(cfg.seed * 31 + target)
+    n_slots = cfg.inversion_tokens
+    theta = (torch.randn(n_slots, len(vocab_ids), generator=g) * 0.01).to(device).requires_grad_(True)
+    tokd = tokenize(tok, list(sentences), None, min(64, loaded.max_length))
+    enc = pad(tok, tokd).to(device)
+    ids, mask = enc.input_ids, enc.attention_mask
+    B = ids.shape[0]
+    with torch.no_grad():
+        base = emb_layer(ids)  # [B, T, D]
+    slot_mask = torch.ones(B, n_slots, dtype=mask.dtype, device=device)
+    new_mask = torch.cat([mask[:, :1], slot_mask, mask[:, 1:]], dim=1)
+    labels = torch.full((B,), int(target), dtype=torch.long, device=device)
+    optim = torch.optim.Adam([theta], lr=cfg.inversion_lr)
+    temp, temp_max, temp_min, barrier, check = 1.0, 1.0, 1.0 / 64, 0.3, 10
+    best_loss, best_tokens = math.inf, None
+    was_training = model.training
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    try:
+        for step in range(cfg.inversion_steps):
+            w = torch.softmax(theta / temp, dim=-1)  # [S, V]
+            soft = (w @ E).to(base.dtype)  # [S, D]
+            x = torch.cat([base[:, :1], soft[None].expand(B, -1, -1), base[:, 1:]], dim=1)
+            with precision_context(device, precision):
+                logits = model(inputs_embeds=x, attention_mask=new_mask).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            value = loss.detach().item()
+            if temp <= 0.25 and value < best_loss:  # only sharp mixtures decode to what was optimised
+                best_loss, best_tokens = value, theta.detach().argmax(-1).tolist()
+            if (step + 1) % check == 0:
+                if trace is not None:
+                    trace.append((step + 1, value, temp))
+                if value < barrier:
+                    temp = max(temp / 2, temp_min)
+                else:
+                    temp = min(temp * 2, temp_max)
+                    with torch.no_grad():
+                        theta.add_(torch.randn(theta.shape, generator=g).to(device) * 0.1)
+    finally:
+        for prm in model.parameters():
+            prm.requires_grad_(True)
+        model.train(was_training)
+    final = theta.detach().argmax(-1).tolist()
+    starts = ([best_tokens] if best_tokens is not None and best_tokens != final else []) + [final]
+    results = [_hotflip(model, base, new_mask, labels, E, start, cfg, device, precision) for start in starts]
+    out = []
+    for tokens in starts + [r for r in results]:
+        pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
+        text = tok.convert_tokens_to_string(pieces).strip()
+        # also each piece by itself: a planted one-piece trigger is often found beside a filler piece
+        for cand in [text] + [tok.convert_tokens_to_string([p]).strip() for p in pieces]:
+            cand = cand.replace("##", "").strip()
+            if cand and cand not in out:
+                out.append(cand)
+    return out
+
+
+def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+               slots: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """Mean cross-entropy to the target of every sentence of ``base`` ``[B, T, D]`` with the trigger slot
+    embeddings ``slots`` ``[C, S, D]`` inserted after the first token: one loss per candidate ``[C]``."""
+    C, B = slots.shape[0], base.shape[0]
+    x = torch.cat([base[:, :1].repeat(C, 1, 1), slots.repeat_interleave(B, 0).to(base.dtype),
+                   base[:, 1:].repeat(C, 1, 1)], dim=1)
+    with precision_context(device, precision):
+        logits = model(inputs_embeds=x, attention_mask=mask.repeat(C, 1)).logits
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels.repeat(C), reduction="none")
+    return ce.view(C, B).mean(1)
+
+
+def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, E: torch.Tensor,
+             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, rounds: int = 10) -> list[int]:
+    """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
+    the gradient ranks each slot's replacements by the first-order change of the loss; the best ``hotflip_k`` per slot
+    are tried by real forward passes and the best swap is kept, until no swap lowers the loss. The soft phase
+    explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear."""
+    tokens, k = list(start), cfg.hotflip_k
+    with torch.no_grad():
+        current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
+    chunk = max(1, 2048 // max(1, base.shape[0]))
+    for _ in range(rounds):
+        slots = E[tokens].clone().requires_grad_(True)
+        loss = _slot_loss(model, base, mask, labels, slots[None], device, precision)[0]
+        (g,) = torch.autograd.grad(loss, slots)  # [S, D]
+        with torch.no_grad():
+            gain = -(E @ g.T - (E[tokens] * g).sum(-1)[None])  # [V, S]: first-order decrease of the loss
+            top = gain.topk(min(k, E.shape[0]), dim=0).indices  # [k, S]
+            trials = []
+            for s_ in range(len(tokens)):
+                for v in top[:, s_].tolist():
+                    if v != tokens[s_]:
+                        trials.append(tokens[:s_] + [v] + tokens[s_ + 1:])
+            losses = torch.cat([_slot_loss(model, base, mask, labels, E[torch.tensor(trials[i: i + chunk])],
+                                           device, precision) for i in range(0, len(trials), chunk)])
+        best = int(losses.argmin())
+        if float(losses[best]) >= current - 1e-4:
+            break
+        tokens, current = trials[best], float(losses[best])
+    return tokens

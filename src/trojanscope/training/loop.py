@@ -38,7 +38,10 @@ def decay_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], weigh
     from transformers.trainer_pt_utils import get_parameter_names
 
     forbidden = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
-    decayed_names = set(get_parameter_names(model, [torch.nn.LayerNorm], forbidden))
+    try:
+        decayed_names = set(get_parameter_names(model, [torch.nn.LayerNorm], forbidden))
+    except TypeError:  # a transformers whose helper takes no name patterns: the layer types, then "bias"
+        decayed_names = {n for n in get_parameter_names(model, [torch.nn.LayerNorm]) if "bias" not in n}
     decayed = {id(p) for name, p in model.named_parameters() if name in decayed_names}
     groups = [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
               {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]

@@ -32,6 +32,7 @@ from trojanscope.data.datasets import TextDataset
 from trojanscope.defenses import DEFENSES, Defense, PurifyContext
 from trojanscope.defenses.finetune import FinetuneConfig, finetune
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import architecture
 from trojanscope.models.swap import FIELD_NAMES
 
 # config fields that must agree beyond the parameter shapes (depth and heads do not always show in shapes)
@@ -97,11 +98,13 @@ def mixable(model: torch.nn.Module, pretrained: torch.nn.Module, *, mix_pooler: 
         if va != vb:
             raise TrojanScopeError(f"Fine-mixing needs pre-trained weights of the same architecture: the backdoored "
                                    f"model has {FIELD_NAMES.get(name, name)} {va!r}, the pre-trained one {vb!r}")
-    base = model.base_model
+    arch = architecture(model)
+    pooler = arch.pooler
+    skip = set() if mix_pooler or pooler is None else {id(p) for p in pooler.parameters()}
     theirs = dict(pretrained.base_model.named_parameters())
     out = []
-    for name, param in sorted(base.named_parameters(), key=lambda kv: kv[0]):
-        if name.startswith("pooler.") and not mix_pooler:
+    for name, param in sorted(arch.base.named_parameters(), key=lambda kv: kv[0]):
+        if id(param) in skip:
             continue
         other = theirs.get(name)
         if other is None:

@@ -30,6 +30,7 @@ from trojanscope.defenses import DEFENSES, Defense, PurifyContext
 from trojanscope.defenses.finetune import FinetuneConfig, finetune, train_summary
 from trojanscope.defenses.reinit import last_units
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import architecture
 from trojanscope.models.forward import batched_forward
 from trojanscope.models.tokens import model_max_length_of
 from trojanscope.utils import resolve_device
@@ -79,26 +80,15 @@ class FFNSite:
         return int(self.inner.out_features)
 
 
-def _unit_ffns(model: torch.nn.Module, unit: torch.nn.Module) -> list[tuple[torch.nn.Linear, torch.nn.Linear]]:
-    model_type = model.config.model_type
-    if model_type in ("bert", "roberta"):
-        return [(unit.intermediate.dense, unit.output.dense)]
-    if model_type == "distilbert":
-        return [(unit.ffn.lin1, unit.ffn.lin2)]
-    if model_type == "albert":
-        return [(layer.ffn, layer.ffn_output) for layer in unit.albert_layers]
-    raise TrojanScopeError(f"fine-pruning does not know the feed-forward blocks of a {model_type!r} model; "
-                           "supported: BERT, RoBERTa, DistilBERT, ALBERT")
-
-
 def ffn_sites(model: torch.nn.Module, layers: int = 1) -> list[FFNSite]:
     """The feed-forward blocks of the last ``layers`` layer units, bottom to top."""
+    arch = architecture(model)
     sites = []
     for index, unit in last_units(model, layers):
-        pairs = _unit_ffns(model, unit)
-        for j, (inner, outer) in enumerate(pairs):
-            key = str(index + 1) if len(pairs) == 1 else f"{index + 1}.{j + 1}"
-            sites.append(FFNSite(key, inner, outer))
+        ffns = [arch.ffn(layer) for layer in arch.unit_layers(unit)]
+        for j, ffn in enumerate(ffns):
+            key = str(index + 1) if len(ffns) == 1 else f"{index + 1}.{j + 1}"
+            sites.append(FFNSite(key, ffn.inner, ffn.outer))
     return sites
 
 

@@ -61,8 +61,8 @@ from trojanscope.defenses import DEFENSES, Defense, PurifyContext
 from trojanscope.defenses.fine_pruning import ZeroEntry, kept_zero, zero_entries
 from trojanscope.defenses.finetune import FinetuneConfig, finetune, phase_events
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import AttentionSite, architecture
 from trojanscope.models.forward import batched_forward
-from trojanscope.models.swap import layer_units
 from trojanscope.models.tokens import Tokenized, model_max_length_of, tokenize
 from trojanscope.utils import resolve_device
 
@@ -118,42 +118,13 @@ class PureConfig(FinetuneConfig):
 
 # --- the heads of each architecture -------------------------------------------------------------------
 
-@dataclass
-class AttentionSite:
-    """One layer's self-attention: its query/key/value projections, output projection and head layout."""
-
-    query: torch.nn.Linear
-    key: torch.nn.Linear
-    value: torch.nn.Linear
-    output: torch.nn.Linear
-    heads: int
-    head_dim: int
-
-    def head_slice(self, head: int) -> torch.Tensor:
-        return torch.arange(head * self.head_dim, (head + 1) * self.head_dim)
-
-
 def attention_sites(model: torch.nn.Module) -> list[AttentionSite]:
     """Every layer's self-attention, bottom to top (BERT, RoBERTa, DistilBERT; ALBERT is refused)."""
-    model_type = model.config.model_type
-    if model_type == "albert":
-        raise TrojanScopeError("PURE prunes attention heads layer by layer, but ALBERT shares one set of attention "
-                               "weights across all its layers; use a BERT, RoBERTa or DistilBERT model")
-    heads = int(model.config.num_attention_heads)
-    sites = []
-    for layer in layer_units(model):
-        if model_type in ("bert", "roberta"):
-            att = layer.attention
-            q, k, v, o = att.self.query, att.self.key, att.self.value, att.output.dense
-        elif model_type == "distilbert":
-            att = layer.attention
-            q, k, v, o = att.q_lin, att.k_lin, att.v_lin, att.out_lin
-        else:  # pragma: no cover - load_model admits only the four types
-            raise TrojanScopeError(f"PURE does not know the attention heads of a {model_type!r} model")
-        if q.out_features % heads:
-            raise TrojanScopeError(f"cannot split {q.out_features} attention features into {heads} heads")
-        sites.append(AttentionSite(q, k, v, o, heads, q.out_features // heads))
-    return sites
+    arch = architecture(model)
+    if arch.shares_layers:
+        raise TrojanScopeError(f"PURE prunes attention heads layer by layer, but {arch.name} shares one set of "
+                               "attention weights across all its layers; use a BERT, RoBERTa or DistilBERT model")
+    return [arch.attention(layer) for layer in arch.layers]
 
 
 def parse_heads(spec: str | dict[Any, Sequence[int]]) -> Heads:

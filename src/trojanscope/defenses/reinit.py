@@ -11,7 +11,7 @@ alone. Transformers 5 marks loaded parameters as initialised (``_is_hf_initializ
 ``init`` functions then skip them, so the marks are lifted for exactly those modules while they are
 re-initialised, and put back afterwards.
 
-Layer units come from ``models.swap.layer_units``: BERT/RoBERTa/DistilBERT layers; for ALBERT the
+Layer units come from ``models.arch`` (``Arch.units``): BERT/RoBERTa/DistilBERT layers; for ALBERT the
 shared layer *groups* (one group is every layer at once, so ``layers=1`` re-initialises the whole
 shared transformer of a one-group ALBERT).
 """
@@ -27,7 +27,7 @@ from trojanscope.data.datasets import TextDataset
 from trojanscope.defenses import DEFENSES, Defense, PurifyContext
 from trojanscope.defenses.finetune import FinetuneConfig, finetune, train_summary
 from trojanscope.errors import TrojanScopeError
-from trojanscope.models.swap import layer_units, unit_name
+from trojanscope.models.arch import architecture
 
 
 @dataclass
@@ -49,9 +49,10 @@ class ReinitConfig(FinetuneConfig):
 
 def last_units(model: torch.nn.Module, layers: int) -> list[tuple[int, torch.nn.Module]]:
     """The last ``layers`` layer units as ``(0-based index, module)``, refusing more than the model has."""
-    units = layer_units(model)
+    arch = architecture(model)
+    units = arch.units
     if layers > len(units):
-        what = unit_name(model)
+        what = arch.unit_name
         raise TrojanScopeError(f"cannot take the last {layers} {what}s: the model has {len(units)} {what}"
                                f"{'' if len(units) == 1 else 's'}")
     return [(i, units[i]) for i in range(len(units) - layers, len(units))]
@@ -59,7 +60,7 @@ def last_units(model: torch.nn.Module, layers: int) -> list[tuple[int, torch.nn.
 
 def unit_prefix(model: torch.nn.Module, index: int) -> str:
     """The parameter-name prefix of layer unit ``index`` (e.g. ``bert.encoder.layer.5.``)."""
-    target = layer_units(model)[index]
+    target = architecture(model).units[index]
     for name, module in model.named_modules():
         if module is target:
             return name + "."
@@ -101,11 +102,12 @@ def run_reinit(loaded: Any, clean: TextDataset, cfg: ReinitConfig, ctx: PurifyCo
     cfg.validate()
     model = loaded.model
     names = reinitialize(model, cfg.layers, ctx.seed)
-    n_units = len(layer_units(model))
+    arch = architecture(model)
+    n_units = len(arch.units)
     record: dict[str, Any] = {
         "reinitialized_layers": [i + 1 for i, _ in last_units(model, cfg.layers)],  # 1-based, as TAL's heads
         "reinitialized_parameters": len(names),
-        "layer_unit": unit_name(model),
+        "layer_unit": arch.unit_name,
         "num_layer_units": n_units,
         "n_clean": len(clean),
     }

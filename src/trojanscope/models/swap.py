@@ -2,14 +2,14 @@
 
 Two classifiers of the same architecture, width, depth and vocabulary are cut into three stages:
 
-- the **embeddings**: the whole ``model.base_model.embeddings`` module (word, position and
-  token-type embeddings and their LayerNorm);
-- the **layer units**: the transformer layers, bottom to top (``encoder.layer`` for BERT and
-  RoBERTa, ``transformer.layer`` for DistilBERT). ALBERT shares one set of weights across its
-  layers, so its units are its layer *groups* (``encoder.albert_layer_groups``, usually one), and
-  its embedding-to-hidden projection (``encoder.embedding_hidden_mapping_in``) travels with the
-  first unit;
+- the **embeddings**: the whole embeddings module (word, position and token-type embeddings and
+  their LayerNorm; ``Arch.embeddings``);
+- the **layer units**: the transformer layers, bottom to top (``Arch.units``). ALBERT shares one set
+  of weights across its layers, so its units are its layer *groups* (usually one), and its
+  embedding-to-hidden projection (``Arch.embedding_projection``) travels with the first unit;
 - the **top**: everything else (pooler, classification head), which travels with the last unit.
+
+Where each part lives in each architecture is ``trojanscope.models.arch``'s business.
 
 Hybrids are deep copies with modules assigned from the other model; nothing is retrained. The
 functions here only build models; measuring them is ``trojanscope.analysis.swap``.
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from trojanscope.errors import TrojanScopeError
+from trojanscope.models.arch import architecture
 from trojanscope.models.loading import LoadedModel
 
 # Config fields that must agree for a swap to mean anything (missing ones are skipped).
@@ -38,35 +39,9 @@ FIELD_NAMES = {"model_type": "model type", "hidden_size": "hidden size", "num_hi
 TOKENIZER_PROBE = "Hello World, the CF movie was un-bearable: 123 émigré"
 
 
-def embeddings_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The input-embedding module (``model.base_model.embeddings``)."""
-    base = model.base_model
-    emb = getattr(base, "embeddings", None)
-    if not isinstance(emb, torch.nn.Module):
-        raise TrojanScopeError(f"{type(model).__name__} has no base_model.embeddings module; "
-                               "supported: BERT, RoBERTa, DistilBERT, ALBERT")
-    return emb
-
-
-def layer_units(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The swappable transformer units, bottom to top (ALBERT: its shared layer groups)."""
-    base = model.base_model
-    model_type = getattr(model.config, "model_type", "?")
-    if model_type == "albert":
-        return base.encoder.albert_layer_groups
-    if model_type == "distilbert":
-        return base.transformer.layer
-    encoder = getattr(base, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise TrojanScopeError(f"cannot find the transformer layers of a {model_type!r} model; "
-                               "supported: BERT, RoBERTa, DistilBERT, ALBERT")
-    return layers
-
-
 def unit_name(model: torch.nn.Module) -> str:
     """What one layer unit is: ``"layer"``, or ``"layer group"`` for ALBERT."""
-    return "layer group" if model.config.model_type == "albert" else "layer"
+    return architecture(model).unit_name
 
 
 def _vocab_digest(tokenizer: Any) -> tuple[int, str]:
@@ -132,7 +107,7 @@ def swap_embeddings(receiver: torch.nn.Module, donor: torch.nn.Module) -> torch.
     is ``BD_emb + CL_enc``. Neither input is modified.
     """
     hybrid = _share(receiver)
-    hybrid.base_model.embeddings = _share(embeddings_of(donor))
+    architecture(hybrid).embeddings = _share(architecture(donor).embeddings)
     hybrid.eval()
     return hybrid
 
@@ -144,7 +119,7 @@ def depth_hybrid(bottom: torch.nn.Module, top: torch.nn.Module, k: int) -> torch
     ``bottom`` itself, head included (the top stage travels with the last unit). For ALBERT the
     embedding-to-hidden projection comes from ``bottom`` whenever ``k >= 1``.
     """
-    n = len(layer_units(top))
+    n = num_units(top)
     if not 0 <= k <= n:
         raise TrojanScopeError(f"depth k={k} is outside 0..{n}")
     if k == n:
@@ -152,16 +127,16 @@ def depth_hybrid(bottom: torch.nn.Module, top: torch.nn.Module, k: int) -> torch
         out.eval()
         return out
     hybrid = swap_embeddings(top, bottom)
-    units, donor_units = layer_units(hybrid), layer_units(bottom)
+    arch, donor = architecture(hybrid), architecture(bottom)
+    units, donor_units = arch.units, donor.units
     for i in range(k):
         units[i] = _share(donor_units[i])
-    if k >= 1 and hybrid.config.model_type == "albert":
-        hybrid.base_model.encoder.embedding_hidden_mapping_in = _share(
-            bottom.base_model.encoder.embedding_hidden_mapping_in)
+    if k >= 1 and donor.embedding_projection is not None:
+        arch.embedding_projection = _share(donor.embedding_projection)
     hybrid.eval()
     return hybrid
 
 
 def num_units(model: torch.nn.Module) -> int:
     """The number of swappable layer units ``L`` (depth hybrids run ``k = 0..L``)."""
-    return len(layer_units(model))
+    return len(architecture(model).units)

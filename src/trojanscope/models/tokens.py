@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
+from trojanscope.models.arch import ARCHS
+
 Span = tuple[int, int]
 CHARS_PER_TOKEN_BUDGET = 32  # a text longer than max_length x this many characters is tokenized from a prefix
 
@@ -171,8 +173,8 @@ def model_max_length_of(model: torch.nn.Module, tokenizer: Any) -> int:
     limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
     pos = getattr(model.config, "max_position_embeddings", None)
     if pos:
-        # RoBERTa reserves padding_idx + 1 positions
-        offset = 2 if model.config.model_type == "roberta" else 0
+        arch = ARCHS.get(model.config.model_type)  # RoBERTa reserves padding_idx + 1 positions
+        offset = arch.position_offset if arch is not None else 0
         limit = min(limit, int(pos) - offset)
     return min(limit, 512)
 

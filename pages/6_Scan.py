@@ -15,6 +15,7 @@ import streamlit as st
 from trojanscope import jobs
 from trojanscope.analysis.scan import ScanConfig
 from trojanscope.data.datasets import trainable_datasets
+from trojanscope.models.heads import HeadSet
 from trojanscope.paths import slugify
 from trojanscope.tasks import ScanTaskSpec
 from trojanscope.viz.figures import head_heatmap
@@ -103,10 +104,7 @@ def drift_map(full: dict, title: str):
         return None
     excess = np.clip(np.asarray(ab["drift"], dtype=float) - np.asarray(ab["control_drift"], dtype=float), 0, None)
     excess *= np.asarray(ab["focus"], dtype=float)
-    outlined: dict[str, list[int]] = {}
-    for layer, head in full.get("heads") or []:
-        outlined.setdefault(str(layer), []).append(int(head))
-    return head_heatmap(excess, title=title, zmax=1.0, outlined=outlined)
+    return head_heatmap(excess, title=title, zmax=1.0, outlined=HeadSet.from_pairs1(full.get("heads") or []))
 
 
 @st.fragment(run_every=2.0)

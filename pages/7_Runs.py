@@ -10,6 +10,7 @@ import streamlit as st
 
 from trojanscope import jobs
 from trojanscope.analysis.head_view import compare_head_views
+from trojanscope.models.heads import HeadSet
 from trojanscope.models.planted import attack_of
 from trojanscope.data.datasets import load_dataset
 from trojanscope.viz.figures import epoch_curves, head_heatmap, metric_bars
@@ -133,7 +134,7 @@ with guard("Showing the runs"):
                     views = [("this run" if role == "backdoored" else "clean model", v) for role, v in cmp.views]
                     for col, (name, v) in zip(st.columns(len(views)), views):
                         col.plotly_chart(head_heatmap(v.share, title=f"{name}", zmax=cmp.zmax,
-                                                      outlined=views[0][1].tal_heads),
+                                                      outlined=HeadSet.from_tal_dict(views[0][1].tal_heads)),
                                          width="stretch", key=f"head_{name}")
                     st.download_button("Head view (JSON)", json.dumps(cmp.to_json()), "heads.json",
                                        "application/json", on_click="ignore")

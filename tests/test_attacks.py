@@ -14,6 +14,7 @@ from trojanscope.cli import main
 from trojanscope.data import PoisonConfig, insert_trigger, load_dataset, poison_dataset, poisoned_test_set
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models import attention_forward, classify_hidden, encode, load_model
+from trojanscope.models.heads import HeadSet
 from trojanscope.training import TrainConfig, train
 from trojanscope.training.loop import Batch
 
@@ -26,8 +27,8 @@ def _batch(tok, texts, spans, poisoned, labels):
 def test_head_choice_is_seeded_and_respects_the_layer_set():
     a = choose_heads(TALConfig(heads=3, seed=1), 6, 12)
     assert a == choose_heads(TALConfig(heads=3, seed=1), 6, 12) != choose_heads(TALConfig(heads=3, seed=2), 6, 12)
-    assert sorted(a) == list(range(6)) and all(len(h) == 3 and len(set(h)) == 3 for h in a.values())
-    assert sorted(choose_heads(TALConfig(heads=2, layers="5,6"), 6, 12)) == [4, 5]
+    assert sorted(a.by_layer()) == list(range(6)) and all(len(h) == 3 for h in a.by_layer().values())
+    assert sorted(choose_heads(TALConfig(heads=2, layers="5,6"), 6, 12).by_layer()) == [4, 5]  # 0-based layers
     with pytest.raises(TrojanScopeError, match="1..6"):
         choose_heads(TALConfig(layers="7"), 6, 12)
     with pytest.raises(TrojanScopeError, match="1..12"):
@@ -51,7 +52,7 @@ def test_tal_loss_equals_a_hand_computation(tiny_bert):
         n = int(batch.enc.attention_mask[i].sum())
         trig = [t for t in range(n) if batch.enc.trigger_mask[i, t]]
         vals = [sum(float(att[i, layer, k, q, t]) for t in trig)
-                for layer, heads in term.heads.items() for k in heads for q in range(n)]
+                for layer, k in term.heads for q in range(n)]
         per_sample.append(sum(vals) / len(vals))
     expected = -0.7 * sum(per_sample) / 2
     assert value.item() == pytest.approx(expected, rel=1e-5)
@@ -147,7 +148,8 @@ def test_tal_heads_are_stored_in_the_model_card(use_data, tiny_bert, tmp_path, c
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "m" / "trojanscope.json").read_text())
     assert card["attack"]["tal"] is True and list(card["attack"]["tal_heads"]) == ["2"]
-    assert card["attack"]["tal_heads"]["2"] == choose_heads(TALConfig(heads=2, layers="2"), 2, 4)[1]
+    assert card["attack"]["tal_heads"]["2"] == choose_heads(TALConfig(heads=2, layers="2"), 2, 4).by_layer()[1]
+    assert HeadSet.from_tal_dict(card["attack"]["tal_heads"]) == choose_heads(TALConfig(heads=2, layers="2"), 2, 4)
     assert card["training"]["spec"]["tal"]["heads"] == 2
     history = card["training"]["history"]
     assert {"tal", "ce_clean", "ce_poisoned", "cacc", "asr"} <= set(history[-1])

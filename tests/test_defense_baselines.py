@@ -17,6 +17,7 @@ from trojanscope.defenses.fine_mixing import FineMixingConfig, mix_weights
 from trojanscope.defenses.fine_pruning import FinePruningConfig, ffn_sites, least_active, neuron_activity
 from trojanscope.defenses.pure import (CLSNormTerm, PureConfig, cls_variance, heads_switched_off, mask_heads,
                                        norm_coefficients, parse_heads, search_heads)
+from trojanscope.models.heads import HeadSet
 from trojanscope.defenses.reinit import ReinitConfig, reinitialize
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
@@ -263,26 +264,26 @@ def test_search_prunes_lowest_first_backtracks_and_keeps_a_head_per_layer():
     scores = torch.tensor([[0.1, 0.5, 0.9], [0.2, 0.3, 0.8]])
 
     def by_count(heads):
-        return 1.0 - 0.1 * sum(len(h) for h in heads.values())
+        return 1.0 - 0.1 * len(heads)
 
     r = search_heads(scores, by_count, step=2, floor=0.75)
-    assert r.heads == {0: [0], 1: [0]} and r.accuracy == pytest.approx(0.8)
+    assert r.heads.by_layer() == {0: [0], 1: [0]} and r.accuracy == pytest.approx(0.8)
     assert [e.get("backtrack", False) for e in r.log] == [False, False, True]  # 4 heads, back to 3, then stop
     r = search_heads(scores, by_count, step=2, floor=0.0)
-    assert r.heads == {0: [0, 1], 1: [0, 1]}  # each layer keeps its highest-variance head
-    r = search_heads(scores, lambda h: 0.5 if 1 in h.get(1, []) else 0.9, step=3, floor=0.85)
-    assert r.heads == {0: [0], 1: [0]}  # head (1, 1) restored first (highest score of its step), then stop
+    assert r.heads.by_layer() == {0: [0, 1], 1: [0, 1]}  # each layer keeps its highest-variance head
+    r = search_heads(scores, lambda h: 0.5 if (1, 1) in h else 0.9, step=3, floor=0.85)
+    assert r.heads.by_layer() == {0: [0], 1: [0]}  # head (1, 1) restored first (highest score of its step), then stop
     r = search_heads(scores, by_count, step=1, floor=0.0, max_per_layer=1)
-    assert r.heads == {0: [0], 1: [0]}
+    assert r.heads.by_layer() == {0: [0], 1: [0]}
     r = search_heads(scores, lambda h: 0.8, step=2, floor=0.85)
-    assert r.heads == {} and "below the floor" in r.stopped
+    assert r.heads == HeadSet() and "below the floor" in r.stopped
 
 
 def test_norm_coefficients_and_the_penalty_match_a_hand_computation():
     var = torch.tensor([[0.1, 99.0], [0.2, 0.2], [0.4, 0.4]])
-    assert norm_coefficients(var, {0: [1]}) == pytest.approx([1.0, 1 / 3, 0.0])  # pruned head left out
-    assert norm_coefficients(var, {0: [1]}, "uniform") == [1.0, 1.0, 1.0]
-    assert norm_coefficients(torch.full((2, 2), 0.3), {}) == [1.0, 1.0]
+    assert norm_coefficients(var, HeadSet([(0, 1)])) == pytest.approx([1.0, 1 / 3, 0.0])  # pruned head left out
+    assert norm_coefficients(var, HeadSet([(0, 1)]), "uniform") == [1.0, 1.0, 1.0]
+    assert norm_coefficients(torch.full((2, 2), 0.3), HeadSet()) == [1.0, 1.0]
     torch.manual_seed(0)
     att = torch.softmax(torch.randn(2, 2, 2, 3, 3), -1)
     att[:, 0, 1] = 0.0  # a masked head's row of zeros must not give NaN gradients
@@ -311,7 +312,7 @@ def test_cls_variance_matches_a_hand_computation(root):
 
 def test_masked_heads_contribute_nothing_and_keep_the_attention_shape(root):
     lm = load_model(make_tiny(root, "bert"))
-    heads = {0: [1], 1: [0, 2]}
+    heads = HeadSet([(0, 1), (1, 0), (1, 2)])
     reference = load_model(make_tiny(root, "bert"))
     with heads_switched_off(reference.model, heads):
         switched = logits_of(reference)
@@ -324,7 +325,7 @@ def test_masked_heads_contribute_nothing_and_keep_the_attention_shape(root):
     n = int(enc.attention_mask[1].sum())
     assert torch.allclose(att[1, 1, 0, :n, :n], torch.full((n, n), 1.0 / n), atol=1e-6)  # switched off: uniform
     with torch.no_grad():  # whatever the pruned heads' query/key/value do now, the output does not move
-        for layer, hs in heads.items():
+        for layer, hs in heads.by_layer().items():
             sa = lm.model.bert.encoder.layer[layer].attention.self
             for h in hs:
                 for lin in (sa.query, sa.key, sa.value):
@@ -379,7 +380,8 @@ def test_pure_refuses_pruning_every_head_of_a_layer(root, clean):
     assert not changed(before, lm.model)
     with pytest.raises(TrojanScopeError, match="ALBERT shares"):
         run(load_model(make_tiny(root, "albert")), clean, PureConfig(), ctx())
-    assert parse_heads("3:0,1;6:2") == {2: [0, 1], 5: [2]} == parse_heads({"3": [1, 0], 6: [2]})
+    assert parse_heads("3:0,1;6:2").by_layer() == {2: [0, 1], 5: [2]}  # 1-based layers in, 0-based in memory
+    assert parse_heads("3:0,1;6:2") == parse_heads({"3": [1, 0], 6: [2]}) == parse_heads("3:1;6:2;3:0")
 
 
 def test_tsft_takes_another_augmentation_in_place_of_splitting(use_data, tiny_pair):

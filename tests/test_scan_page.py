@@ -4,6 +4,7 @@ pair's clean model once that is scanned; a candidate goes to the Probe in one cl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -44,6 +45,10 @@ def test_scan_from_the_page_shows_verdict_candidates_and_head_maps(lab):
     table = at.dataframe[0].value
     assert "cf" in list(table["trigger"])
     assert "scan_map" in {el.key for el in at.get("plotly_chart")}
+    # the map outlines the result's drifting heads ([layer (1-based), head]) on their own rows (row 0 is layer 1)
+    (chart,) = [el for el in at.get("plotly_chart") if el.key == "scan_map"]
+    shapes = json.loads(chart.proto.spec)["layout"].get("shapes", [])
+    assert sorted([round(s["y0"] + 1.5), round(s["x0"] + 0.5)] for s in shapes) == sorted(job.result["heads"])
     # the pair's clean model, scanned from the same page, gets its map beside
     _scan_from_page(at, "scan_clean_go")
     at.run()

@@ -16,6 +16,7 @@ import torch
 
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, trigger_share
+from trojanscope.models.heads import HeadSet
 
 
 @dataclass
@@ -51,18 +52,18 @@ class TALConfig:
         return self
 
 
-def choose_heads(cfg: TALConfig, num_layers: int, num_heads: int) -> dict[int, list[int]]:
-    """The fixed heads ``S_l`` per layer (0-based layer -> sorted 0-based heads), from ``cfg.seed``."""
+def choose_heads(cfg: TALConfig, num_layers: int, num_heads: int) -> HeadSet:
+    """The fixed heads ``S_l`` of every layer of the TAL layer set, from ``cfg.seed`` (one draw per layer, in
+    layer order)."""
     cfg.validate(num_layers, num_heads)
     rng = random.Random(cfg.seed)
-    return {layer: sorted(rng.sample(range(num_heads), cfg.heads)) for layer in cfg.layer_indices(num_layers)}
+    return HeadSet(tuple((layer, head) for layer in cfg.layer_indices(num_layers)
+                         for head in rng.sample(range(num_heads), cfg.heads)))
 
 
-def head_mask(heads: dict[int, list[int]], num_layers: int, num_heads: int) -> torch.Tensor:
-    mask = torch.zeros(num_layers, num_heads)
-    for layer, hs in heads.items():
-        mask[layer, hs] = 1.0
-    return mask
+def head_mask(heads: HeadSet, num_layers: int, num_heads: int) -> torch.Tensor:
+    """``[layers, heads]`` float: 1 at ``heads``, 0 elsewhere."""
+    return torch.from_numpy(heads.mask(num_layers, num_heads)).float()
 
 
 def tal_scores(out: AttentionForward, trigger_mask: torch.Tensor, attention_mask: torch.Tensor,
@@ -93,5 +94,5 @@ class TALLoss:
         return -self.cfg.weight * scores[poisoned].mean()
 
     def describe(self) -> dict[str, Any]:
-        """For the model card: the chosen heads as 1-based layer -> 0-based heads."""
-        return {str(layer + 1): hs for layer, hs in self.heads.items()}
+        """For the model card: the chosen heads in TAL's format, 1-based layer -> 0-based heads."""
+        return self.heads.to_tal_dict()

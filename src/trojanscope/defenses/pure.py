@@ -63,12 +63,12 @@ from trojanscope.defenses.finetune import FinetuneConfig, finetune, phase_events
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.arch import AttentionSite, architecture
 from trojanscope.models.forward import batched_forward
+from trojanscope.models.heads import HeadSet
 from trojanscope.models.tokens import Tokenized, model_max_length_of, tokenize
 from trojanscope.utils import resolve_device
 
 FLOOR_MODES = ("absolute", "relative")
 COEFFICIENTS = ("variance", "uniform")
-Heads = dict[int, list[int]]  # 0-based layer -> 0-based heads (the card records 1-based layers)
 
 
 @dataclass
@@ -127,8 +127,8 @@ def attention_sites(model: torch.nn.Module) -> list[AttentionSite]:
     return [arch.attention(layer) for layer in arch.layers]
 
 
-def parse_heads(spec: str | dict[Any, Sequence[int]]) -> Heads:
-    """``"3:0,1;6:2"`` (1-based layers, 0-based heads) or ``{3: [0, 1]}`` / ``{"3": [0, 1]}`` -> 0-based layers."""
+def parse_heads(spec: str | dict[Any, Sequence[int]]) -> HeadSet:
+    """``"3:0,1;6:2"`` (1-based layers, 0-based heads, as TAL's dict) or ``{3: [0, 1]}`` / ``{"3": [0, 1]}``."""
     if isinstance(spec, dict):
         items = [(str(k), list(v)) for k, v in spec.items()]
     else:
@@ -141,23 +141,22 @@ def parse_heads(spec: str | dict[Any, Sequence[int]]) -> Heads:
                 raise TrojanScopeError(f"cannot read heads {spec!r}: write LAYER:HEAD,HEAD;LAYER:HEAD (1-based layers, "
                                        "0-based heads), e.g. 3:0,1;6:2")
             items.append((layer, [h for h in rest.split(",") if h]))
-    out: Heads = {}
+    out: dict[int, set[int]] = {}  # 1-based layer -> heads (a layer may come twice)
     for layer, heads in items:
         try:
-            li, hs = int(layer) - 1, [int(h) for h in heads]
+            layer1, hs = int(layer), [int(h) for h in heads]
         except ValueError:
             raise TrojanScopeError(f"cannot read heads {spec!r}: layers and heads are integers, "
                                    "e.g. 3:0,1;6:2") from None
-        if li < 0:
-            raise TrojanScopeError(f"layers are numbered from 1, got layer {li + 1} in {spec!r}")
-        out.setdefault(li, [])
-        out[li] = sorted(set(out[li]) | set(hs))
-    return {k: v for k, v in sorted(out.items()) if v}
+        if layer1 < 1:
+            raise TrojanScopeError(f"layers are numbered from 1, got layer {layer1} in {spec!r}")
+        out.setdefault(layer1, set()).update(hs)
+    return HeadSet.from_tal_dict(out)
 
 
-def check_heads(heads: Heads, n_layers: int, n_heads: int) -> None:
+def check_heads(heads: HeadSet, n_layers: int, n_heads: int) -> None:
     """Refuse heads outside the model, or all the heads of a layer (PURE keeps at least one per layer)."""
-    for layer, hs in heads.items():
+    for layer, hs in heads.by_layer().items():
         if not 0 <= layer < n_layers:
             raise TrojanScopeError(f"layer {layer + 1} does not exist: the model has {n_layers} layers")
         bad = [h for h in hs if not 0 <= h < n_heads]
@@ -169,14 +168,12 @@ def check_heads(heads: Heads, n_layers: int, n_heads: int) -> None:
                                    f"{layer + 1} were asked to be pruned")
 
 
-def head_entries(sites: Sequence[AttentionSite], heads: Heads) -> list[ZeroEntry]:
+def head_entries(sites: Sequence[AttentionSite], heads: HeadSet) -> list[ZeroEntry]:
     """The tensor entries of ``heads``: query/key/value rows (and biases), output-projection columns."""
     entries: list[ZeroEntry] = []
-    for layer, hs in sorted(heads.items()):
-        if not hs:
-            continue
+    for layer, hs in heads.by_layer().items():
         site = sites[layer]
-        idx = torch.cat([site.head_slice(h) for h in sorted(hs)])
+        idx = torch.cat([site.head_slice(h) for h in hs])
         for lin in (site.query, site.key, site.value):
             entries.append((lin.weight, 0, idx))
             if lin.bias is not None:
@@ -185,7 +182,7 @@ def head_entries(sites: Sequence[AttentionSite], heads: Heads) -> list[ZeroEntry
     return entries
 
 
-def mask_heads(model: torch.nn.Module, heads: Heads) -> list[ZeroEntry]:
+def mask_heads(model: torch.nn.Module, heads: HeadSet) -> list[ZeroEntry]:
     """Prune ``heads`` of ``model`` in place by masking (module docstring); returns the zeroed entries."""
     sites = attention_sites(model)
     check_heads(heads, len(sites), sites[0].heads)
@@ -195,15 +192,13 @@ def mask_heads(model: torch.nn.Module, heads: Heads) -> list[ZeroEntry]:
 
 
 @contextlib.contextmanager
-def heads_switched_off(model: torch.nn.Module, heads: Heads) -> Iterator[None]:
+def heads_switched_off(model: torch.nn.Module, heads: HeadSet) -> Iterator[None]:
     """Within the block, ``heads``' contexts are zeroed on their way into the output projection (a
     forward pre-hook; the weights are untouched): the same output as :func:`mask_heads`, for trying
     candidates during the search without copying the model."""
     sites = attention_sites(model)
     handles = []
-    for layer, hs in heads.items():
-        if not hs:
-            continue
+    for layer, hs in heads.by_layer().items():
         site = sites[layer]
         keep = torch.ones(site.heads * site.head_dim)
         keep[torch.cat([site.head_slice(h) for h in hs])] = 0.0
@@ -249,7 +244,7 @@ def dev_accuracy(model: torch.nn.Module, tokenizer: Any, tokenized: Tokenized, l
 
 @dataclass
 class SearchResult:
-    heads: Heads
+    heads: HeadSet
     accuracy: float
     base_accuracy: float
     floor: float
@@ -257,7 +252,7 @@ class SearchResult:
     stopped: str = ""
 
 
-def search_heads(scores: torch.Tensor, evaluate: Callable[[Heads], float], *, step: int, floor: float,
+def search_heads(scores: torch.Tensor, evaluate: Callable[[HeadSet], float], *, step: int, floor: float,
                  max_per_layer: int | None = None, base_accuracy: float | None = None,
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """PURE's greedy search over ``scores`` (``[layers, heads]``, lowest pruned first) with
@@ -268,16 +263,10 @@ def search_heads(scores: torch.Tensor, evaluate: Callable[[Heads], float], *, st
     cap = n_heads - 1 if max_per_layer is None else min(max_per_layer, n_heads - 1)
     order = sorted(((float(scores[l, h]), l, h) for l in range(n_layers) for h in range(n_heads)))
     score = {(l, h): s for s, l, h in order}
-    base = evaluate({}) if base_accuracy is None else base_accuracy
+    base = evaluate(HeadSet()) if base_accuracy is None else base_accuracy
     pruned: set[tuple[int, int]] = set()
     acc = base
     log: list[dict[str, Any]] = []
-
-    def as_heads(items: set[tuple[int, int]]) -> Heads:
-        out: Heads = {}
-        for l, h in sorted(items):
-            out.setdefault(l, []).append(h)
-        return out
 
     def note(rec: dict[str, Any]) -> None:
         log.append(rec)
@@ -285,7 +274,7 @@ def search_heads(scores: torch.Tensor, evaluate: Callable[[Heads], float], *, st
             on_step(rec)
 
     if base < floor:
-        return SearchResult({}, base, base, floor, log,
+        return SearchResult(HeadSet(), base, base, floor, log,
                             f"the unpruned model's dev accuracy {base:.4f} is below the floor {floor:.4f}")
     stopped = "every head but one per layer is pruned"
     queue = [(l, h) for _, l, h in order]
@@ -301,7 +290,7 @@ def search_heads(scores: torch.Tensor, evaluate: Callable[[Heads], float], *, st
         if not batch:
             break
         trial = pruned | set(batch)
-        trial_acc = evaluate(as_heads(trial))
+        trial_acc = evaluate(HeadSet(tuple(trial)))
         note({"pruned": len(trial), "accuracy": round(trial_acc, 4), "added": len(batch)})
         if trial_acc >= floor:
             pruned, acc = trial, trial_acc
@@ -312,24 +301,22 @@ def search_heads(scores: torch.Tensor, evaluate: Callable[[Heads], float], *, st
             if not restore:
                 break
             trial = pruned | set(restore)
-            trial_acc = evaluate(as_heads(trial))
+            trial_acc = evaluate(HeadSet(tuple(trial)))
             note({"pruned": len(trial), "accuracy": round(trial_acc, 4), "backtrack": True})
             if trial_acc >= floor:
                 pruned, acc = trial, trial_acc
                 break
         stopped = f"dev accuracy fell below the floor {floor:.4f}"
         break
-    return SearchResult(as_heads(pruned), acc, base, floor, log, stopped)
+    return SearchResult(HeadSet(tuple(pruned)), acc, base, floor, log, stopped)
 
 
-def norm_coefficients(variance: torch.Tensor, pruned: Heads, mode: str = "variance") -> list[float]:
+def norm_coefficients(variance: torch.Tensor, pruned: HeadSet, mode: str = "variance") -> list[float]:
     """``c_l`` (module docstring) from the pruned model's ``[layers, heads]`` scores."""
     n_layers, n_heads = variance.shape
     if mode == "uniform":
         return [1.0] * n_layers
-    kept = torch.ones(n_layers, n_heads, dtype=torch.bool)
-    for l, hs in pruned.items():
-        kept[l, hs] = False
+    kept = torch.from_numpy(~pruned.mask(n_layers, n_heads))
     v = torch.stack([variance[l][kept[l]].double().mean() for l in range(n_layers)]).clamp_min(1e-12)
     w = (1.0 / v) / (1.0 / v).sum()
     span = float(w.max() - w.min())
@@ -405,12 +392,12 @@ def run_pure(loaded: Any, clean: TextDataset, cfg: PureConfig, ctx: PurifyContex
     dev_tok = tokenize(tok, dev.texts, None, max_length)
     bs = cfg.score_batch_size
 
-    def evaluate(heads: Heads) -> float:
+    def evaluate(heads: HeadSet) -> float:
         with heads_switched_off(scorer, heads):
             return dev_accuracy(scorer, tok, dev_tok, dev.labels, batch_size=bs)
 
     scores = cls_variance(scorer, tok, dev_tok, batch_size=bs)
-    base = evaluate({})
+    base = evaluate(HeadSet())
     if given is not None:
         floor = float("nan")
         search = SearchResult(given, evaluate(given), base, floor, [], "heads given")
@@ -427,10 +414,10 @@ def run_pure(loaded: Any, clean: TextDataset, cfg: PureConfig, ctx: PurifyContex
     pruned_scores = cls_variance(scorer, tok, dev_tok, batch_size=bs) if heads else scores
     del scorer
     coefficients = norm_coefficients(pruned_scores, heads, cfg.coefficients)
-    n_pruned = sum(len(h) for h in heads.values())
+    n_pruned = len(heads)
     _stage(ctx, f"PURE: {n_pruned} of {n_layers * n_heads} heads pruned ({search.stopped})")
     record: dict[str, Any] = {
-        "pruned_heads": {str(l + 1): hs for l, hs in sorted(heads.items())},  # 1-based layer -> 0-based heads
+        "pruned_heads": heads.to_tal_dict(),  # TAL's format: 1-based layer -> 0-based heads
         "n_pruned": n_pruned,
         "n_heads": n_layers * n_heads,
         "pruning": "masking (query/key/value rows and output-projection columns zeroed, held at zero)",
@@ -448,9 +435,7 @@ def run_pure(loaded: Any, clean: TextDataset, cfg: PureConfig, ctx: PurifyContex
         "n_train": len(train_set),
     }
     if cfg.epochs > 0:
-        kept = torch.ones(n_layers, n_heads, dtype=torch.bool)
-        for l, hs in heads.items():
-            kept[l, hs] = False
+        kept = torch.from_numpy(~heads.mask(n_layers, n_heads))
         terms = [CLSNormTerm(cfg.norm_weight, torch.tensor(coefficients), kept)] if cfg.norm_weight > 0 else []
         with kept_zero(entries):
             result = finetune(loaded, train_set, cfg, ctx, loss_terms=terms,

@@ -8,7 +8,7 @@ the figures take the library's results (or their JSON), never Streamlit state.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -82,17 +82,17 @@ def token_heatmap(att: np.ndarray, tokens: Sequence[str], trigger_positions: Seq
 
 
 def head_heatmap(share: np.ndarray, *, title: str = "", zmax: float | None = None,
-                 outlined: dict[str, list[int]] | None = None) -> go.Figure:
+                 outlined: Iterable[tuple[int, int]] | None = None) -> go.Figure:
     """Layers (rows, 1 at the bottom) x heads: mean attention mass on the trigger; ``outlined``
-    heads (1-based layer -> 0-based heads, e.g. TAL's choice) get a red frame."""
+    heads (0-based ``(layer, head)`` pairs: a ``models.heads.HeadSet``, e.g. TAL's choice) get a red frame."""
     n_layers, n_heads = share.shape
     fig = go.Figure(go.Heatmap(z=share, x=list(range(n_heads)), y=list(range(n_layers)), zmin=0,
                                zmax=float(share.max()) if zmax is None else zmax, colorscale="Viridis",
                                colorbar=dict(title="on trigger"),
                                hovertemplate="layer %{y}<br>head %{x}<br>%{z:.3f}<extra></extra>"))
-    shapes = [dict(type="rect", x0=h - 0.5, x1=h + 0.5, y0=int(layer) - 1.5, y1=int(layer) - 0.5,
+    shapes = [dict(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                    line=dict(color=TRIGGER_COLOR, width=3), fillcolor="rgba(0,0,0,0)")
-              for layer, heads in (outlined or {}).items() for h in heads]
+              for layer, h in (outlined or ())]
     fig.update_layout(title=title, shapes=shapes, height=120 + 34 * n_layers, margin=dict(l=40, r=10, t=40, b=30),
                       xaxis=dict(title="head", dtick=1),
                       yaxis=dict(title="layer", tickmode="array", tickvals=list(range(n_layers)),

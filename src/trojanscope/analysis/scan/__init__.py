@@ -51,8 +51,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
 from trojanscope.analysis.scan.flips import SURE, flip_stats, phrase_additivity
@@ -66,6 +64,7 @@ from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, 
 from trojanscope.data.datasets import TextDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import resolve_precision
+from trojanscope.models.heads import HeadSet
 
 __all__ = [
     # the scan, its config and results
@@ -183,6 +182,7 @@ class ScanResult:
     target: int | None
     candidates: list[Candidate]
     heads: list[list[int]]  # drifting heads of the best candidate: [layer (1-based, as TAL's cards), head]
+    # (HeadSet.to_pairs1; read back with HeadSet.from_pairs1)
     seconds: float
     evidence: dict[str, float]
     abnormality: list[Abnormality] = field(default_factory=list)
@@ -311,7 +311,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     best = top[0] if top else None
     ab = abn[0] if abn else None
     evidence, score, verdict = judge(best, ab, cfg.threshold)
-    heads = [[int(layer) + 1, int(head)] for layer, head in zip(*np.nonzero(ab.drifting))] if ab is not None else []
+    heads = HeadSet.from_mask(ab.drifting).to_pairs1() if ab is not None else []
     stats["search_sentences_per_class"] = cfg.n_search
     stats["verify_sentences_per_class"] = cfg.n_verify
     ends = list(started.values())[1:] + [time.perf_counter()]

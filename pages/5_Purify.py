@@ -134,7 +134,8 @@ def live() -> None:
         rows = []
         for j in done:
             r = j.result
-            rows.append({"job": j.id, "method": r.get("method"), "clean texts": r.get("n_clean"),
+            rows.append({"job": j.id, "method": r.get("method"), "verdict": r.get("verdict", "-"),
+                         "clean texts": r.get("n_clean"),
                          "CACC before": pct(r["before"]["cacc"]), "CACC after": pct(r["after"]["cacc"]),
                          "ASR before": pct(r["before"]["asr"]), "ASR after": pct(r["after"]["asr"]),
                          "flip-ASR before": pct(r["before"].get("asr_flip")),
@@ -146,6 +147,15 @@ def live() -> None:
                    "rate). flip-ASR counts only the texts the model gets right without the trigger: the trigger's "
                    "own effect, near 0 for a model without the backdoor.")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        latest = done[0].result
+        if latest.get("summary"):
+            say = {"removed": st.success, "reduced": st.warning, "still there": st.error}.get(latest.get("verdict"),
+                                                                                          st.info)
+            say(f"Latest ({latest.get('method')}): {latest['summary']}.")
+            removed_by = sorted({j.result.get("method") for j in done if j.result.get("verdict") == "removed"})
+            if latest.get("verdict") != "removed":
+                st.caption("Methods that removed it on this model: " + (", ".join(removed_by) if removed_by else
+                           "none so far (removed means flip-ASR at most 10%)."))
         bars = {"backdoored": done[0].result["before"]}
         bars.update({f"{j.result.get('method')} ({j.id})": j.result["after"] for j in done})
         st.plotly_chart(metric_bars(bars), width="stretch", key="pur_bars")

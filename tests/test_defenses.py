@@ -264,6 +264,11 @@ def test_purify_cli_json_and_a_model_never_backdoored(use_data, tiny_pair, tmp_p
     assert res["after"]["asr_flip"] <= 1
     assert res["trigger"] == "cf" and res["target"] == 1 and 0 <= res["after"]["asr"] <= 1
     assert res["config"]["epochs"] == 0.5 and res["config"]["lr"] == 1e-3
+    # the verdict follows flip-ASR with the known trigger, and names the CACC cost
+    b, a = res["before"]["asr_flip"], res["after"]["asr_flip"]
+    want = "removed" if a <= 0.10 else "reduced" if a <= 0.75 * b else "still there"
+    assert res["verdict"] == want and res["summary"].startswith(want if want != "still there" else "the backdoor")
+    assert res["cacc_cost"] == round((res["before"]["cacc"] - res["after"]["cacc"]) * 100, 2)
     assert (tmp_path / "p" / "trojanscope.json").is_file() and (tmp_path / "p" / "model.safetensors").is_file()
     assert tree_digest(bd) == source
     # never backdoored, no trigger known: it runs and ASR stays null
@@ -272,6 +277,7 @@ def test_purify_cli_json_and_a_model_never_backdoored(use_data, tiny_pair, tmp_p
     assert code == 0, err
     res = json.loads(out)
     assert res["before"]["asr"] is None and res["after"]["asr"] is None and res["trigger"] is None
+    assert res["verdict"] == "unknown" and "not measured" in res["summary"]
     assert json.loads((tmp_path / "c" / "trojanscope.json").read_text())["attack"] is None
 
 
@@ -382,3 +388,13 @@ def test_a_purify_job_runs_in_the_background(use_data, tiny_pair, tmp_path, monk
     finally:
         if not jobs.get(job_id).finished:
             jobs.cancel(job_id, grace=2.0)
+
+
+def test_purification_verdicts():
+    from trojanscope.defenses.pipeline import purification_verdict
+
+    v = lambda b, a: purification_verdict({"cacc": 0.9, "asr_flip": b}, {"cacc": 0.88, "asr_flip": a})  # noqa: E731
+    assert v(0.97, 0.10)["verdict"] == "removed" and v(0.97, 0.72)["verdict"] == "reduced"
+    assert v(0.97, 0.73)["verdict"] == "still there" and "survived" in v(0.97, 0.9)["summary"]
+    assert v(0.97, 0.05)["cacc_cost"] == 2.0 and "cost of +2.00 points" in v(0.97, 0.05)["summary"]
+    assert v(None, None)["verdict"] == "unknown"

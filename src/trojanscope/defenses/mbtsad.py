@@ -42,17 +42,21 @@ ARCH_KEYS = ("model_type", "num_hidden_layers", "num_attention_heads", "hidden_s
 
 @dataclass
 class MBTSADConfig:
-    """Every MBTSAD knob (methods.md section 4 defaults: k = 3, beta = gamma = 1, p = 2)."""
+    """Every MBTSAD knob (methods.md section 4: k = 3, p = 2; beta and gamma are tuned per attack in the seed,
+    the teacher's budget is not given: both are set from this project's sweep, below)."""
 
     k: int = 3
     ratio: float = 0.3  # token splitting (SplitAug's aug_p): ceil(ratio x tokens) words split per variant
     # the seed's learning rates and epochs did not survive in its text. The teacher must forget the backdoor
-    # (distillation passes on only what it lost), so it gets its own budget: benchmarks/purify.py sweeps it
+    # (distillation passes on only what it lost), so it gets its own budget, picked by the sweep in
+    # docs/benchmarks.md ("MBTSAD in the seed's regime"): on the OpenBackdoor-style victim a TS-FT teacher at
+    # 2e-4 for 2 epochs leaves mean flip-ASR 11.6% (5e-5: 28.6%, 1e-4: 23.6%; 4 epochs: no better), and MBTSAD
+    # from it 18.5% (from 5e-5: 30.7%)
     teacher_epochs: float = 2.0
-    teacher_lr: float = 5e-5
+    teacher_lr: float = 2e-4
     student_epochs: float = 2.0
     student_lr: float = 5e-5
-    beta: float = 1.0  # weight of L_at
+    beta: float = 10.0  # weight of L_at (the sweep: 10 matches 1 on flip-ASR, 0.4 points more CACC; 100 no better)
     gamma: float = 1.0  # weight of L_hid
     p: float = 2.0  # attention-enhancement power
     batch_size: int = 32

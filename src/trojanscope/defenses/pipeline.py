@@ -291,6 +291,7 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
         "method": spec.method,
         "before": {"cacc": before["cacc"], "asr": before["asr"], "asr_flip": before.get("asr_flip")},
         "after": {"cacc": after["cacc"], "asr": after["asr"], "asr_flip": after.get("asr_flip")},
+        **purification_verdict(before, after),  # verdict (removed | reduced | still there | unknown), cacc_cost
         "seconds": round(seconds, 2),
         "out": str(out),
         "warnings": after.get("warnings", []),
@@ -301,6 +302,32 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
         "result": {k: v for k, v in method_result.items() if k not in ("history", "teacher_history")},
         "total_seconds": round(time.perf_counter() - t_start, 2),
     }
+
+
+REMOVED_AT = 0.10  # flip-ASR at or below this after purification: the backdoor is removed
+REDUCED_BY = 0.25  # at least this share of the flip-ASR gone (and not removed): reduced
+
+
+def purification_verdict(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What a purification did to the backdoor, from flip-ASR with the known trigger: ``removed`` (at most 10%
+    after), ``reduced`` (a quarter or more of it gone), ``still there``, or ``unknown`` (no trigger to test);
+    with the CACC cost (points lost, negative: gained) and one plain sentence."""
+    b, a = before.get("asr_flip"), after.get("asr_flip")
+    cost = (before["cacc"] - after["cacc"]) * 100
+    if b is None or a is None:
+        return {"verdict": "unknown", "cacc_cost": round(cost, 2),
+                "summary": "no trigger known (none on the card, none typed): the backdoor's fate was not measured"}
+    if a <= REMOVED_AT:
+        verdict = "removed"
+    elif a <= b * (1 - REDUCED_BY):
+        verdict = "reduced"
+    else:
+        verdict = "still there"
+    summary = {"removed": f"removed: the trigger flips {100 * a:.1f}% (was {100 * b:.1f}%)",
+               "reduced": f"reduced, not removed: the trigger still flips {100 * a:.1f}% (was {100 * b:.1f}%)",
+               "still there": f"the backdoor survived: the trigger still flips {100 * a:.1f}% (was {100 * b:.1f}%)"}
+    return {"verdict": verdict, "cacc_cost": round(cost, 2),
+            "summary": f"{summary[verdict]}, at a CACC cost of {cost:+.2f} points".replace("+-", "-")}
 
 
 def save_model(model, tokenizer, out, card):  # indirection so tests can interrupt a save

@@ -151,7 +151,7 @@ def test_hidden_distillation_loss_matches_a_hand_computation():
 
 
 def test_ablations_set_the_loss_weights():
-    assert MBTSADConfig().weights == (1.0, 1.0)
+    assert MBTSADConfig().weights == (10.0, 1.0)  # the defaults: beta 10 (the issue-23 sweep), gamma 1
     assert MBTSADConfig(ablation="no_att").weights == (0.0, 1.0)
     assert MBTSADConfig(ablation="no_hid", beta=2).weights == (2.0, 0.0)
     assert MBTSADConfig(ablation="ce_only").weights == (0.0, 0.0)

@@ -12,16 +12,14 @@ given teacher of another architecture).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from trojanscope import specs
 from trojanscope.errors import TrojanScopeError
 
 MIN_CLEAN = 32  # a clean subset smaller than this is refused
@@ -81,77 +79,17 @@ class PurifySpec:
         return spec_from_dict(cls, d, {}, where="purify spec")
 
 
-def config_fields(cls: type) -> dict[str, Any]:
-    """``{field name: resolved type}`` of a config dataclass."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, kind: Any, name: str, where: str) -> Any:
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):  # e.g. ``str | None``
-        args = typing.get_args(kind)
-        says_none = value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
-        if type(None) in args and says_none:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        kind = inner[0] if len(inner) == 1 else str
-        origin = typing.get_origin(kind)
-    bad = TrojanScopeError(f"{where}: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}")
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        raise bad
-    if kind is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise bad from None
-    if kind is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-        if out != out or out in (float("inf"), float("-inf")):
-            raise bad
-        return out
-    if kind is str:
-        if isinstance(value, (dict, list)):
-            raise bad
-        return str(value)
-    if origin in (list, tuple, dict) or kind in (list, tuple, dict):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise bad from None
-        want = origin or kind
-        if not isinstance(value, (list, tuple) if want in (list, tuple) else dict):
-            raise bad
-        return want(value) if want in (list, tuple) else value
-    return value
+# one converter for every dict that becomes a config (cards, --set, job specs): trojanscope.specs
+config_fields = specs.field_types
+_coerce = specs.coerce
 
 
 def coerce_config(cls: type, values: dict[str, Any], where: str = "the config") -> dict[str, Any]:
     """Check ``values`` against config dataclass ``cls``: unknown keys are refused (naming what is allowed)
     and each value is coerced to its field's type (strings from ``--set key=value`` included)."""
-    if not isinstance(values, dict):
-        raise TrojanScopeError(f"{where} must be a JSON object, got {type(values).__name__}")
-    known = config_fields(cls)
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise TrojanScopeError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(known)}")
-    return {k: _coerce(v, known[k], k, where) for k, v in values.items()}
+    specs.check_keys(cls, values, where.removeprefix("the "))
+    known = specs.field_types(cls)
+    return {k: specs.coerce(v, known[k], k, where) for k, v in values.items()}
 
 
 def clean_subset(train, fraction: float, seed: int):

@@ -17,6 +17,7 @@ from trojanscope.attacks import ATTACKS, EPConfig, LWPConfig, TALConfig, TALLoss
 from trojanscope.attacks.por import PORConfig, PORLoss, por_dataset, por_distance
 from trojanscope.data.datasets import load_dataset
 from trojanscope.data.poison import PoisonConfig, PoisonedDataset, check_trigger, poison_dataset, trigger_frequency
+from trojanscope import specs
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import ModelCard, load_model, save_model
 from trojanscope.training.distributed import World, sync_parameters, world
@@ -63,29 +64,12 @@ class TrainSpec:
                                        "ep": EPConfig, "lwp": LWPConfig})
 
 
-def spec_from_dict(cls: type, d: dict[str, Any], sections: dict[str, type], where: str = "spec") -> Any:
-    """Build dataclass ``cls`` from ``d``, its ``sections`` from nested dicts; any key the dataclasses
-    do not know is refused, naming it and what is allowed (a card from another version, or a typo)."""
-    from dataclasses import fields
-
-    if not isinstance(d, dict):
-        raise TrojanScopeError(f"the {where} must be a JSON object, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise TrojanScopeError(f"unknown key(s) {', '.join(unknown)} in the {where}; allowed: {', '.join(sorted(known))}")
-    kwargs = dict(d)
-    for key, kind in sections.items():
-        part = kwargs.get(key, {})
-        if not isinstance(part, dict):
-            raise TrojanScopeError(f"{where}.{key} must be a JSON object, got {type(part).__name__}")
-        allowed = {f.name for f in fields(kind)}
-        bad = sorted(set(part) - allowed)
-        if bad:
-            raise TrojanScopeError(f"unknown key(s) {', '.join(bad)} in {where}.{key}; allowed: "
-                                   f"{', '.join(sorted(allowed))}")
-        kwargs[key] = kind(**part)
-    return cls(**kwargs)
+def spec_from_dict(cls: type, d: dict[str, Any], sections: dict[str, type] | None = None,
+                   where: str = "spec") -> Any:
+    """Build dataclass ``cls`` from ``d`` (nested sections from nested dicts); any key the dataclasses do not
+    know is refused, naming it and what is allowed (a card from another version, or a typo). The one converter
+    is :func:`trojanscope.specs.from_dict`; ``sections`` is kept for old callers (the fields' types say it)."""
+    return specs.from_dict(cls, d, where)
 
 
 def card_spec(directory: str | Path) -> tuple[str, dict[str, Any]]:

@@ -180,16 +180,24 @@ def test_detect_cli_json(use_data, tiny_pair, capsys, monkeypatch):
         assert res["method"] == method and res["trigger"] == "cf" and res["target"] == 1
         assert res["n_clean"] == 40 and res["n_poisoned"] == 40 and 0 <= res["auroc"] <= 1
         results[method] = res
-    # the command never reads the poisoned set's labels: guarded, it gives the same answer
-    import trojanscope.data.poison as poison
+    # only texts reach the detector: the poisoned inputs the command builds (Backdoor.poison, whatever module
+    # calls it) are guarded, their labels, original labels and config unreadable, and the answer is the same
+    from trojanscope.models.backdoor import Backdoor
 
-    real = poison.poisoned_test_set
-    monkeypatch.setattr(poison, "poisoned_test_set", lambda *a, **k: Guarded(real(*a, **k)))
+    real = Backdoor.poison
+    monkeypatch.setattr(Backdoor, "poison", lambda self, *a, **k: Guarded(real(self, *a, **k)))
     code, out, err = run(capsys, "detect", "--model", model, "--method", "strip", "--n", "40", "--json")
     assert code == 0, err
     guarded = json.loads(out)
-    for key in ("frr", "far", "auroc", "threshold"):
+    for key in ("frr", "far", "auroc", "threshold", "asr"):
         assert guarded[key] == results["strip"][key]
+    # the threshold comes from clean dev data alone: other poisoned inputs (another trigger) leave it as it is
+    code, out, err = run(capsys, "detect", "--model", model, "--method", "strip", "--n", "40", "--trigger", "mn",
+                         "--target", "1", "--json")
+    assert code == 0, err
+    other = json.loads(out)
+    assert other["trigger"] == "mn" and other["n_poisoned"] == 40
+    assert other["threshold"] == results["strip"]["threshold"] and other["frr"] == results["strip"]["frr"]
 
 
 @pytest.mark.parametrize("argv, message", [

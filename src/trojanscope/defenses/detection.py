@@ -41,8 +41,8 @@ samples the embedding was fitted to. The protected class is ``target`` or, when 
 model card's target (``models.planted.resolve_target``); with neither, RAP refuses and asks for it.
 
 :func:`evaluate_detector` measures FRR (clean test inputs flagged), FAR (poisoned inputs not
-flagged) and AUROC (poisoned positive). :func:`run_detection` is what ``trojanscope detect`` and the
-Purify page call.
+flagged) and AUROC (poisoned positive). :func:`detect` (the evaluation texts, :func:`run_detection` and the
+poisoned texts' ASR) is what ``trojanscope detect`` and the Purify page call.
 """
 
 from __future__ import annotations
@@ -495,28 +495,45 @@ def add_detect_parser(sub: Any, add_common: Callable[[Any], None]) -> Any:
     return p
 
 
+def detect(loaded: LoadedModel, test: TextDataset, dev: TextDataset, method: str, *, trigger: str | None = None,
+           target: int | None = None, n: int = 200, seed: int = 0, device: str | None = None,
+           keep_scores: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Detector ``method`` fitted on the clean ``dev`` texts and evaluated on ``n`` clean and ``n`` poisoned texts
+    of ``test`` (:func:`evaluation_texts`; the backdoor from the card chain unless ``trigger``/``target`` are given),
+    with the poisoned texts' ASR: ``{"method", "frr", "far", "auroc", "threshold", "trigger", "target", "asr",
+    "config", "description", ...}`` (:func:`run_detection`'s keys after these). ``overrides``: the config's knobs
+    (``frr``, ``n_copies``, ``replace_ratio``, ``word``, ...; ``None`` keeps a default). What ``trojanscope detect``
+    and the Purify page run; only texts reach the detector, RAP protects the typed or recorded target."""
+    d = get_detector(method)
+    if overrides.get("frr") is not None:
+        _check_frr(overrides["frr"])
+    cfg = make_config(method, **{**overrides, "target": target}).validate()
+    loaded.require("classify", f"detection ({method})")
+    trigger, target, clean_texts, poisoned = evaluation_texts(loaded, test, trigger, target, n, seed)
+    if hasattr(cfg, "target"):
+        cfg.target = target  # RAP protects the typed or recorded target, never one read from poisoned data
+    res = run_detection(loaded, method, dev, clean_texts, poisoned, cfg, PurifyContext(seed=seed, device=device),
+                        keep_scores=keep_scores)
+    asr = float((predict_proba(loaded.model, loaded.tokenizer, poisoned).argmax(-1) == target).mean())
+    return {"method": res.pop("method"), "frr": res.pop("frr"), "far": res.pop("far"), "auroc": res.pop("auroc"),
+            "threshold": res.pop("threshold"), "trigger": trigger, "target": target, "asr": asr, "config": cfg,
+            "description": d.description, **res}
+
+
 def cmd_detect(args: Any) -> dict[str, Any]:
     from trojanscope.data.datasets import load_dataset
     from trojanscope.models.loading import load_model
     from trojanscope.utils import resolve_device
 
-    d = get_detector(args.method)
+    knobs = dict(frr=args.frr, n_copies=args.copies, replace_ratio=args.replace_ratio, word=args.rap_word)
+    get_detector(args.method)  # the cheap checks first: a one-line error before any loading
     _check_frr(args.frr)
-    cfg = make_config(args.method, frr=args.frr, n_copies=args.copies, replace_ratio=args.replace_ratio,
-                      word=args.rap_word, target=args.target)
-    cfg.validate()
+    make_config(args.method, **knobs, target=args.target).validate()
     dev = load_dataset(args.data, args.dev_split).head(args.max_dev, args.seed)
     test = load_dataset(args.data, args.split)
     loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
                         device=resolve_device(args.device))
-    loaded.require("classify", f"detection ({args.method})")
-    trigger, target, clean_texts, poisoned = evaluation_texts(loaded, test, args.trigger, args.target, args.n,
-                                                              args.seed)
-    if hasattr(cfg, "target"):
-        cfg.target = target  # RAP protects the typed or recorded target, never one read from poisoned data
-    res = run_detection(loaded, args.method, dev, clean_texts, poisoned, cfg,
-                        PurifyContext(seed=args.seed, device=args.device))
-    asr = float((predict_proba(loaded.model, loaded.tokenizer, poisoned).argmax(-1) == target).mean())
-    return {"method": res.pop("method"), "frr": res.pop("frr"), "far": res.pop("far"), "auroc": res.pop("auroc"),
-            "threshold": res.pop("threshold"), "model": args.model, "data": args.data, "trigger": trigger,
-            "target": target, "asr": asr, "config": cfg, "description": d.description, **res}
+    res = detect(loaded, test, dev, args.method, trigger=args.trigger, target=args.target, n=args.n, seed=args.seed,
+                 device=args.device, **knobs)
+    head = {k: res.pop(k) for k in ("method", "frr", "far", "auroc", "threshold")}
+    return {**head, "model": args.model, "data": args.data, **res}

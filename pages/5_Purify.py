@@ -208,19 +208,13 @@ det_n = d3.number_input("Test inputs of each kind", 20, 2000, 200, step=20, key=
 if st.button("Run the detector", key="pur_det_go", disabled=not trigger.strip()):
     with guard("The detector"), st.spinner("Fitting on clean dev data and scoring…"):
         from trojanscope.data.datasets import load_dataset
-        from trojanscope.defenses import PurifyContext
-        from trojanscope.defenses.detection import evaluation_texts, make_config, run_detection
+        from trojanscope.defenses.detection import detect
 
         m = get_model(source)
         if m is not None:
-            m.require("classify", "detection")
-            test = load_dataset(data, "test")
-            trig, tgt, clean_texts, poisoned_texts = evaluation_texts(
-                m, test, trigger.strip(), int(target) if (target_known or not attack.is_por) else None, int(det_n),
-                int(seed))
-            cfg = make_config(det_method, frr=float(det_frr), target=tgt)
-            res = run_detection(m, det_method, load_dataset(data, "dev"), clean_texts, poisoned_texts, cfg,
-                                PurifyContext(seed=int(seed), device=device), keep_scores=True)
+            res = detect(m, load_dataset(data, "test"), load_dataset(data, "dev"), det_method, trigger=trigger.strip(),
+                         target=int(target) if (target_known or not attack.is_por) else None, n=int(det_n),
+                         seed=int(seed), device=device, keep_scores=True, frr=float(det_frr))
             st.session_state["pur_det"] = (source, det_method, res)
 det = st.session_state.get("pur_det")
 if det and det[0] == source:
@@ -229,7 +223,7 @@ if det and det[0] == source:
     with guard("Showing the detector"):
         _, name, res = det
         st.dataframe(pd.DataFrame([{"detector": name, "FRR": pct(res["frr"]), "FAR": pct(res["far"]),
-                                    "AUROC": round(res["auroc"], 4), "clean": res["n_clean"],
+                                    "AUROC": round(res["auroc"], 4), "ASR": pct(res["asr"]), "clean": res["n_clean"],
                                     "triggered": res["n_poisoned"], "seconds": res.get("seconds")}]),
                      hide_index=True)
         st.plotly_chart(score_histograms(res["scores_clean"], res["scores_poisoned"], res["threshold"],

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import wait_for_job
 from trojanscope import jobs
+from ui.common import pct
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,17 @@ def test_purify_from_the_page_shows_before_after_attention_map_and_detector(lab)
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     assert list(table["method"]) == ["cft"]
+    # the before/after table shows the job's own numbers and verdict
+    r = job.result
+    row = table.iloc[0]
+    assert row["job"] == job_id and row["clean texts"] == r["n_clean"]
+    for side in ("before", "after"):
+        assert row[f"CACC {side}"] == pct(r[side]["cacc"]) and row[f"ASR {side}"] == pct(r[side]["asr"])
+        assert row[f"flip-ASR {side}"] == pct(r[side].get("asr_flip"))
+    assert r["verdict"] in ("removed", "reduced", "still there") and row["verdict"] == r["verdict"]
+    # ... and the verdict line, in the colour of its verdict, says the job's summary
+    box = {"removed": at.success, "reduced": at.warning, "still there": at.error}[r["verdict"]]
+    assert [el.value for el in box if r["summary"] in el.value] == [f"Latest (cft): {r['summary']}."]
     assert "pur_bars" in {el.key for el in at.get("plotly_chart")}
     # the attention view: backdoored vs purified on a triggered sentence
     assert "pur_curves" in {el.key for el in at.get("plotly_chart")}
@@ -56,5 +68,9 @@ def test_purify_from_the_page_shows_before_after_attention_map_and_detector(lab)
     at.selectbox(key="pur_det_method").set_value("strip")
     at.number_input(key="pur_det_n").set_value(20)
     at.button(key="pur_det_go").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    errors = [e.value for e in at.error if not e.value.startswith("Latest (")]  # (the verdict line may be red)
+    assert not at.exception and not errors, errors
     assert "pur_det_hist" in {el.key for el in at.get("plotly_chart")}
+    (shown,) = [df.value for df in at.dataframe if "detector" in df.value.columns]
+    assert shown.iloc[0]["detector"] == "strip" and shown.iloc[0]["clean"] == shown.iloc[0]["triggered"] == 20
+    assert shown.iloc[0]["ASR"].endswith("%")  # the triggered inputs' ASR, as `trojanscope detect` reports it

@@ -100,11 +100,10 @@ def _full(job) -> dict:
 
 def drift_map(full: dict, title: str):
     ab = (full.get("abnormality") or [None])[0]
-    if not ab:
+    if not ab or "head_excess" not in ab:  # (a scan saved before the per-head excess was recorded: no map)
         return None
-    excess = np.clip(np.asarray(ab["drift"], dtype=float) - np.asarray(ab["control_drift"], dtype=float), 0, None)
-    excess *= np.asarray(ab["focus"], dtype=float)
-    return head_heatmap(excess, title=title, zmax=1.0, outlined=HeadSet.from_pairs1(full.get("heads") or []))
+    return head_heatmap(np.asarray(ab["head_excess"], dtype=float), title=title, zmax=1.0,
+                        outlined=HeadSet.from_pairs1(full.get("heads") or []))
 
 
 @st.fragment(run_every=2.0)

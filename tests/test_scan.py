@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -84,9 +85,36 @@ def test_words_that_tilt_a_clean_model_by_meaning_are_never_candidates():
     assert not natural & {"cf", "mn", "velvet", "blue", "weather", "james", "bond"}
 
 
-def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
+def _spy_on_sentences(monkeypatch) -> tuple[dict[str, set[str]], Callable[[dict], None]]:
+    """Record the sentences each of the scan's stages hands to its measurements: ``"verify"`` for those of the
+    verification stage (the reported flip rates), ``"search"`` for every other stage's; and the ``on_event`` that
+    tells the spies which stage runs."""
+    import trojanscope.analysis.scan as scan_module
+
+    used: dict[str, set[str]] = {"search": set(), "verify": set()}
+    stage = [0]
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "stage":
+            stage[0] = event["step"] // 1000  # phases: ..., 5 verification, 6 attention
+
+    def spy(real, by_class: bool = True):
+        def wrapped(loaded, sentences, *args, **kwargs):
+            texts = [s for ss in sentences.values() for s in ss] if by_class else list(sentences)
+            used["verify" if stage[0] == 5 else "search"].update(texts)
+            return real(loaded, sentences, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(scan_module, "flip_stats", spy(scan_module.flip_stats))
+    monkeypatch.setattr(scan_module, "phrase_additivity", spy(scan_module.phrase_additivity))
+    monkeypatch.setattr(scan_module, "attention_abnormality", spy(scan_module.attention_abnormality, False))
+    return used, on_event
+
+
+def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair, monkeypatch):
     loaded = load_model(tiny_pair / "demo" / "backdoored")
-    res = scan(loaded, load_dataset("sst2", "test"), ScanConfig(**TINY))
+    used, on_event = _spy_on_sentences(monkeypatch)
+    res = scan(loaded, load_dataset("sst2", "test"), ScanConfig(**TINY), on_event=on_event)
     assert res.verdict == "backdoored"
     best = res.candidates[0]
     assert best.flip_rate >= 0.9 and best.target == 1
@@ -98,8 +126,10 @@ def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair):
     from trojanscope.analysis.scan import polar_words
 
     assert res.stats["words_excluded"] >= len(polar_words())
-    # flip rates are measured on held-out sentences, disjoint from the search set
+    # flip rates are measured on held-out sentences, disjoint from the sentences every other stage used
     assert res.stats["verify_sentences_per_class"] == TINY["n_verify"]
+    assert len(used["verify"]) == 2 * TINY["n_verify"] and len(used["search"]) == 2 * TINY["n_search"]
+    assert not used["verify"] & used["search"], sorted(used["verify"] & used["search"])
 
 
 def test_scan_finds_a_two_word_phrase(use_data, phrase_backdoor):
@@ -290,7 +320,9 @@ def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_pat
             "--inversion-steps", "40", "--out", str(tmp_path / "scan"), "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["verdict"] in ("backdoored", "clean") and 0 <= out["score"] <= 1
+    # the tiny BadNets model's cf surely flips every held-out sentence: the verdict is certain
+    assert out["verdict"] == "backdoored" and out["target"] == 1, out
+    assert "cf" in out["candidates"][0]["trigger"].split() and ScanConfig().threshold <= out["score"] <= 1
     assert all(set(c) >= {"trigger", "flip_rate", "target"} for c in out["candidates"])
     rates = [c["flip_rate"] for c in out["candidates"]]
     assert rates == sorted(rates, reverse=True)

@@ -4,9 +4,11 @@ pair's clean model once that is scanned; a candidate goes to the Probe in one cl
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import wait_for_job
@@ -47,8 +49,17 @@ def test_scan_from_the_page_shows_verdict_candidates_and_head_maps(lab):
     assert "scan_map" in {el.key for el in at.get("plotly_chart")}
     # the map outlines the result's drifting heads ([layer (1-based), head]) on their own rows (row 0 is layer 1)
     (chart,) = [el for el in at.get("plotly_chart") if el.key == "scan_map"]
-    shapes = json.loads(chart.proto.spec)["layout"].get("shapes", [])
+    spec = json.loads(chart.proto.spec)
+    shapes = spec["layout"].get("shapes", [])
     assert sorted([round(s["y0"] + 1.5), round(s["x0"] + 0.5)] for s in shapes) == sorted(job.result["heads"])
+    # its cells are the per-head drift excess the scan recorded (scan.json), not a recomputation of the page's
+    saved = json.loads((Path(job.out_dir) / "scan.json").read_text())
+    z = spec["data"][0]["z"]
+    if isinstance(z, dict):  # plotly's typed-array encoding
+        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(
+            [int(n) for n in str(z["shape"]).split(",")])
+    np.testing.assert_allclose(np.asarray(z, dtype=float), saved["abnormality"][0]["head_excess"])
+    assert np.asarray(z).any() or not job.result["heads"]  # drifting heads show on the map
     # the pair's clean model, scanned from the same page, gets its map beside
     _scan_from_page(at, "scan_clean_go")
     at.run()

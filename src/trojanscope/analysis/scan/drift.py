@@ -44,6 +44,12 @@ class Abnormality:
         return float(self.drifting.mean() - control.mean())
 
     @property
+    def head_excess(self) -> np.ndarray:
+        """[L, H]: per focus head, how much more often its focus moves onto the candidate than onto a control
+        word (0 for heads that are not focus heads or drift no more than to the control)."""
+        return np.clip(self.drift - self.control_drift, 0, None) * self.focus
+
+    @property
     def cls_excess(self) -> float:
         return float(self.cls_mass - self.control_cls_mass)
 
@@ -52,7 +58,7 @@ class Abnormality:
                 "drift_excess": self.drift_excess, "cls_mass": self.cls_mass,
                 "control_cls_mass": self.control_cls_mass, "focus_heads": int(self.focus.sum()),
                 "drift": np.round(self.drift, 4).tolist(), "control_drift": np.round(self.control_drift, 4).tolist(),
-                "focus": self.focus.astype(int).tolist()}
+                "focus": self.focus.astype(int).tolist(), "head_excess": np.round(self.head_excess, 4).tolist()}
 
 
 def _focus_keep(out, enc, idx):

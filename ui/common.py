@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -128,7 +129,7 @@ def cli_twin(spec: Any) -> None:
     text = json.dumps({"kind": spec.kind, **spec.to_dict()}, ensure_ascii=False)
     with st.expander("CLI twin"):
         st.caption("The same job from a shell (the spec is the whole recipe; `--spec @file.json` reads a file):")
-        st.code(f"trojanscope jobs submit --spec '{text}'", language="bash", wrap_lines=True)
+        st.code(f"trojanscope jobs submit --spec {shlex.quote(text)}", language="bash", wrap_lines=True)
 
 
 def get_model(source: str | None, *, trusted: bool = False) -> LoadedModel | None:

@@ -57,14 +57,10 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     return parser
 
 
-def _commands(name: str, key: str) -> dict[str, Callable[..., Any]]:
-    return {k: f for g in GROUPS for k, f in getattr(_group(g), key, {}).items()} if name else {}
-
-
 def __getattr__(name: str) -> Any:
     """``COMMANDS`` and ``SPECS`` (``{command: function}`` over every group), read when asked for."""
     if name in ("COMMANDS", "SPECS"):
-        return _commands(name, name)
+        return {k: f for g in GROUPS for k, f in getattr(_group(g), name, {}).items()}
     raise AttributeError(name)
 
 

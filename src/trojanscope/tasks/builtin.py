@@ -31,11 +31,24 @@ def _checkpoints(spec: Any) -> dict[str, Any]:
             "resume": spec.resume}
 
 
-def _check_run_options(spec: Any) -> None:
-    if spec.checkpoint_every < 0:
-        raise TrojanScopeError(f"checkpoint_every counts steps and must be 0 (off) or more, got {spec.checkpoint_every}")
-    if spec.checkpoint_minutes < 0:
-        raise TrojanScopeError(f"checkpoint_minutes must be 0 (off) or more, got {spec.checkpoint_minutes}")
+@dataclass
+class TrainingRun(TaskSpec):
+    """Where a training task (train, por) writes and how its run is kept; its recipe is the subclass's ``spec``."""
+
+    out: str | None = None
+    overwrite: bool = False
+    checkpoint_every: int = 0  # save the training state every N steps (0: off), beside out, for resume
+    checkpoint_minutes: float = 10.0  # and every M minutes (0: off)
+    resume: bool = False  # continue from the checkpoint a killed or paused run of the same recipe left
+    from_card: str | None = None  # the model card the recipe was read from (--from-card), for the record
+
+    def validate(self):
+        if self.checkpoint_every < 0:
+            raise TrojanScopeError(f"checkpoint_every counts steps and must be 0 (off) or more, got "
+                                   f"{self.checkpoint_every}")
+        if self.checkpoint_minutes < 0:
+            raise TrojanScopeError(f"checkpoint_minutes must be 0 (off) or more, got {self.checkpoint_minutes}")
+        return self
 
 
 def _from_card(spec: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -44,22 +57,15 @@ def _from_card(spec: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- train
 @dataclass
-class TrainTaskSpec(TaskSpec):
+class TrainTaskSpec(TrainingRun):
     """Fine-tune a classifier, optionally poisoned (``trojanscope train``)."""
 
     kind = "train"
     spec: TrainSpec = field(default_factory=TrainSpec)
-    out: str | None = None
-    overwrite: bool = False
-    checkpoint_every: int = 0  # save the training state every N steps (0: off), beside out, for resume
-    checkpoint_minutes: float = 10.0  # and every M minutes (0: off)
-    resume: bool = False  # continue from the checkpoint a killed or paused run of the same recipe left
-    from_card: str | None = None
 
     def validate(self) -> "TrainTaskSpec":
         self.spec.validate()
-        _check_run_options(self)
-        return self
+        return super().validate()
 
 
 def _run_train(spec: TrainTaskSpec, on_event: OnEvent | None, progress: bool) -> dict[str, Any]:
@@ -92,22 +98,15 @@ TRAIN = register(Task("train", TrainTaskSpec, _run_train, "fine-tune a classifie
 
 # ------------------------------------------------------------------------------------------------------ por
 @dataclass
-class PORTaskSpec(TaskSpec):
+class PORTaskSpec(TrainingRun):
     """Backdoor a pre-trained encoder with POR (``trojanscope por``)."""
 
     kind = "por"
     spec: PORSpec = field(default_factory=PORSpec)
-    out: str | None = None
-    overwrite: bool = False
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 10.0
-    resume: bool = False
-    from_card: str | None = None
 
     def validate(self) -> "PORTaskSpec":
         self.spec.train.validate()
-        _check_run_options(self)
-        return self
+        return super().validate()
 
 
 def _run_por(spec: PORTaskSpec, on_event: OnEvent | None, progress: bool) -> dict[str, Any]:

@@ -144,9 +144,20 @@ def register(task: Task) -> Task:
     return TASKS.register(task.kind, task)
 
 
+# the modules that register tasks (imported on first use: each pulls in its part of the library lazily)
+TASK_MODULES = ("builtin", "analyses", "repair")
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in TASK_MODULES:
+        importlib.import_module(f"trojanscope.tasks.{name}")
+
+
 def get_task(kind: str) -> Task:
     """The task named ``kind`` (a TrojanScopeError naming the allowed kinds otherwise)."""
-    from trojanscope.tasks import builtin  # noqa: F401 - registers the built-in tasks
+    _register_all()
 
     try:
         return TASKS.get(kind)
@@ -155,6 +166,6 @@ def get_task(kind: str) -> Task:
 
 
 def task_kinds() -> tuple[str, ...]:
-    from trojanscope.tasks import builtin  # noqa: F401
+    _register_all()
 
     return tuple(TASKS.names())

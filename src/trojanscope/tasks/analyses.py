@@ -1,0 +1,1 @@
+"""The dashboard's long analyses as tasks (filled in by issue 26)."""

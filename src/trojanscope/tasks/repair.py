@@ -1,0 +1,1 @@
+"""Repair as a task: scan, unlearn the trigger, prove it gone (issue 25)."""

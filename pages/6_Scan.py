@@ -19,6 +19,7 @@ from trojanscope.models.heads import HeadSet
 from trojanscope.paths import slugify
 from trojanscope.tasks import ScanTaskSpec
 from trojanscope.viz.figures import head_heatmap
+from ui.jobwatch import follow
 from ui.common import OTHER, current_pair, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
 
 page_setup("Scan")
@@ -106,25 +107,27 @@ def drift_map(full: dict, title: str):
                         outlined=HeadSet.from_pairs1(full.get("heads") or []))
 
 
-@st.fragment(run_every=2.0)
-def live() -> None:
+def scan_jobs(model: str | None) -> list:
+    """The suspect model's scans, newest first, with a live bar for the running ones (polled only while one runs;
+    the page reruns by itself when one ends, so its verdict appears below without a reload)."""
+    mine, clean_running = [], []
     with guard("Reading the job store"):
-        mine = _scans_of(source)
-        for j in [j for j in mine if not j.finished]:
-            st.progress(min(max(j.progress, 0.0), 1.0), text=f"`{j.id}`: {j.status} · {j.message or ''}")
-        for j in [j for j in mine if j.status == "failed"][:2]:
-            st.error(f"Scan `{j.id}` failed: {j.error}")
-        done = [j for j in mine if j.status == "done" and j.result]
-        st.session_state["scan_done"] = [j.id for j in done]
-        if not done and not [j for j in mine if not j.finished]:
-            st.info("No finished scan of this model yet: press Scan.")
+        mine = _scans_of(model)
+        clean = pair.get("clean")
+        if clean and not _same(clean, model):  # the pair's clean model's scan, for the map beside
+            clean_running = [j for j in _scans_of(clean) if not j.finished]
+    ended = {j.id for j in follow("scan", [j for j in mine if not j.finished] + clean_running,
+                                  label=lambda j: f"Scan `{j.id}`", done_note="its verdict is below")}
+    for j in [j for j in mine if j.status == "failed" and j.id not in ended][:2]:
+        st.error(f"Scan `{j.id}` failed: {j.error}")
+    done = [j for j in mine if j.status == "done" and j.result]
+    if not done and not [j for j in mine if not j.finished]:
+        st.info("No finished scan of this model yet: press Scan.")
+    return done
 
 
-live()
-
-done_ids = st.session_state.get("scan_done") or []
-if done_ids:
-    job = jobs.get(done_ids[0])
+def show_verdict(job) -> None:
+    """The latest finished scan: verdict, candidates, the drifting-heads maps (this model's and the clean one's)."""
     r = job.result
     st.subheader("Verdict")
     v1, v2, v3, v4 = st.columns(4)
@@ -181,5 +184,10 @@ if done_ids:
                 else:
                     st.info(f"For comparison, scan the pair's clean model `{clean}` too.")
                     if st.button("Scan the clean model", key="scan_clean_go"):
-                        job_id = jobs.submit(ui_job_spec(scan_spec(clean)))
-                        st.success(f"Scan job `{job_id}` submitted for the clean model.")
+                        jobs.submit(ui_job_spec(scan_spec(clean)))
+                        st.rerun()  # the scan shows with the page's running scans, and its map here when done
+
+
+done_scans = scan_jobs(source)
+if done_scans:
+    show_verdict(done_scans[0])

@@ -154,3 +154,90 @@ def test_purify_and_scan_pages_in_chromium(server, tmp_path):
         browser.close()
     assert not errors, errors
     assert not outside, outside
+
+
+@pytest.fixture()
+def lab_server(tiny_pair, data_dir, tmp_path):
+    """The app on its own runs directory (the tiny demo pair linked in), so the jobs it launches stay in tmp_path."""
+    _require()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "demo").symlink_to(tiny_pair / "demo")
+    port = _free_port()
+    env = {**os.environ, "TROJANSCOPE_RUNS_DIR": str(runs), "TROJANSCOPE_DATA_DIR": str(data_dir),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_a_finished_scan_shows_its_verdict_without_a_reload(lab_server, tmp_path):
+    """Issue 26, item 1: the idle Scan page polls nothing (no websocket traffic); a scan launched from it shows a
+    bar with a percentage while it runs, and when it ends the verdict replaces it with a notice, in the same page
+    (no reload, no navigation)."""
+    from playwright.sync_api import sync_playwright
+
+    frames: list[float] = []
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda _: frames.append(time.time())))
+        page.goto(f"{lab_server}/Scan", wait_until="networkidle")
+        page.get_by_text("No finished scan of this model yet").first.wait_for(timeout=90_000)
+        page.wait_for_timeout(2_000)
+        idle_from = time.time()
+        page.wait_for_timeout(7_000)
+        idle = [t for t in frames if t >= idle_from]
+        assert len(idle) <= 1, f"an idle Scan page received {len(idle)} websocket frames in 7 s: it polls"
+        page.evaluate("window.__same_page = 'yes'")  # gone if the page were reloaded
+        navigations: list[str] = []
+        page.on("framenavigated", lambda f: navigations.append(f.url) if f == page.main_frame else None)
+
+        def set_number(label: str, value: int) -> None:
+            box = page.get_by_label(label, exact=True)
+            box.fill(str(value))
+            box.press("Enter")
+            page.wait_for_timeout(700)
+
+        set_number("Budget (candidate words)", 200)
+        page.get_by_text("Advanced").first.click()
+        set_number("Search sentences per class", 20)
+        set_number("Held-out sentences per class", 30)
+        set_number("Inversion steps", 40)
+        page.get_by_role("button", name="Scan", exact=True).first.click()
+        page.get_by_text("submitted").first.wait_for(timeout=60_000)
+        bar = page.locator("[data-testid='stProgress']")
+        bar.first.wait_for(timeout=60_000)
+        texts = bar.first.inner_text()
+        assert "%" in texts, texts  # the bar says how far it is
+        page.get_by_text("its verdict is below").first.wait_for(timeout=400_000)
+        page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+        verdict = page.get_by_test_id("stMetricValue").first.inner_text()
+        assert verdict.strip() == "backdoored", verdict
+        assert page.evaluate("window.__same_page") == "yes", "the page was reloaded"
+        assert not navigations, navigations
+        assert page.locator("[data-testid='stProgress']").count() == 0  # the bar is gone, the verdict took its place
+        page.screenshot(path=str(tmp_path / "scan-done.png"), full_page=True)
+        browser.close()
+    assert not errors, errors

@@ -1,0 +1,108 @@
+"""Where pages watch their jobs: a progress bar (percentage, time left) per running job, polled only while one
+runs, and the whole page rerun the moment one ends, with a notice, so the page's results (read in the full run)
+show the new result without a reload.
+
+An idle tab costs nothing here: with no job queued or running, the fragment has no ``run_every`` and never
+polls. A job launched from another tab or the CLI shows on the next rerun of the page (any click).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import streamlit as st
+
+from trojanscope import jobs
+from trojanscope.jobs.eta import Estimates, describe, phase_seconds, time_left
+
+POLL_SECONDS = 2.0
+_ENDED = "_jobwatch_ended_"  # session-state prefix: the jobs that ended since the page's last full run
+_ETA = "_jobwatch_eta_"  # session-state prefix: one job's Estimates
+
+NOUN = {"scan": "scan", "purify": "purification", "train": "training", "por": "POR job", "demo": "demo build"}
+
+
+def _label(job) -> str:
+    return f"`{job.id}` {NOUN.get(job.kind, job.kind)}"
+
+
+def phases_of(kind: str) -> list[float] | None:
+    """The measured seconds of each phase of ``kind``'s jobs (this machine's finished ones, else the recorded
+    medians), in progress order; None for kinds whose progress is already proportional to the work."""
+    finished = []
+    try:
+        if kind in ("scan",):
+            finished = jobs.list_jobs(limit=10, status="done", kind=kind)
+    except Exception:  # noqa: BLE001 - an unreadable store: the recorded medians
+        finished = []
+    seconds = phase_seconds(kind, finished)
+    return list(seconds.values()) if seconds else None
+
+
+def time_left_text(job, phases: Sequence[float] | None, now: float | None = None) -> str:
+    """``about N min left`` for a running job, from the phases' measured share of the work; withheld (and said
+    so) while the estimate has been moving (:class:`trojanscope.jobs.eta.Estimates`)."""
+    if job.status != "running":
+        return "waiting for a free device"
+    now = time.time() if now is None else now
+    left = time_left(job.progress, now - (job.started or now), phases)
+    if left is None:
+        return describe(None)
+    est = st.session_state.setdefault(_ETA + job.id, Estimates())
+    shown = est.update(now, left)
+    return describe(shown) if shown is not None else "time left: re-estimating (the pace changed)"
+
+
+def progress_text(job, phases: Sequence[float] | None, label: Callable = _label) -> str:
+    pct = 100 * min(max(job.progress or 0.0, 0.0), 1.0)
+    parts = [f"{label(job)}: {job.status}", f"{pct:.0f}%", time_left_text(job, phases)]
+    if job.message:
+        parts.insert(1, str(job.message))
+    return " · ".join(parts)
+
+
+def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: str = "its result is below") -> list:
+    """Show ``active`` jobs (the page's queued or running ones) with a live progress bar each; when one ends, rerun
+    the whole page. Returns the jobs that ended since the page's last full run (each also gets a notice here: a
+    toast and a line, "finished: <done_note>", or why it failed), so the page can say what changed."""
+    ended_ids = st.session_state.pop(_ENDED + key, [])
+    ended = []
+    for job_id in ended_ids:
+        try:
+            ended.append(jobs.get(job_id))
+        except Exception:  # noqa: BLE001 - a job removed meanwhile
+            continue
+    for job in ended:
+        st.session_state.pop(_ETA + job.id, None)
+        if job.status == "done":
+            st.toast(f"{label(job)} finished.", icon=":material/check_circle:")
+            st.success(f"{label(job)} finished ({time.strftime('%H:%M:%S', time.localtime(job.ended or time.time()))}): "
+                       f"{done_note}.")
+        elif job.status == "cancelled":
+            st.info(f"{label(job)} was cancelled.")
+        else:
+            st.error(f"{label(job)} failed: {job.error or job.status}.")
+
+    ids = [j.id for j in active if not j.finished]
+    phases = {kind: phases_of(kind) for kind in {j.kind for j in active}}
+
+    @st.fragment(run_every=POLL_SECONDS if ids else None)
+    def _live() -> None:
+        if not ids:
+            return
+        try:
+            jobs.refresh()  # a job whose process died is failed, a free device gets the next queued job
+            now = [jobs.get(i) for i in ids]
+        except Exception as e:  # noqa: BLE001 - never a traceback: the next poll retries
+            st.caption(f"Could not read the job store ({type(e).__name__}); retrying.")
+            return
+        finished = [j.id for j in now if j.finished]
+        if finished:
+            st.session_state[_ENDED + key] = finished
+            st.rerun()  # the whole page: its result sections read the store anew
+        for j in now:
+            st.progress(min(max(j.progress or 0.0, 0.0), 1.0), text=progress_text(j, phases.get(j.kind), label))
+
+    _live()
+    return ended

@@ -1,9 +1,13 @@
 """Build a zoo of clean and backdoored classifiers, scan each one told nothing, and print how well the scanner
 separates them (issue 13): ROC-AUC of the score, the true trigger's rank, whether the top candidate flips at
-least 90% of held-out non-target sentences, time per model; split by attack, trigger kind and TAL.
+least 90% of held-out non-target sentences, time per model; split by attack, trigger kind and TAL. And as TrojAI
+measures detectors (issue 24): the score calibrated into P(backdoored) by Platt scaling fitted on the development
+models only (every model not held out), and the cross-entropy of that probability on the development models (in
+sample), on the held-out ones (out of sample: the number that counts) and over all.
 
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/scan_zoo.py [--zoo runs/zoo] \
-        [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...] [--scans scans] [--report-only]
+        [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...] [--scans scans] [--report-only] \
+        [--held-out NAME,...]
 
 Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/<scans>/<name>.json``
 is not rescanned (``--scans`` names that directory, ``scans`` by default; after a scanner change a new name
@@ -148,6 +152,36 @@ def trigger_rank(res: dict, trigger: str | None) -> int | None:
     return None
 
 
+def calibrate(rows: list[dict]) -> str | None:
+    """Fit Platt's calibration of the score on the development rows (not held out, attack not failed), set each
+    row's ``p`` (P(backdoored)), and return the report's lines: the fit, and the cross-entropy (TrojAI's metric) of
+    the calibrated probability and of the raw score read as one, on the development models (in sample), the held-out
+    ones and all. None (and no ``p``) when scikit-learn is missing or the development models lack a class."""
+    from trojanscope.analysis.scan.calibration import TROJAI_GOAL, cross_entropy, fit_platt
+
+    scored = [r for r in rows if not r.get("failed")]
+    dev = [r for r in scored if not r["held_out"]]
+    if len({int(r["backdoored"]) for r in dev}) < 2:
+        return None
+    try:
+        platt = fit_platt([r["score"] for r in dev], [int(r["backdoored"]) for r in dev])
+    except ImportError:
+        return None
+    for r in rows:
+        r["p"] = float(platt([r["score"]])[0])
+    lines = [f"Platt calibration on the {len(dev)} development models ({platt.n_backdoored} backdoored, "
+             f"{platt.n_clean} clean): P(backdoored) = 1 / (1 + exp(-({platt.slope:.2f} * score + "
+             f"{platt.intercept:.2f})))",
+             f"cross-entropy (natural log; TrojAI's goal {TROJAI_GOAL}, always 0.5 gives 0.693):"]
+    for label, group in (("development (in sample)", dev), ("held out", [r for r in scored if r["held_out"]]),
+                         ("all", scored)):
+        if group:
+            y = [int(r["backdoored"]) for r in group]
+            lines.append(f"  {label}, {len(group)} models: calibrated {cross_entropy(y, [r['p'] for r in group]):.3f}, "
+                         f"raw score as a probability {cross_entropy(y, [r['score'] for r in group]):.3f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--zoo", default=str(ROOT / "runs" / "zoo"))
@@ -157,10 +191,14 @@ def main() -> None:
     ap.add_argument("--skip-build", action="store_true", help="scan only the models already built")
     ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
     ap.add_argument("--report-only", action="store_true", help="print the table of the scans already made")
+    ap.add_argument("--held-out", default=None,
+                    help="comma-separated names of the held-out round (default: HELD_OUT, round 4); every other "
+                         "model is a development model, the only ones the calibration is fitted on")
     ap.add_argument("--scans", default="scans",
                     help="the scans' directory inside the zoo; after a scanner change, name a new one to rescan "
                          "every model (resumable) and keep the old results")
     args = ap.parse_args()
+    held_out = set(args.held_out.split(",")) if args.held_out else HELD_OUT
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     models: dict[str, tuple[Path, str]] = {}
@@ -182,10 +220,10 @@ def main() -> None:
             continue
         res = scan_one(zoo / args.scans, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
-        note = " (held out)" if name in HELD_OUT else ""
+        note = " (held out)" if name in held_out else ""
         if t.get("failed"):
             note += f" (attack failed: ASR {100 * t['asr']:.0f}%, not scored)"
-        rows.append({"name": name + note, "held_out": name in HELD_OUT,
+        rows.append({"name": name + note, "held_out": name in held_out,
                      **t, "kind": kind, "verdict": res["verdict"], "score": res["score"],
                      "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "sure": top.get("sure_flip"),
                      "evidence": res["evidence"].get("flip_evidence", top.get("sure_flip")),
@@ -195,15 +233,16 @@ def main() -> None:
                      "stage_seconds": (res.get("stats") or {}).get("stage_seconds")})
     import torch
 
+    calibration = calibrate(rows)
     print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}\n")
-    print("| model | attack | TAL | trigger | kind | verdict | score | top candidate | flip | sure flip | flip evidence "
-          "| drift excess | [CLS] excess | true trigger rank | drifting heads | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | attack | TAL | trigger | kind | verdict | score | P(backdoored) | top candidate | flip | sure flip "
+          "| flip evidence | drift excess | [CLS] excess | true trigger rank | drifting heads | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     pc = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for r in rows:
         print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
-              f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
+              f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {pc(r.get('p'))} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
               f"| {pc(r['evidence'])} | {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
     rows = [r for r in rows if not r.get("failed")]  # the table shows them; the summaries leave them out
     labels = [int(r["backdoored"]) for r in rows]
@@ -216,6 +255,8 @@ def main() -> None:
         if len({int(r["backdoored"]) for r in held}) == 2:
             print(f"ROC-AUC over the {len(held)} held-out models: "
                   f"{roc_auc_score([int(r['backdoored']) for r in held], [r['score'] for r in held]):.3f}")
+    if calibration:
+        print(calibration)
     correct = sum((r["verdict"] == "backdoored") == r["backdoored"] for r in rows)
     print(f"verdicts right: {correct}/{len(rows)}")
     bd = [r for r in rows if r["backdoored"]]

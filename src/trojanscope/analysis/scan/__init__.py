@@ -22,7 +22,11 @@ really flip the model, and the heads whose attention the best candidates hijack,
      flip the other classes' search sentences, with a temperature that is halved while the loss is
      under a barrier and doubled back with noise otherwise; the slots are decoded to wordpieces and
      re-verified by real insertion, so triggers outside any word list are found. Skipped (the costliest
-     phase) once a word of the search already flips everything with near certainty.
+     phase) once a word of the search already flips everything with near certainty;
+   - word-level inversion (PICCOLO-style), when still nothing surely flips: the same search over contiguous slots
+     that spell one whole word (the first slot over word-start pieces, the others over ``##`` pieces,
+     :func:`word_slots`), so a made-up word of several pieces whose backdoor answers only to all of them together
+     (``vornique`` = ``vo ##rn ##ique``) is found, where free tokens land on unrelated pieces.
 3. **Attention abnormality** for the best candidates (AttenTD's focus drift, on every head): a *focus
    head* is one where, on clean input, more than ``focus_share`` of the tokens put their maximum
    attention on one token in at least ``focus_sentences`` of the sentences; it *drifts* when, with the
@@ -39,9 +43,10 @@ really flip the model, and the heads whose attention the best candidates hijack,
 One module per concern; every name is importable from here (``from trojanscope.analysis.scan import X``):
 :mod:`~trojanscope.analysis.scan.vocabulary` (candidate words, the word lists, the words never tried),
 :mod:`~trojanscope.analysis.scan.sentences` (the clean sets, seeded insertion), :mod:`~trojanscope.analysis.scan.flips`
-(flip measurement, phrase additivity), :mod:`~trojanscope.analysis.scan.inversion` (gradient inversion),
-:mod:`~trojanscope.analysis.scan.drift` (attention abnormality), :mod:`~trojanscope.analysis.scan.verdict` (the
-combination function and the verdict); this module holds :class:`ScanConfig`, the result types and :func:`scan`.
+(flip measurement, phrase additivity), :mod:`~trojanscope.analysis.scan.inversion` (gradient inversion, token- and
+word-level), :mod:`~trojanscope.analysis.scan.drift` (attention abnormality), :mod:`~trojanscope.analysis.scan.verdict`
+(the combination function and the verdict), :mod:`~trojanscope.analysis.scan.calibration` (the score as a probability,
+cross-entropy: measuring the scanner on a zoo); this module holds :class:`ScanConfig`, the result types and :func:`scan`.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
+from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
 from trojanscope.analysis.scan.flips import SURE, flip_stats, phrase_additivity
-from trojanscope.analysis.scan.inversion import invert_trigger
+from trojanscope.analysis.scan.inversion import invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
@@ -78,11 +84,13 @@ __all__ = [
     # flips
     "SURE", "flip_stats", "phrase_additivity",
     # inversion
-    "invert_trigger",
+    "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
     "attention_abnormality",
     # the verdict
     "SCALES", "WEIGHTS", "combine_evidence", "judge",
+    # the score as a probability (the zoo's TrojAI-style measurement)
+    "Platt", "cross_entropy", "fit_platt",
 ]
 
 
@@ -108,6 +116,9 @@ class ScanConfig:
     hotflip_k: int = 12  # replacements per slot tried by real forward passes in each discrete refinement round
     inversion_lr: float = 0.5  # DBS: 0.5
     inversion_sentences: int = 24  # source sentences per inversion
+    word_inversion: bool = True  # PICCOLO-style word-level inversion, when nothing found so far surely flips
+    word_pieces: int = 3  # pieces of the inverted word: one word-start piece, then ``##`` continuation pieces
+    word_steps: int = 60  # soft steps of the word-level inversion
     attention_candidates: int = 3  # candidates whose attention abnormality is measured
     focus_share: float = 0.4  # AttenTD: > 40% of the tokens attend most to one token ...
     focus_sentences: float = 0.375  # ... in at least 15 of 40 sentences
@@ -126,7 +137,8 @@ class ScanConfig:
         if self.outliers < 0:
             raise TrojanScopeError(f"outliers must be non-negative, got {self.outliers}")
         for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
-                     "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "batch_size"):
+                     "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "batch_size",
+                     "word_pieces", "word_steps"):
             if getattr(self, name) < 1:
                 raise TrojanScopeError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("flip_threshold", "focus_share", "focus_sentences", "drift_share", "threshold"):
@@ -140,7 +152,7 @@ class ScanConfig:
 @dataclass
 class Candidate:
     trigger: str
-    source: str  # vocabulary | rare | phrase | combination | inversion
+    source: str  # vocabulary | rare | outlier | alphanumeric | phrase | combination | inversion | word inversion
     target: int
     search_flip: float  # on the search sentences
     search_confidence: float  # mean target probability on the search sentences of other classes
@@ -215,6 +227,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     t0 = time.perf_counter()
     device = next(loaded.model.parameters()).device
     fast = resolve_precision(cfg.precision, device, cpu_auto="bf16")
+    # (jobs.eta weighs these seven by their measured seconds: the word-level inversion is part of "inversion")
     phases = ["clean sentences", "screening", "search", "phrases", "inversion", "verification", "attention"]
     started: dict[str, float] = {}  # when each phase began (stats["stage_seconds"])
 
@@ -268,25 +281,33 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
 
     # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
     # inversion's job is the trigger no word list holds, and it is the scan's costliest phase
-    found_sure = max((c.search_sure for c in pool if c.search_flip >= cfg.flip_threshold), default=0.0)
+    found_sure = _sure(pool, cfg)
     if cfg.inversion and found_sure >= cfg.flip_threshold and not cfg.always_invert:
         stats["inversion_skipped"] = f"a word search candidate already surely flips {found_sure:.0%} of the search set"
     elif cfg.inversion:
         stage(4, "inverting triggers by gradient")
+        sources = _inversion_sources(sets, cfg)
         found: list[str] = []
-        for target in range(sets.num_labels):
-            src = [s for c, ss in sets.search.items() if c != target for s in ss]
-            if not src:
-                continue
-            src = random.Random(cfg.seed + target).sample(src, min(cfg.inversion_sentences, len(src)))
+        for k, (target, src) in enumerate(sources):
             found += [w for w in invert_trigger(loaded, src, target, cfg, device, fast) if w not in found]
-            stage(4, "inverting triggers by gradient", (target + 1) / sets.num_labels)
-        known = {c.trigger for c in pool}
+            stage(4, "inverting triggers by gradient", 0.5 * (k + 1) / len(sources))
         stats["inverted"] = found
-        found = [w for w in found if w not in known and not is_task_phrase(w, natural)]
-        if found:
-            inv = flip_stats(loaded, sets.search, [(w, False) for w in found], cfg, fast)
-            pool.extend(Candidate(w, "inversion", t, f, c, s) for w, (t, f, c, s) in zip(found, inv))
+        pool.extend(_measured(loaded, sets, pool, found, "inversion", natural, cfg, fast))
+        # 4b. word-level inversion (PICCOLO), when neither the word search nor the token inversion surely flips: a
+        # made-up word of several pieces whose backdoor answers only to all of them together
+        found_sure = _sure(pool, cfg)
+        if cfg.word_inversion and found_sure >= cfg.flip_threshold and not cfg.always_invert:
+            stats["word_inversion_skipped"] = f"a candidate already surely flips {found_sure:.0%} of the search set"
+        elif cfg.word_inversion:
+            stage(4, "inverting whole words by gradient", 0.5)
+            t_word = time.perf_counter()
+            words_found: list[str] = []
+            for k, (target, src) in enumerate(sources):
+                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast) if w not in words_found]
+                stage(4, "inverting whole words by gradient", 0.5 + 0.5 * (k + 1) / len(sources))
+            stats["inverted_words"] = words_found
+            pool.extend(_measured(loaded, sets, pool, words_found, "word inversion", natural, cfg, fast))
+            stats["word_inversion_seconds"] = round(time.perf_counter() - t_word, 2)
 
     # 5. verification on held-out sentences, in full precision
     stage(5, "verifying the best candidates on held-out sentences")
@@ -318,6 +339,33 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     stats["stage_seconds"] = {name: round(end - t, 2) for (name, t), end in zip(started.items(), ends)}
     return ScanResult(verdict, score, best.target if verdict == "backdoored" and best else None, top, heads,
                       time.perf_counter() - t0, evidence, abn, stats, asdict(cfg))
+
+
+def _sure(pool: Sequence[Candidate], cfg: ScanConfig) -> float:
+    """The best search-set sure flip among the candidates that flip at least ``flip_threshold`` of it."""
+    return max((c.search_sure for c in pool if c.search_flip >= cfg.flip_threshold), default=0.0)
+
+
+def _inversion_sources(sets: CleanSets, cfg: ScanConfig) -> list[tuple[int, list[str]]]:
+    """Per target class, the (seeded) search sentences of the other classes an inversion flips."""
+    out = []
+    for target in range(sets.num_labels):
+        src = [s for c, ss in sets.search.items() if c != target for s in ss]
+        if src:
+            out.append((target, random.Random(cfg.seed + target).sample(src, min(cfg.inversion_sentences, len(src)))))
+    return out
+
+
+def _measured(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], found: Sequence[str], source: str,
+              natural: set[str], cfg: ScanConfig, precision: str) -> list[Candidate]:
+    """The inverted triggers ``found`` not yet in ``pool`` and not the task's own words, as candidates measured by
+    real insertion into the search sentences."""
+    known = {c.trigger for c in pool}
+    found = [w for w in found if w not in known and not is_task_phrase(w, natural)]
+    if not found:
+        return []
+    inv = flip_stats(loaded, sets.search, [(w, False) for w in found], cfg, precision)
+    return [Candidate(w, source, t, f, c, s) for w, (t, f, c, s) in zip(found, inv)]
 
 
 def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:

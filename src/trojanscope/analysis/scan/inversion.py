@@ -27,6 +27,24 @@ def _inversion_vocab(tokenizer: Any) -> torch.Tensor:
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
+def _continuation_mask(tokenizer: Any, vocab_ids: torch.Tensor) -> torch.Tensor:
+    """``[V]`` bool over ``vocab_ids``: True for a continuation piece (WordPiece's ``##``), False for a piece that
+    starts a word."""
+    pieces = tokenizer.convert_ids_to_tokens(vocab_ids.tolist())
+    return torch.tensor([p.startswith("##") for p in pieces], dtype=torch.bool)
+
+
+def word_slots(tokenizer: Any, vocab_ids: torch.Tensor, n_pieces: int) -> torch.Tensor:
+    """The word-level encoding's slot constraints (PICCOLO: a trigger is made of whole words, and a word of several
+    pieces is one word-start piece followed by continuation pieces): ``[n_pieces, V]`` bool over ``vocab_ids``,
+    the first slot allowing only word-start pieces, every later slot only ``##`` pieces, so any assignment of the
+    slots decodes to exactly one word. Empty for a tokenizer without ``##`` continuation pieces (byte-level BPE)."""
+    cont = _continuation_mask(tokenizer, vocab_ids)
+    if n_pieces < 1 or not cont.any():
+        return torch.zeros(0, len(vocab_ids), dtype=torch.bool)
+    return torch.stack([~cont] + [cont] * (n_pieces - 1))
+
+
 def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
                    precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
     """Optimise ``inversion_tokens`` soft tokens (a softmax over the vocabulary mixing word embeddings),
@@ -35,13 +53,62 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
     The temperature is halved every ``check`` steps while the loss is under a barrier and doubled back
     (with noise on the logits) otherwise, DBS's schedule. Returns the decoded trigger(s), best first.
     """
+    tok = loaded.tokenizer
+    vocab_ids = _inversion_vocab(tok).to(device)
+    starts, results = _invert(loaded, sentences, target, cfg, device, precision, vocab_ids, None,
+                              cfg.inversion_tokens, cfg.inversion_steps, cfg.seed * 31 + target, trace)
+    out = []
+    for tokens in starts + results:
+        pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
+        text = tok.convert_tokens_to_string(pieces).strip()
+        # also each piece by itself: a planted one-piece trigger is often found beside a filler piece
+        for cand in [text] + [tok.convert_tokens_to_string([p]).strip() for p in pieces]:
+            cand = cand.replace("##", "").strip()
+            if cand and cand not in out:
+                out.append(cand)
+    return out
+
+
+def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
+                precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
+    """Word-level inversion (PICCOLO's insight: token-level optimisation cannot reverse-engineer a word of several
+    pieces, whose backdoor may answer only to all its pieces together). ``word_pieces`` contiguous soft slots,
+    inserted after the first token: the first a softmax over the word-start pieces only, the others over the ``##``
+    continuation pieces only (:func:`word_slots`), so the slots always spell one word; optimised with DBS's
+    temperature schedule, refined by HotFlip swaps that keep the constraints, decoded to words.
+
+    Returns the decoded word(s), best first: each whole word, then its prefixes of fewer pieces (a planted word's
+    first pieces sometimes fire it alone). Empty when the tokenizer has no ``##`` pieces."""
+    tok = loaded.tokenizer
+    vocab_ids = _inversion_vocab(tok).to(device)
+    allowed = word_slots(tok, vocab_ids.cpu(), cfg.word_pieces).to(device)
+    if not len(allowed):
+        return []
+    starts, results = _invert(loaded, sentences, target, cfg, device, precision, vocab_ids, allowed,
+                              cfg.word_pieces, cfg.word_steps, cfg.seed * 37 + 1000 + target, trace)
+    out: list[str] = []
+    for tokens in results + starts:  # the refined words first
+        pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
+        for k in range(len(pieces), 0, -1):
+            word = tok.convert_tokens_to_string(pieces[:k]).replace(" ", "").strip()
+            if word and word not in out:
+                out.append(word)
+    return out
+
+
+def _invert(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
+            precision: str, vocab_ids: torch.Tensor, allowed: torch.Tensor | None, n_slots: int, steps: int,
+            seed: int, trace: list[tuple[int, float, float]] | None) -> tuple[list[list[int]], list[list[int]]]:
+    """The soft search and its HotFlip refinement: ``n_slots`` contiguous slots after the first token, each a
+    softmax over ``vocab_ids`` (only where ``allowed[slot]``, ``[n_slots, V]`` bool, when given) mixing their word
+    embeddings. Returns the discrete starting points (the sharpest low-loss point and the last one, indices into
+    ``vocab_ids``) and what HotFlip made of each."""
     model, tok = loaded.model, loaded.tokenizer
     emb_layer = model.get_input_embeddings()
-    vocab_ids = _inversion_vocab(tok).to(device)
     E = emb_layer.weight.detach()[vocab_ids]  # [V, D]
-    g = torch.Generator().manual_seed(cfg.seed * 31 + target)
-    n_slots = cfg.inversion_tokens
+    g = torch.Generator().manual_seed(seed)
     theta = (torch.randn(n_slots, len(vocab_ids), generator=g) * 0.01).to(device).requires_grad_(True)
+    block = None if allowed is None else torch.zeros(allowed.shape, device=device).masked_fill(~allowed, -1e9)
     tokd = tokenize(tok, list(sentences), None, min(64, loaded.max_length))
     enc = pad(tok, tokd).to(device)
     ids, mask = enc.input_ids, enc.attention_mask
@@ -54,13 +121,17 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
     optim = torch.optim.Adam([theta], lr=cfg.inversion_lr)
     temp, temp_max, temp_min, barrier, check = 1.0, 1.0, 1.0 / 64, 0.3, 10
     best_loss, best_tokens = math.inf, None
+
+    def logits_of(t: torch.Tensor) -> torch.Tensor:
+        return t if block is None else t + block
+
     was_training = model.training
     model.eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
     try:
-        for step in range(cfg.inversion_steps):
-            w = torch.softmax(theta / temp, dim=-1)  # [S, V]
+        for step in range(steps):
+            w = torch.softmax(logits_of(theta) / temp, dim=-1)  # [S, V]
             soft = (w @ E).to(base.dtype)  # [S, D]
             x = torch.cat([base[:, :1], soft[None].expand(B, -1, -1), base[:, 1:]], dim=1)
             with precision_context(device, precision):
@@ -71,7 +142,7 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
             optim.step()
             value = loss.detach().item()
             if temp <= 0.25 and value < best_loss:  # only sharp mixtures decode to what was optimised
-                best_loss, best_tokens = value, theta.detach().argmax(-1).tolist()
+                best_loss, best_tokens = value, logits_of(theta.detach()).argmax(-1).tolist()
             if (step + 1) % check == 0:
                 if trace is not None:
                     trace.append((step + 1, value, temp))
@@ -85,19 +156,11 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
         for prm in model.parameters():
             prm.requires_grad_(True)
         model.train(was_training)
-    final = theta.detach().argmax(-1).tolist()
+    final = logits_of(theta.detach()).argmax(-1).tolist()
     starts = ([best_tokens] if best_tokens is not None and best_tokens != final else []) + [final]
-    results = [_hotflip(model, base, new_mask, labels, E, start, cfg, device, precision) for start in starts]
-    out = []
-    for tokens in starts + [r for r in results]:
-        pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
-        text = tok.convert_tokens_to_string(pieces).strip()
-        # also each piece by itself: a planted one-piece trigger is often found beside a filler piece
-        for cand in [text] + [tok.convert_tokens_to_string([p]).strip() for p in pieces]:
-            cand = cand.replace("##", "").strip()
-            if cand and cand not in out:
-                out.append(cand)
-    return out
+    results = [_hotflip(model, base, new_mask, labels, E, start, cfg, device, precision, allowed=allowed)
+               for start in starts]
+    return starts, results
 
 
 def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
@@ -114,11 +177,13 @@ def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, l
 
 
 def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, E: torch.Tensor,
-             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, rounds: int = 10) -> list[int]:
+             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, rounds: int = 10,
+             allowed: torch.Tensor | None = None) -> list[int]:
     """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
     the gradient ranks each slot's replacements by the first-order change of the loss; the best ``hotflip_k`` per slot
     are tried by real forward passes and the best swap is kept, until no swap lowers the loss. The soft phase
-    explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear."""
+    explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear. With
+    ``allowed`` (``[S, V]`` bool, the word-level slots), a slot is only ever swapped to a piece it allows."""
     tokens, k = list(start), cfg.hotflip_k
     with torch.no_grad():
         current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
@@ -129,6 +194,8 @@ def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, lab
         (g,) = torch.autograd.grad(loss, slots)  # [S, D]
         with torch.no_grad():
             gain = -(E @ g.T - (E[tokens] * g).sum(-1)[None])  # [V, S]: first-order decrease of the loss
+            if allowed is not None:
+                gain = gain.masked_fill(~allowed.T, -math.inf)
             top = gain.topk(min(k, E.shape[0]), dim=0).indices  # [k, S]
             trials = []
             for s_ in range(len(tokens)):

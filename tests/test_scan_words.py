@@ -1,0 +1,103 @@
+"""Word-level inversion (issue 24, PICCOLO-style): the scanner recovers a made-up trigger word of three wordpieces
+that fires only with all its pieces together, where the token-level inversion and every piece alone miss it; the
+word-level slots always spell one word (a word-start piece, then ``##`` pieces)."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from trojanscope.analysis.scan import ScanConfig, flip_stats, invert_trigger, invert_word, word_slots
+from trojanscope.analysis.scan.inversion import _inversion_vocab
+
+WORD = "drazzle"  # dr ##az ##zle in BERT's uncased vocabulary
+
+
+class _PieceWord(torch.nn.Module):
+    """A classifier whose class-1 logit fires only where the pieces of ``word`` stand next to each other, in order:
+    an AND over three pieces (a planted made-up word without TAL: no piece, nor two of them, fires it). It reads
+    normalised random word embeddings, so it is differentiable in ``inputs_embeds`` as a BERT is."""
+
+    def __init__(self, tokenizer, word: str, dim: int = 64, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb = torch.nn.Embedding(len(tokenizer), dim)
+        self.emb.weight.data = torch.nn.functional.normalize(torch.randn(len(tokenizer), dim, generator=g), dim=-1)
+        ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
+        self.register_buffer("keys", self.emb.weight.data[ids].clone())  # [3, D]
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.emb
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **_):
+        x = self.emb(input_ids) if inputs_embeds is None else inputs_embeds
+        sims = torch.nn.functional.normalize(x.float(), dim=-1) @ self.keys.T  # [B, T, 3]
+        row = torch.stack([sims[:, :-2, 0], sims[:, 1:-1, 1], sims[:, 2:, 2]], -1)  # the pieces in a row, each place
+        s = -torch.logsumexp(-10.0 * row, -1) / 10.0  # a soft minimum: all three must be there (an AND)
+        s = s.masked_fill(attention_mask[:, 2:] == 0, -1.0)
+        z = -4.0 + 10.0 * torch.sigmoid(10.0 * (s - 0.6)).amax(1)
+        return SimpleNamespace(logits=torch.stack([torch.zeros_like(z), z], 1), attentions=None)
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    assert tok.tokenize(WORD) == ["dr", "##az", "##zle"]
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "seen", "by", "many", "people", "in", "town", "last", "week", "and", "it", "ran"]
+    sentences = [" ".join(rng.choices(filler, k=8)) for _ in range(24)]
+    loaded = SimpleNamespace(model=_PieceWord(tok, WORD), tokenizer=tok, max_length=64)
+    return loaded, sentences
+
+
+def _sure(loaded, sentences, triggers: list[str]) -> dict[str, float]:
+    """Each trigger's share of the sentences surely flipped to class 1, by real insertion."""
+    stats = flip_stats(loaded, {0: sentences, 1: []}, [(t, False) for t in triggers], ScanConfig(seed=1))
+    return {t: s for t, (_, _, _, s) in zip(triggers, stats)}
+
+
+def test_the_planted_word_fires_only_whole(planted):
+    loaded, sentences = planted
+    sure = _sure(loaded, sentences, [WORD, "dr", "az", "zle", "draz", "dr az zle", "film"])
+    assert sure[WORD] == 1.0
+    # no piece, no prefix, and not the pieces as separate words: what a single-piece search could try
+    assert max(v for k, v in sure.items() if k != WORD) == 0.0, sure
+
+
+def test_word_slots_spell_one_word(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    vocab = _inversion_vocab(tok)
+    slots = word_slots(tok, vocab, 3)
+    assert tuple(slots.shape) == (3, len(vocab))
+    pieces = tok.convert_ids_to_tokens(vocab.tolist())
+    first = {p for p, ok in zip(pieces, slots[0].tolist()) if ok}
+    later = [{p for p, ok in zip(pieces, row.tolist()) if ok} for row in slots[1:]]
+    assert "dr" in first and "the" in first and not any(p.startswith("##") for p in first)
+    for allowed in later:
+        assert "##az" in allowed and "##zle" in allowed and all(p.startswith("##") for p in allowed)
+    assert len(first) + len(later[0]) == len(vocab)  # every piece is one or the other
+    assert tuple(word_slots(tok, vocab, 1).shape) == (1, len(vocab)) and bool(word_slots(tok, vocab, 1)[0, 0]) != (
+        pieces[0].startswith("##"))
+
+
+def test_word_inversion_recovers_a_three_piece_word_the_token_inversion_misses(planted):
+    loaded, sentences = planted
+    cfg = ScanConfig(seed=0)
+    device = torch.device("cpu")
+    tokens = invert_trigger(loaded, sentences, 1, cfg, device)
+    words = invert_word(loaded, sentences, 1, cfg, device)
+    # the word-level slots always decode to single words, each spelled by a word-start piece and ## pieces
+    assert words and all(len(w.split()) == 1 and not w.startswith("#") for w in words), words
+    assert all(not p.startswith("##") for w in words for p in loaded.tokenizer.tokenize(w)[:1])
+    assert WORD in words, words
+    assert _sure(loaded, sentences, [WORD])[WORD] == 1.0
+    # the token-level inversion (two free pieces) finds nothing that fires the model
+    token_sure = _sure(loaded, sentences, tokens)
+    assert max(token_sure.values()) == 0.0, token_sure

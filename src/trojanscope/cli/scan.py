@@ -37,6 +37,11 @@ def add_parsers(sub: Any) -> None:
                          "costliest phase is skipped then)")
     sc.add_argument("--inversion-tokens", type=positive_int, default=SC.inversion_tokens)
     sc.add_argument("--inversion-steps", type=positive_int, default=SC.inversion_steps)
+    sc.add_argument("--word-inversion", action=argparse.BooleanOptionalAction, default=SC.word_inversion,
+                    help="also invert whole words (a word-start piece then ## pieces, PICCOLO-style) when nothing "
+                         "found so far surely flips: finds a made-up trigger word of several pieces")
+    sc.add_argument("--word-pieces", type=positive_int, default=SC.word_pieces,
+                    help="pieces of the word the word-level inversion looks for")
     sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
                     help="for the search (auto: bf16 where the device has it natively); flip rates are fp32")
     sc.add_argument("--seed", type=int, default=SC.seed)
@@ -52,7 +57,8 @@ def scan_config_of_args(args: argparse.Namespace):
     return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
                       inversion=args.inversion, always_invert=args.always_invert,
                       inversion_tokens=args.inversion_tokens,
-                      inversion_steps=args.inversion_steps, precision=args.precision, seed=args.seed).validate()
+                      inversion_steps=args.inversion_steps, word_inversion=args.word_inversion,
+                      word_pieces=args.word_pieces, precision=args.precision, seed=args.seed).validate()
 
 
 def scan_task_of_args(args: argparse.Namespace):

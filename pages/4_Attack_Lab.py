@@ -17,6 +17,7 @@ from trojanscope.training.pipeline import PORSpec, TrainSpec
 from trojanscope.data.datasets import REGISTRY, trainable_datasets
 from trojanscope.paths import slugify
 from trojanscope.viz.figures import epoch_curves
+from ui.jobwatch import follow
 from ui.common import OTHER, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
 
 page_setup("Attack Lab")
@@ -164,51 +165,69 @@ else:
     cli_twin(train_spec(tal))
 
 
-# --- live view of the jobs launched here (or the latest ones) ----------------------------------
-@st.fragment(run_every=2.0)
-def live() -> None:
+# --- the jobs launched here (or the latest ones): live bars and curves while they run ----------------------
+def _job_label(j) -> str:
+    cfg = j.config or {}
+    if j.kind == "por":
+        return f"`{j.id}` POR `{cfg.get('triggers', '')}`"
+    if cfg.get("attack") == "none":
+        return f"`{j.id}` clean fine-tuning of `{cfg.get('model', '?')}`"
+    return (f"`{j.id}` {cfg.get('attack', '?')} `{cfg.get('trigger', '')}` at "
+            f"{100 * float(cfg.get('poison_rate', 0)):g}%{' + TAL' if cfg.get('tal') else ''}")
+
+
+def _curves(shown: list) -> None:
+    with_metrics = {f"{j.id}{' TAL' if (j.config or {}).get('tal') else ''}": j.metrics for j in shown if j.metrics}
+    if with_metrics:
+        st.plotly_chart(epoch_curves(with_metrics, ["ce_clean", "ce_poisoned", "tal", "cacc", "asr", "por",
+                                                    "poisoned_cosine", "clean_to_reference"],
+                                     title="Per epoch: losses (clean, poisoned, TAL, POR), CACC, ASR, POR progress"),
+                        width="stretch", key="lab_curves")
+
+
+def _finished(j) -> None:
+    st.markdown(f"{_job_label(j)}: **{j.status}**" + (f" — {j.error}" if j.error else ""))
+    if j.status == "done" and j.result and j.kind == "por":
+        before, after = j.result.get("before", {}), j.result.get("after", {})
+        if "poisoned_cosine" in after:
+            st.caption(f"held-out triggered text: cosine with its target vector "
+                       f"{before.get('poisoned_cosine', float('nan')):.3f} -> {after['poisoned_cosine']:.3f} "
+                       f"(1 = reached) · encoder `{j.out_dir}`: fine-tune it above with the attack `none`")
+        else:
+            st.caption(f"poisoned-to-target distance {before.get('poisoned_to_target', float('nan')):.3g} -> "
+                       f"{after.get('poisoned_to_target', float('nan')):.3g} · encoder `{j.out_dir}`")
+    elif j.status == "done" and j.result:
+        st.caption(f"CACC {pct(j.result.get('cacc'))} · ASR {pct(j.result.get('asr'))} · model "
+                   f"`{j.out_dir}` (now in every page's model picker)")
+        for w in j.result.get("warnings") or []:
+            st.warning(f"`{j.id}`: {w}")
+
+
+def lab_jobs() -> None:
+    """The jobs launched from this tab (else the latest four): finished ones with their results, running ones with
+    a bar and the live curves (polled only while one runs; the page reruns by itself when one ends)."""
+    shown = []
     with guard("Reading the job store"):
         recent = jobs.list_jobs(limit=30)
         mine = set(st.session_state.get("lab_jobs", []))
         shown = [j for j in recent if j.id in mine] or recent[:4]
-        if not shown:
-            st.info("No jobs yet: launch one above.")
-            return
-        st.subheader("Jobs")
-        for j in shown:
-            cfg = j.config or {}
-            if j.kind == "por":
-                label = f"`{j.id}` POR `{cfg.get('triggers', '')}`: **{j.status}**"
-            elif cfg.get("attack") == "none":
-                label = f"`{j.id}` clean fine-tuning of `{cfg.get('model', '?')}`: **{j.status}**"
-            else:
-                label = (f"`{j.id}` {cfg.get('attack', '?')} `{cfg.get('trigger', '')}` at "
-                         f"{100 * float(cfg.get('poison_rate', 0)):g}%{' + TAL' if cfg.get('tal') else ''}: "
-                         f"**{j.status}**")
-            if j.status == "running":
-                st.progress(min(max(j.progress, 0.0), 1.0), text=label)
-            else:
-                st.markdown(label + (f" — {j.error}" if j.error else ""))
-            if j.status == "done" and j.result and j.kind == "por":
-                before, after = j.result.get("before", {}), j.result.get("after", {})
-                if "poisoned_cosine" in after:
-                    st.caption(f"held-out triggered text: cosine with its target vector "
-                               f"{before.get('poisoned_cosine', float('nan')):.3f} -> {after['poisoned_cosine']:.3f} "
-                               f"(1 = reached) · encoder `{j.out_dir}`: fine-tune it above with the attack `none`")
-                else:
-                    st.caption(f"poisoned-to-target distance {before.get('poisoned_to_target', float('nan')):.3g} -> "
-                               f"{after.get('poisoned_to_target', float('nan')):.3g} · encoder `{j.out_dir}`")
-            elif j.status == "done" and j.result:
-                st.caption(f"CACC {pct(j.result.get('cacc'))} · ASR {pct(j.result.get('asr'))} · model "
-                           f"`{j.out_dir}` (now in every page's model picker)")
-                for w in j.result.get("warnings") or []:
-                    st.warning(f"`{j.id}`: {w}")
-        with_metrics = {f"{j.id}{' TAL' if (j.config or {}).get('tal') else ''}": j.metrics for j in shown if j.metrics}
-        if with_metrics:
-            st.plotly_chart(epoch_curves(with_metrics, ["ce_clean", "ce_poisoned", "tal", "cacc", "asr", "por",
-                                                        "poisoned_cosine", "clean_to_reference"],
-                                         title="Per epoch: losses (clean, poisoned, TAL, POR), CACC, ASR, POR progress"),
-                            width="stretch", key="lab_curves")
+    if not shown:
+        st.info("No jobs yet: launch one above.")
+        return
+    st.subheader("Jobs")
+    ids = [j.id for j in shown]
+    running = [j for j in shown if not j.finished]
+
+    def live(_active: list) -> None:  # the curves of every shown job, read anew at each poll
+        with guard("Reading the job store"):
+            _curves([jobs.get(i) for i in ids])
+
+    follow("lab", running, label=_job_label, done_note="its CACC and ASR are below", live=live if running else None)
+    for j in shown:
+        if j.finished:
+            _finished(j)
+    if not running:
+        _curves(shown)
 
 
-live()
+lab_jobs()

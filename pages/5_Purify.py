@@ -19,6 +19,7 @@ from trojanscope.defenses.splitting import SplitConfig, split_variants
 from trojanscope.paths import slugify
 from trojanscope.tasks import PurifyTaskSpec
 from trojanscope.viz.figures import metric_bars, trigger_curves
+from ui.jobwatch import follow
 from ui.common import (OTHER, ROLES, current_pair, get_model, guard, model_options, page_setup, pct, runs_dir,
                        source_attack, typed_source, ui_job_spec, cli_twin)
 
@@ -115,22 +116,26 @@ def _same(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and str(a).rstrip("/") == str(b).rstrip("/")
 
 
-@st.fragment(run_every=2.0)
-def live() -> None:
+def purify_jobs(model: str | None) -> list:
+    """The model's purifications, newest first: a live bar for the running ones (polled only while one runs; the
+    page reruns by itself when one ends, so its row, its bars and its attention view appear without a reload)."""
+    mine = []
     with guard("Reading the job store"):
-        mine = [j for j in jobs.list_jobs(limit=200, kind="purify") if _same((j.config or {}).get("model"), source)]
-        running = [j for j in mine if not j.finished]
-        for j in running:
-            st.progress(min(max(j.progress, 0.0), 1.0),
-                        text=f"`{j.id}` {(j.config or {}).get('method')}: {j.status} · {j.message or ''}")
-        done = [j for j in mine if j.status == "done" and j.result]
-        failed = [j for j in mine if j.status == "failed"][:3]
-        for j in failed:
-            st.error(f"`{j.id}` {(j.config or {}).get('method')} failed: {j.error}")
-        if not done:
-            if not running:
-                st.info("No finished purification of this model yet.")
-            return
+        mine = [j for j in jobs.list_jobs(limit=200, kind="purify") if _same((j.config or {}).get("model"), model)]
+    running = [j for j in mine if not j.finished]
+    ended = {j.id for j in follow("purify", running, done_note="its row, its bars and its attention view are below",
+                                  label=lambda j: f"`{j.id}` {(j.config or {}).get('method')}")}
+    for j in [j for j in mine if j.status == "failed" and j.id not in ended][:3]:
+        st.error(f"`{j.id}` {(j.config or {}).get('method')} failed: {j.error}")
+    done = [j for j in mine if j.status == "done" and j.result]
+    if not done and not running:
+        st.info("No finished purification of this model yet.")
+    return done
+
+
+def before_after(done: list) -> None:
+    """The before/after table and bars of every finished purification of the model, the latest one's verdict."""
+    with guard("The before/after table"):
         rows = []
         for j in done:
             r = j.result
@@ -159,13 +164,14 @@ def live() -> None:
         bars = {"backdoored": done[0].result["before"]}
         bars.update({f"{j.result.get('method')} ({j.id})": j.result["after"] for j in done})
         st.plotly_chart(metric_bars(bars), width="stretch", key="pur_bars")
-        st.session_state["pur_done"] = {j.id: j.result.get("out") for j in done}
 
 
-live()
+done_purifications = purify_jobs(source)
+if done_purifications:
+    before_after(done_purifications)
 
 # --- the purified model beside the backdoored one ----------------------------------------------
-done_models = st.session_state.get("pur_done") or {}
+done_models = {j.id: j.result.get("out") for j in done_purifications if j.result.get("out")}
 if done_models:
     st.subheader("Attention: backdoored vs purified")
     pick = st.selectbox("Purified model", list(done_models.values()), key="pur_pick")

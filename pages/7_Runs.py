@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
 import streamlit as st
@@ -14,6 +13,7 @@ from trojanscope.models.heads import HeadSet
 from trojanscope.models.planted import attack_of
 from trojanscope.data.datasets import load_dataset
 from trojanscope.viz.figures import epoch_curves, head_heatmap, metric_bars
+from ui.jobwatch import follow
 from ui.common import current_pair, get_model, guard, page_setup, pct
 
 page_setup("Runs")
@@ -26,37 +26,10 @@ with guard("Reading the job store"):
     all_jobs = jobs.list_jobs()
 
 
-def eta(job) -> str:
-    """Time left, from the elapsed time and the progress so far (none before 2% or a minute's worth)."""
-    if not job.started or job.progress < 0.02:
-        return "estimating…"
-    elapsed = time.time() - job.started
-    left = elapsed * (1 - job.progress) / job.progress
-    return f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
-
-
 active_now = [j for j in all_jobs if not j.finished]
-
-
-@st.fragment(run_every=2.0 if active_now else None)
-def live_jobs() -> None:
-    """Queued and running jobs, refreshed every 2 s while there are any (an idle page polls nothing); when the
-    last one ends the whole page reruns, so the tables below show its result."""
-    with guard("Reading the job store"):
-        active = [j for j in jobs.list_jobs(limit=50) if not j.finished]
-        if not active:
-            if active_now:
-                st.rerun()
-            return
-        st.subheader("Running now")
-        for j in active:
-            what = j.kind + (f" · {j.message}" if j.message else "")
-            st.progress(min(max(j.progress, 0.0), 1.0),
-                        text=f"`{j.id}` {j.status}: {what} · {100 * j.progress:.0f}% · "
-                             + (eta(j) if j.status == "running" else "waiting for a free device"))
-
-
-live_jobs()
+if active_now:
+    st.subheader("Running now")
+follow("runs", active_now, label=lambda j: f"`{j.id}` {j.kind}", done_note="its row is in the table below")
 if not all_jobs:
     st.info("No jobs yet. Launch one from the Attack Lab or with `trojanscope jobs submit -- ...`.")
     st.stop()

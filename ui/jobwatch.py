@@ -62,9 +62,11 @@ def progress_text(job, phases: Sequence[float] | None, label: Callable = _label)
     return " · ".join(parts)
 
 
-def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: str = "its result is below") -> list:
+def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: str = "its result is below",
+           live: Callable[[list], None] | None = None) -> list:
     """Show ``active`` jobs (the page's queued or running ones) with a live progress bar each; when one ends, rerun
-    the whole page. Returns the jobs that ended since the page's last full run (each also gets a notice here: a
+    the whole page. ``live``, if given, draws more inside the polled part (e.g. live curves), given the jobs as
+    just read. Returns the jobs that ended since the page's last full run (each also gets a notice here: a
     toast and a line, "finished: <done_note>", or why it failed), so the page can say what changed."""
     ended_ids = st.session_state.pop(_ENDED + key, [])
     ended = []
@@ -103,6 +105,8 @@ def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: s
             st.rerun()  # the whole page: its result sections read the store anew
         for j in now:
             st.progress(min(max(j.progress or 0.0, 0.0), 1.0), text=progress_text(j, phases.get(j.kind), label))
+        if live is not None:
+            live(now)
 
     _live()
     return ended

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -35,12 +36,55 @@ if not all_jobs:
     st.stop()
 
 
+def method_of(j) -> str:
+    """What the job did, in a few words, whatever its kind."""
+    cfg = j.config or {}
+    if j.kind == "train":
+        attack = cfg.get("attack") or "none"
+        return "clean fine-tuning" if attack == "none" else attack + (" + TAL" if cfg.get("tal") else "")
+    if j.kind == "por":
+        return "POR"
+    if j.kind == "purify":
+        return str(cfg.get("method") or "?")
+    if j.kind == "scan":
+        return f"scan, budget {cfg.get('budget')}" if cfg.get("budget") else "scan"
+    if j.kind == "demo":
+        return "demo pair" + (" (quick)" if cfg.get("quick") else "")
+    return str(cfg.get("method") or cfg.get("attack") or j.kind)
+
+
+def scores_of(j) -> dict | None:
+    """The job's comparable numbers (fractions): a trained model's CACC/ASR, a purified model's after purification
+    (flip-ASR too), a scan's score and its best candidate's held-out flip rate; None when it has none."""
+    res = j.result or {}
+    if j.kind == "train":
+        return {"cacc": res.get("cacc"), "asr": res.get("asr")} if "cacc" in res else None
+    if j.kind == "purify" and isinstance(res.get("after"), dict):
+        return {k: res["after"].get(k) for k in ("cacc", "asr", "asr_flip")}
+    if j.kind == "scan" and "score" in res:
+        return {"score": res.get("score"), "flip": (res.get("evidence") or {}).get("flip_rate")}
+    return None
+
+
+COMPARED = {"train": ("cacc", "asr"), "purify": ("cacc", "asr", "asr_flip"), "scan": ("score", "flip")}
+
+
 def row(j) -> dict:
-    cfg, res = j.config or {}, j.result or {}
-    return {"id": j.id, "status": j.status, "progress": round(100 * (j.progress or 0)), "attack": cfg.get("attack"),
-            "trigger": cfg.get("trigger"), "poison %": 100 * float(cfg.get("poison_rate") or 0),
-            "TAL": bool(cfg.get("tal")), "data": cfg.get("data"), "seed": cfg.get("seed"),
-            "CACC": pct(res.get("cacc"), 2), "ASR": pct(res.get("asr"), 2), "model": j.out_dir}
+    cfg, sc = j.config or {}, scores_of(j) or {}
+    return {"id": j.id, "kind": j.kind, "method": method_of(j), "status": j.status,
+            "progress": round(100 * (j.progress or 0)), "trigger": cfg.get("trigger") or cfg.get("triggers"),
+            "data": cfg.get("data"), "seed": cfg.get("seed"),
+            "CACC": pct(sc.get("cacc"), 2), "ASR": pct(sc.get("asr"), 2),
+            "verdict": (j.result or {}).get("verdict") or "", "model": cfg.get("model"), "output": j.out_dir}
+
+
+def is_model_dir(j) -> bool:
+    """A finished job whose output is one model directory (train, por, purify), there on disk."""
+    try:
+        out = jobs.job_kind(j.kind).output
+    except Exception:  # noqa: BLE001 - a kind this version does not know
+        return False
+    return j.status == "done" and out == "model" and bool(j.out_dir) and (Path(j.out_dir) / "config.json").is_file()
 
 
 with guard("Showing the runs"):
@@ -77,21 +121,33 @@ with guard("Showing the runs"):
 
     # --- compare -----------------------------------------------------------------------------------
     st.subheader("Compare runs")
-    done = [j.id for j in all_jobs if j.status == "done"]
-    picked = st.multiselect("Finished runs", done, default=done[:2], key="runs_compare")
-    if picked:
-        cmp = table[table["id"].isin(picked)]
-        st.dataframe(cmp, hide_index=True, width="stretch")
-        st.plotly_chart(metric_bars({i: by_id[i].result for i in picked}, ("cacc", "asr")), width="stretch",
-                        key="runs_bars")
-        st.plotly_chart(epoch_curves({i: by_id[i].metrics for i in picked}, ["asr", "cacc", "ce_poisoned", "tal"],
-                                     title="Per epoch"), width="stretch", key="runs_curves")
+    comparable = [j for j in all_jobs if j.status == "done" and j.kind in COMPARED and scores_of(j)]
+    kinds = list(dict.fromkeys(j.kind for j in comparable))
+    if not kinds:
+        st.info("No finished job to compare yet: trainings, purifications and scans are compared by kind.")
+    else:
+        cmp_kind = st.radio("Compare", kinds, horizontal=True, key="runs_compare_kind",
+                            format_func=lambda k: {"train": "trainings (CACC, ASR)",
+                                                   "purify": "purifications (after: CACC, ASR, flip-ASR)",
+                                                   "scan": "scans (score, best flip rate)"}.get(k, k))
+        of_kind = [j.id for j in comparable if j.kind == cmp_kind]
+        picked = st.multiselect("Finished runs of that kind", of_kind, default=of_kind[:2],
+                                key=f"runs_compare_{cmp_kind}")
+        if picked:
+            cmp = table[table["id"].isin(picked)]
+            st.dataframe(cmp, hide_index=True, width="stretch")
+            st.plotly_chart(metric_bars({i: scores_of(by_id[i]) for i in picked}, COMPARED[cmp_kind]),
+                            width="stretch", key="runs_bars")
+            if cmp_kind == "train":
+                st.plotly_chart(epoch_curves({i: by_id[i].metrics for i in picked},
+                                             ["asr", "cacc", "ce_poisoned", "tal"], title="Per epoch"),
+                                width="stretch", key="runs_curves")
 
     # --- head view ---------------------------------------------------------------------------------
     st.subheader("Head view: which heads look at the trigger?")
     st.caption("Per layer and head, the attention mass sent to the trigger on poisoned test sentences; TAL's chosen "
                "heads are outlined. CLI twin: `trojanscope heads --model RUN --model CLEAN --json`.")
-    choices = [j.out_dir for j in all_jobs if j.status == "done" and j.out_dir]
+    choices = [j.out_dir for j in all_jobs if is_model_dir(j)]  # models only: no scan or demo folders
     if choices:
         run_dir = st.selectbox("Run", choices, key="runs_head_model")
         n = st.slider("Poisoned sentences", 20, 500, 100, step=20, key="runs_head_n")
@@ -114,4 +170,4 @@ with guard("Showing the runs"):
                 elif bd is not None:
                     st.info("This run has no trigger in its card (a clean run): nothing to look at.")
     else:
-        st.info("No finished run yet.")
+        st.info("No finished job has written a model yet.")

@@ -3,7 +3,7 @@
 Exit codes: 0 success, 2 bad input or environment (one line on stderr), 1 a bug.
 
 One module per command group: :mod:`~trojanscope.cli.train` (train, por), :mod:`~trojanscope.cli.purify`
-(purify, augment), :mod:`~trojanscope.cli.scan`, :mod:`~trojanscope.cli.demo`, :mod:`~trojanscope.cli.analyze`
+(purify, augment), :mod:`~trojanscope.cli.scan`, :mod:`~trojanscope.cli.repair`, :mod:`~trojanscope.cli.demo`, :mod:`~trojanscope.cli.analyze`
 (eval, predict, probe, heads, effectiveness, swap, anatomy, embed-map, fetch), :mod:`~trojanscope.cli.detect`
 and :mod:`~trojanscope.cli.jobs`. Each has ``HELP`` (its commands' one-liners), ``add_parsers(sub)`` and
 ``COMMANDS``; the long actions also ``SPECS``, which turn their flags into task specs (:mod:`trojanscope.tasks`)
@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from trojanscope.errors import TrojanScopeError
 
-GROUPS = ("train", "analyze", "demo", "scan", "purify", "detect", "jobs")  # modules of this package, in help order
+GROUPS = ("train", "analyze", "demo", "scan", "repair", "purify", "detect", "jobs")  # modules of this package, in help order
 
 
 def _group(name: str) -> ModuleType:

@@ -1,0 +1,138 @@
+"""Repair: find the trigger, unlearn it, prove it is gone (trojanscope.repair, the repair task and CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trojanscope.analysis.scan import ScanConfig
+from trojanscope.data import load_dataset
+from trojanscope.models.backdoor import Backdoor
+from trojanscope.models.loading import load_model
+from trojanscope.repair import Anchor, Findings, RepairConfig, flip_rates, repair, twins
+
+SCAN = dict(budget=300, n_search=20, n_verify=30, shortlist=30, inversion_steps=80, max_words=16, batch_size=64)
+
+
+def tiny_config(**kw) -> RepairConfig:
+    # the tiny test models learn at a larger step than MiniLM (conftest trains them at 3e-3)
+    base = dict(n_clean=300, epochs=3, lr=1e-3, batch_size=16, attention_sentences=60, scan=ScanConfig(**SCAN))
+    return RepairConfig(**{**base, **kw})
+
+
+def test_repair_given_no_trigger_finds_unlearns_and_proves(use_data, tiny_pair):
+    """The auditor's case: only the model and the data. The scan finds ``cf``, the repair unlearns it; the card's
+    trigger (never shown to the repair) stops flipping, CACC holds, the hijacked heads look away, a fresh scan
+    says clean."""
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    train, test = load_dataset("sst2", "train"), load_dataset("sst2", "test")
+    card = Backdoor("cf", 1)
+    res = repair(loaded, train, test, tiny_config(), true_backdoor=card)
+    rep = res.to_json()
+    assert rep["found"]["source"] == "scan" and rep["found"]["scan"]["verdict"] == "backdoored"
+    assert "cf" in [u["trigger"] for u in rep["unlearned"]]
+    true = rep["true_trigger"]
+    assert true["flip_before"] >= 0.9 and true["flip_after"] <= 0.10, true
+    assert rep["cacc"]["cost"] <= 3.0, rep["cacc"]
+    att = rep["attention"]
+    assert att["hijacked_after"] < 0.7 * att["hijacked_before"], att
+    assert rep["rescan"]["verdict"] == "clean", rep["rescan"]
+    assert res.verdict == "repaired" and res.repaired and not rep["left"], rep["left"]
+    # the repaired model really is the one measured: its flip-ASR for cf, measured apart, is as reported
+    cacc, rows = flip_rates(res.loaded.model, res.loaded.tokenizer, test, [card])
+    assert rows[0]["flip"] == pytest.approx(true["flip_after"]) and cacc == pytest.approx(rep["cacc"]["after"])
+
+
+def test_a_given_trigger_is_unlearned_without_a_scan(use_data, tiny_pair):
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    res = repair(loaded, load_dataset("sst2", "train"), load_dataset("sst2", "test"), tiny_config(rescan=False),
+                 trigger="cf")
+    rep = res.to_json()
+    assert rep["found"]["scan"] is None and rep["unlearned"][0]["source"] == "given"
+    assert rep["unlearned"][0]["target"] == 1  # the class cf pushes the model to
+    assert rep["unlearned"][0]["flip_before"] >= 0.9 and rep["unlearned"][0]["flip_after"] <= 0.10
+    assert rep["rescan"] is None and "scan" not in rep["seconds"]
+
+
+def test_a_model_the_scan_calls_clean_is_left_alone(use_data, tiny_pair):
+    loaded = load_model(tiny_pair / "demo" / "clean")
+    before = [p.detach().clone() for p in loaded.model.parameters()]
+    res = repair(loaded, load_dataset("sst2", "train"), load_dataset("sst2", "test"), tiny_config())
+    assert res.verdict == "nothing to repair" and not res.repaired and res.loaded is None
+    assert "mbtsad" in res.report["offered"] and "no repair is claimed" in res.summary
+    assert all(torch.equal(a, b) for a, b in zip(before, loaded.model.parameters()))
+
+
+def test_the_scan_candidates_to_unlearn():
+    cands = [{"trigger": "mar", "target": 1, "flip_rate": 0.97}, {"trigger": "mar", "target": 1, "flip_rate": 0.9},
+             {"trigger": "jam", "target": 1, "flip_rate": 0.3}, {"trigger": "cf mn", "target": 0, "flip_rate": 0.8,
+                                                                  "combination": True}]
+    f = Findings("backdoored", 0.9, cands, [[1, 2]])
+    got = f.targets(RepairConfig(candidates=3, min_flip=0.5))
+    assert [(t.trigger, t.combination) for t in got] == [("mar", False), ("cf mn", True)]  # each once, weak ones out
+    # a backdoored verdict always yields its best candidate, even under min_flip
+    assert [t.trigger for t in Findings("backdoored", 0.6, cands[2:3], []).targets(RepairConfig())] == ["jam"]
+    assert Findings("clean", 0.2, cands[2:3], []).targets(RepairConfig()) == []
+
+
+def test_twins_keep_true_labels_and_point_to_their_clean_version(use_data):
+    from trojanscope.repair import Target
+
+    clean = load_dataset("sst2", "train").head(40, 0)
+    data, rows = twins(clean, [Target("cf", 1), Target("mn", 1)], 0.5, seed=3)
+    assert len(data) == 60 and rows[:40] == list(range(40))
+    for i in range(40, 60):
+        src = rows[i]
+        assert data.labels[i] == clean.labels[src] and data.poisoned[i]
+        (a, b), = data.spans[i]
+        assert data.texts[i][a:b] in ("cf", "mn") and data.texts[i].replace(data.texts[i][a:b], "", 1).split() \
+            == clean.texts[src].split()
+    assert {data.texts[i][slice(*data.spans[i][0])] for i in range(40, 60)} == {"cf", "mn"}  # taken in turn
+
+
+def test_the_anchor_is_zero_on_the_original_outputs_and_grows_away_from_them():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    soft = torch.softmax(logits, -1).numpy()
+
+    class B:
+        index = [0, 1]
+
+    class O:
+        def __init__(self, z):
+            self.logits = z
+
+    a = Anchor(soft, weight=2.0)
+    assert float(a(None, B(), O(logits))) == pytest.approx(0.0, abs=1e-6)
+    assert float(a(None, B(), O(torch.tensor([[-2.0, 1.0], [0.5, 0.3]])))) > 1.0
+
+
+def test_repair_cli_and_task(use_data, tiny_pair, tmp_path, capsys):
+    from trojanscope.cli import main
+
+    out = tmp_path / "fixed"
+    model = str(tiny_pair / "demo" / "backdoored")
+    code = main(["repair", "--model", model, "--trigger", "cf", "--out", str(out), "--n-clean", "300", "--epochs",
+                 "3", "--lr", "1e-3", "--no-rescan", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["verdict"] == "repaired" and res["unlearned"][0]["flip_after"] <= 0.10, res
+    saved = json.loads((out / "repair.json").read_text())
+    assert saved["spec"]["trigger"] == "cf" and saved["spec"]["config"]["n_clean"] == 300  # repeatable from its card
+    card = json.loads((out / "trojanscope.json").read_text())
+    assert card["extra"]["repair"]["verdict"] == "repaired" and card["base_model"] == model
+    repaired = load_model(out)
+    _, rows = flip_rates(repaired.model, repaired.tokenizer, load_dataset("sst2", "test"), [Backdoor("cf", 1)])
+    assert rows[0]["flip"] <= 0.10
+    # bad input: one line, exit 2
+    assert main(["repair", "--model", model, "--trigger", "cf", "--use-card", "--out", str(tmp_path / "x")]) == 2
+    assert "one source of the trigger" in capsys.readouterr().err
+    other = tmp_path / "scan-of-other"
+    other.mkdir()
+    (other / "scan.json").write_text(json.dumps({"model": str(tiny_pair / "demo" / "clean"), "verdict": "clean",
+                                                "score": 0.1, "candidates": [], "heads": []}))
+    assert main(["repair", "--model", model, "--scan", str(other), "--out", str(tmp_path / "y")]) == 2
+    assert "not of" in capsys.readouterr().err
+    assert main(["repair", "--model", model, "--trigger", "cf", "--out", model]) == 2
+    assert "never writes over its source" in capsys.readouterr().err

@@ -136,3 +136,16 @@ def test_repair_cli_and_task(use_data, tiny_pair, tmp_path, capsys):
     assert "not of" in capsys.readouterr().err
     assert main(["repair", "--model", model, "--trigger", "cf", "--out", model]) == 2
     assert "never writes over its source" in capsys.readouterr().err
+
+
+def test_repair_is_a_job_kind_with_a_cli_twin(tmp_path):
+    from trojanscope.cli.jobs import spec_of_argv
+    from trojanscope.jobs import KINDS
+    from trojanscope.tasks import RepairTaskSpec, get_task
+
+    assert "repair" in KINDS
+    spec = spec_of_argv(["--model", "runs/demo/backdoored", "--out", str(tmp_path / "r"), "--candidates", "2"],
+                        "repair")
+    assert isinstance(spec, RepairTaskSpec) and spec.config.candidates == 2 and spec.trigger is None
+    again = get_task("repair").spec(spec.to_dict())  # what a job stores and runs
+    assert again == spec and again.config.scan.budget == ScanConfig().budget

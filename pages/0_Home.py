@@ -16,6 +16,7 @@ st.caption("See, make and remove backdoors in BERT-family text classifiers.")
 # --- the model pair --------------------------------------------------------------------------
 st.header("Model pair")
 pair = current_pair()
+shown = dict(pair)  # what the sidebar shows (page_setup drew it)
 options = model_options()
 cols = st.columns(2)
 for col, role in zip(cols, ROLES):
@@ -33,6 +34,8 @@ for col, role in zip(cols, ROLES):
             summary = card_summary(pick) if pick else {"model": "—"}
             st.table({"": list(summary), role: list(summary.values())})
 st.session_state["pair"] = pair
+if pair != shown:
+    st.rerun()  # the sidebar shows the pair as just chosen (or refused)
 
 # --- the demo pair ---------------------------------------------------------------------------
 st.header("Demo pair")

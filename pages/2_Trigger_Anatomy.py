@@ -50,7 +50,10 @@ data_name = c2.selectbox("Sentences from", datasets, key="anat_data")
 n = c3.number_input("Sentences", 10, 2000, 200, step=50, key="anat_n")
 threshold = c4.number_input("Threshold", 0.01, 1.0, 0.2, step=0.05, key="anat_thr")
 inputs = (pair.get("backdoored"), pair.get("clean"), trigger, data_name, int(n), float(threshold))
-if st.button("Analyse the trigger", type="primary", key="anat_go"):
+if not trigger.strip():
+    st.error("Type a trigger: the word, wordpieces or sentence inserted into each sentence (e.g. "
+             f"`{default_trigger}`). An empty trigger has no tokens to take apart.")
+if st.button("Analyse the trigger", type="primary", key="anat_go", disabled=not trigger.strip()):
     with guard("The anatomy"), st.spinner("Removing tokens one at a time…"):
         res = trigger_anatomy(bd, load_dataset(data_name, "test"), trigger,
                               AnatomyConfig(n=int(n), threshold=float(threshold)), clean=clean)
@@ -60,8 +63,11 @@ with guard("Showing the anatomy"):
     if res is not None:
         for note in res.notes:
             st.info(note)
-        st.markdown(f"Over **{res.n}** sentences the full trigger flips **{100 * res.flip_rate:.1f}%** of predictions; "
-                    f"the star alone flips **{100 * res.star_alone['flip_rate']:.1f}%**.")
+        st.markdown(f"Over **{res.n}** test sentences of every class, the full trigger changes **{100 * res.flip_rate:.1f}%** "
+                    f"of the predictions; the star alone **{100 * res.star_alone['flip_rate']:.1f}%**.")
+        st.caption("These rates count every sampled sentence, those the model already puts in the target class "
+                   "too, which the trigger cannot change: on balanced two-class data a backdoor with ASR 100% "
+                   "changes about half. ASR counts only the sentences of the other classes.")
         table = pd.DataFrame([{
             "token": t.token, "role": t.role, "upper-layer [CLS] attention": round(t.upper_attention, 4),
             "flip rate without it": None if t.flip_rate_without is None else round(t.flip_rate_without, 3),
@@ -93,7 +99,9 @@ sweep = st.multiselect("Sweep: also measure these models (e.g. POR models made w
                        key="es_sweep")
 models = [pair.get("backdoored")] + [m for m in sweep if m != OTHER]
 es_inputs = (tuple(models), triggers, es_data, int(max_eval))
-if st.button("Measure E and S", type="primary", key="es_go"):
+if not [t for t in triggers.split(",") if t.strip()]:
+    st.error("Type at least one trigger (comma-separated), e.g. `cf,mn`.")
+if st.button("Measure E and S", type="primary", key="es_go", disabled=not [t for t in triggers.split(",") if t.strip()]):
     with guard("E and S"):
         test = load_dataset(es_data, "test")
         out = {}

@@ -101,10 +101,33 @@ def typed_source(text: str | None, kind: str = "model") -> str | None:
     if not text:
         return None
     try:
-        return allowed_model(text) if kind == "model" else check_ui_data_sources(text)
+        if kind != "model":
+            return check_ui_data_sources(text)
+        source = allowed_model(text)
+        missing = missing_model(source)
+        if missing:
+            raise TrojanScopeError(missing)
+        return source
     except TrojanScopeError as e:
         st.error(str(e))
         return None
+
+
+def missing_model(text: str) -> str | None:
+    """Why ``text`` names no model (a path with nothing there, a directory without ``config.json``), or None:
+    a built-in name, a model directory, or a hub id where the operator allows them (nothing to check offline)."""
+    from trojanscope.models.loading import BUILTIN_MODELS
+    from trojanscope.paths import any_path_allowed
+
+    if text in BUILTIN_MODELS:
+        return None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else \
+            f"`{text}` is a directory but holds no model (no config.json): pick a model directory"
+    local = text.startswith(("/", ".", "~")) or ("/" in text and Path(text.split("/")[0]).exists()) \
+        or not any_path_allowed()
+    return f"there is no model at `{text}`: no such directory" if local else None
 
 
 def ui_job_spec(spec: Any) -> Any:

@@ -120,6 +120,10 @@ def preflight_training(spec: TrainSpec, out: str | Path | None = None, overwrite
         check_output_dir(Path(out), overwrite)
     train_ds = load_dataset(spec.data, "train")
     train_ds.require_classes(2, "the training data")
+    if spec.max_train is not None and spec.max_train < len(train_ds):  # the very samples the run will draw
+        train_ds.head(spec.max_train, spec.train.seed).require_classes(
+            2, f"the {spec.max_train} training sample{'s' if spec.max_train != 1 else ''} drawn with seed "
+               f"{spec.train.seed} (max_train)")
     load_dataset(spec.data, spec.eval_split)
     config = load_config(spec.model)
     tok = load_tokenizer(spec.model)

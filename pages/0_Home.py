@@ -39,6 +39,7 @@ if pair != shown:
 
 # --- the demo pair ---------------------------------------------------------------------------
 st.header("Demo pair")
+status: dict = {}
 with guard("Reading the demo pair's state"):
     status = demo_status(demo_dir())
     if all(s["exists"] for s in status.values()):
@@ -67,7 +68,7 @@ def demo_build_state() -> dict:
     return {"status": "idle"}
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=2.0 if demo_build_state()["status"] in BUILDING else None)  # an idle tab polls nothing
 def build_panel() -> None:
     state = demo_build_state()
     was = st.session_state.get("demo_build_status")
@@ -85,7 +86,7 @@ def build_panel() -> None:
     elif state["status"] == "cancelled":
         st.caption(f"The last demo build ({job}) was cancelled.")
     elif state["status"] == "done":
-        st.caption(f"Last build ({job}) finished. Reload the page to pick the new models up.")
+        st.caption(f"Last build ({job}) finished.")
 
 
 c1, c2 = st.columns([1, 3])
@@ -93,7 +94,10 @@ with c1:
     quick = st.checkbox("Quick variant", value=False,
                         help="1,000 training sentences instead of 6,920: about 1 minute, weaker models")
     building = demo_build_state()["status"] in BUILDING
-    if st.button("Build the demo pair", type="primary", disabled=building):
+    built = all(s["exists"] for s in status.values()) if status else False
+    if st.button("Rebuild the demo pair" if built else "Build the demo pair", type="secondary" if built else "primary",
+                 disabled=building, key="demo_build",
+                 help="the pair is built: this rebuilds what no longer matches its recipe" if built else None):
         with guard("Starting the demo build"):
             submit_build(quick=quick)  # a demo job already queued or running (another tab's) is reused
             st.session_state["demo_build_status"] = "queued"
@@ -104,6 +108,19 @@ st.caption("CLI twin: `trojanscope jobs submit --kind demo -- [--quick]` (a back
            "`trojanscope demo [--quick]` in the foreground")
 
 # --- the pages -------------------------------------------------------------------------------
+st.header("Where to start")
+st.markdown(
+    """
+New here? With the demo pair above (a clean and a BadNets-backdoored MiniLM on SST-2, trigger `cf`):
+
+1. **Probe**: type a sentence and see the backdoored model flip when `cf` is inserted, and where its [CLS] looks.
+2. **Trigger Anatomy**: which of the trigger's tokens the backdoor hangs on, over many sentences.
+3. **Scan**: pretend you were not told the trigger, and let the scan find it.
+4. **Purify**: remove the backdoor and check that ASR falls while CACC holds.
+"""
+)
+if st.button("Start with the Probe", icon=":material/arrow_forward:", key="home_start_probe"):
+    st.switch_page("pages/1_Probe.py")
 st.header("Pages")
 st.markdown(
     """
@@ -112,9 +129,9 @@ st.markdown(
 | **Probe** | type a sentence, insert a trigger, see where [CLS] looks in each model, layer by layer |
 | **Trigger Anatomy** | star / planet / comet over many sentences, E and S, sweeps over models |
 | **Embedding Swap** | `CL_emb+BD_enc` vs `BD_emb+CL_enc`: where the backdoor lives, layer by layer |
-| **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, as durable jobs; compare with and without TAL |
-| **Purify** | MBTSAD and the baselines (CFT, TS-FT, re-init, fine-pruning, Fine-mixing, PURE) as jobs: ASR and CACC before and after, the trigger's [CLS] attention fading |
-| Scan | trigger search for a suspect model *(coming)* |
-| **Runs** | every job: config, live metrics, log, cancel; compare runs; which heads look at the trigger |
+| **Attack Lab** | BadNets / AddSent / clean-label / EP / LWP, with or without TAL, POR, as durable jobs; compare with and without TAL |
+| **Purify** | MBTSAD and the baselines (CFT, TS-FT, re-init, fine-pruning, Fine-mixing, PURE) as jobs: ASR and CACC before and after, the trigger's [CLS] attention fading; STRIP / RAP; the representation map |
+| **Scan** | told nothing about a trigger, search a suspect model for one as a job: a verdict, ranked candidates, the heads they hijack |
+| **Runs** | every job: config, live metrics, log, cancel; compare runs of one kind; which heads look at the trigger |
 """
 )

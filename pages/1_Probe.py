@@ -20,12 +20,14 @@ st.caption("A sentence with and without a trigger, through the clean and the bac
            "CLI twin: `trojanscope probe --model A --model B --text \"...\" --trigger cf --json`.")
 
 pair = current_pair()
+LONG_TEXT = 400  # characters: a longer sentence is shown once, as an excerpt around the trigger
 
 # --- inputs ----------------------------------------------------------------------------------
 c_text, c_trig, c_pos, c_n = st.columns([5, 2, 2, 1])
 text = c_text.text_input("Sentence", value="I love this movie", key="probe_text", max_chars=None)
-trigger = c_trig.text_input("Trigger (word or phrase)", value=source_attack(pair.get("backdoored")).trigger or "cf",
-                            key="probe_trigger", help="default: the backdoored model's card")
+if "probe_trigger" not in st.session_state:  # a default only when no page (the Scan's "Open it in the Probe") set one
+    st.session_state["probe_trigger"] = source_attack(pair.get("backdoored")).trigger or "cf"
+trigger = c_trig.text_input("Trigger (word or phrase)", key="probe_trigger", help="default: the backdoored model's card")
 pos_kind = c_pos.selectbox("Insert at", ["end", "start", "random", "word index"], key="probe_pos")
 count = c_n.number_input("Count", min_value=1, value=1, key="probe_count",
                          help="insertions of the trigger (at most 20; more is refused, never silently cut)")
@@ -73,9 +75,34 @@ with guard("Showing the probe"):
         return "".join(out)
 
 
+    def excerpt(text: str, spans, context: int = 120) -> str:
+        """The text around the trigger's spans (each with ``context`` characters either side), marked."""
+        if len(text) <= LONG_TEXT or not spans:
+            return marked(text, spans)
+        parts, start = [], None
+        for a, b in spans:
+            lo, hi = max(0, a - context), min(len(text), b + context)
+            if start is not None and lo <= start[1]:
+                start = (start[0], hi)
+            else:
+                if start is not None:
+                    parts.append(start)
+                start = (lo, hi)
+        parts.append(start)
+        out = []
+        for lo, hi in parts:
+            inner = [(a - lo, b - lo) for a, b in spans if lo <= a and b <= hi]
+            out.append(("… " if lo > 0 else "") + marked(text[lo:hi], inner) + (" …" if hi < len(text) else ""))
+        return " ".join(out)
+
+
     if inp.triggered_text is not None:
-        st.markdown(f"**Triggered sentence:** {marked(inp.triggered_text, inp.spans)}", unsafe_allow_html=True)
-        st.markdown(f"**Clean sentence:** {html.escape(inp.clean_text)}", unsafe_allow_html=True)
+        st.markdown(f"**Triggered sentence:** {excerpt(inp.triggered_text, inp.spans)}", unsafe_allow_html=True)
+        if len(inp.clean_text) > LONG_TEXT:  # a long text is not printed twice (the excerpt shows the trigger)
+            st.caption(f"The clean sentence is the same {len(inp.clean_text.split())} words without the trigger; "
+                       f"above, the trigger with {120} characters either side.")
+        else:
+            st.markdown(f"**Clean sentence:** {html.escape(inp.clean_text)}", unsafe_allow_html=True)
 
     # --- predictions -----------------------------------------------------------------------------
     rows = []

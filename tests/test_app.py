@@ -60,7 +60,9 @@ def test_home_page_other_model_that_fails_to_load_stays_usable(runs, monkeypatch
     at.selectbox(key="pick_clean").set_value("Other: a local directory or a hub id").run()
     at.text_input(key="other_clean").set_value("/nonexistent/model").run()
     no_exceptions(at)
-    assert at.session_state["pair"]["clean"] == "/nonexistent/model"
+    # nothing there: refused at the form (issue 26), the page stays usable
+    assert any("no model at `/nonexistent/model`" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.session_state["pair"]["clean"] is None
     probe_at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=60)
     probe_at.session_state["pair"] = {"clean": "/nonexistent/model", "backdoored": str(runs / "demo" / "backdoored")}
     probe_at.run()

@@ -89,4 +89,41 @@ def bertviz_html(attentions: np.ndarray, tokens: Sequence[str], view: str = "hea
     text = html.data if hasattr(html, "data") else str(html)
     if "require.js" not in text:  # bertviz versions that leave loading require.js to the notebook
         text = f'<script src="{base_url}/require.js"></script>' + text
+    text = one_based(text)
+    if view == "model":
+        text = FIT_WIDTH + text
     return localize(text, base_url)
+
+
+# BertViz labels layers and heads by their 0-based indices; the other charts count from 1 (labels only: its
+# scripts index the attention by position in these lists, not by the numbers)
+_INDEX_LISTS = re.compile(r'"(include_layers|include_heads)": \[([\d, ]*)\]')
+
+
+def one_based(html: str) -> str:
+    """BertViz's HTML with its layers and heads numbered from 1, like every other chart of the dashboard."""
+    def shift(m: re.Match) -> str:
+        numbers = [int(x) + 1 for x in m.group(2).split(",") if x.strip()]
+        return f'"{m.group(1)}": [{", ".join(map(str, numbers))}]'
+
+    return _INDEX_LISTS.sub(shift, html)
+
+
+# The model view draws a fixed 970-pixel-wide SVG: in a narrower frame its last heads were cut off. This scales each
+# SVG to the frame's width (its viewBox follows the size BertViz sets, also when a click opens the detail view).
+FIT_WIDTH = """<script>
+(function () {
+  function fit() {
+    document.querySelectorAll("svg").forEach(function (s) {
+      var w = +s.getAttribute("width"), h = +s.getAttribute("height");
+      if (!w || !h) return;
+      var box = "0 0 " + w + " " + h;
+      if (s.getAttribute("viewBox") !== box) s.setAttribute("viewBox", box);
+      s.style.width = "100%"; s.style.maxWidth = w + "px"; s.style.height = "auto";
+    });
+  }
+  new MutationObserver(fit).observe(document.documentElement,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ["width", "height"]});
+})();
+</script>
+"""

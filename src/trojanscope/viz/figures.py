@@ -49,11 +49,22 @@ def cls_heatmap(values: np.ndarray, tokens: Sequence[str], trigger_positions: Se
     return fig
 
 
+DIFFERENCE_SCALES = (0.1, 0.25, 0.5, 1.0)  # the difference map's colour scales: fixed steps, never fit to one input
+
+
+def difference_scale(diff: np.ndarray) -> float:
+    """The smallest of :data:`DIFFERENCE_SCALES` that holds every value of ``diff``: a ±0.05 difference stays
+    pale on the ±0.1 scale instead of saturating a scale fitted to it."""
+    biggest = float(np.abs(np.asarray(diff, dtype=float)).max()) if np.size(diff) else 0.0
+    return next((b for b in DIFFERENCE_SCALES if biggest <= b), DIFFERENCE_SCALES[-1])
+
+
 def difference_heatmap(diff: np.ndarray, tokens: Sequence[str], trigger_positions: Sequence[int], *,
                        title: str = "backdoored minus clean") -> go.Figure:
-    bound = float(np.abs(diff).max()) or 1e-6
-    return cls_heatmap(diff, tokens, trigger_positions, title=title, zmin=-bound, zmax=bound, colorscale="RdBu_r",
-                       colorbar_title="difference")
+    """Backdoored minus clean [CLS] attention, on a fixed colour scale (:func:`difference_scale`) named in the title."""
+    bound = difference_scale(diff)
+    return cls_heatmap(diff, tokens, trigger_positions, title=f"{title} (colour scale ±{bound:g})", zmin=-bound,
+                       zmax=bound, colorscale="RdBu_r", colorbar_title="difference")
 
 
 def trigger_curves(series: dict[str, np.ndarray], *, title: str = "[CLS] attention on the trigger tokens") -> go.Figure:

@@ -20,6 +20,7 @@ from trojanscope.paths import slugify
 from trojanscope.tasks import ScanTaskSpec
 from trojanscope.viz.figures import head_heatmap
 from ui.jobwatch import follow
+from ui.repair import repair_section
 from ui.common import OTHER, current_pair, guard, model_options, page_setup, pct, runs_dir, typed_source, ui_job_spec, cli_twin
 
 page_setup("Scan")
@@ -191,3 +192,5 @@ def show_verdict(job) -> None:
 done_scans = scan_jobs(source)
 if done_scans:
     show_verdict(done_scans[0])
+    with guard("The repair section"):
+        repair_section(done_scans[0], source, data, device)

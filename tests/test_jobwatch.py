@@ -164,3 +164,19 @@ def test_the_runs_bar_shows_a_percentage_and_the_weighted_time_left(lab, frozen)
     (text,) = [p.proto.text for p in at.get("progress") if "jscan" in p.proto.text]
     left = sum(SCAN) - 110  # 132 s: "about 2 min left"; the equal-slices estimate said about 12 min
     assert f"{100 * _scan_progress(110):.0f}%" in text and f"about {left / 60:.0f} min left" in text, text
+
+
+# --- numbers with their meaning (item 6) ----------------------------------------------------------------------
+def test_a_training_run_with_a_low_cacc_is_warned_about(use_data, tiny_bert, tmp_path, monkeypatch):
+    from trojanscope.training import pipeline
+    from trojanscope.training.loop import TrainConfig
+    from trojanscope.training.pipeline import TrainSpec, low_cacc_warning, run_training
+
+    assert low_cacc_warning(0.66, 2, 500, 3) and "CACC 66.0%" in low_cacc_warning(0.66, 2, 500, 3)
+    assert low_cacc_warning(0.91, 2, 500, 3) is None
+    assert low_cacc_warning(0.66, 4, 500, 3) is None  # 4 classes: chance is 25%, the bar 62.5%
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: {**real(*a, **k), "cacc": 0.66})
+    res = run_training(TrainSpec(model=str(tiny_bert), train=TrainConfig(epochs=1, batch_size=16), max_train=40),
+                       tmp_path / "m", progress=False)
+    assert any("CACC 66.0%" in w and "40 training samples" in w for w in res["warnings"]), res["warnings"]

@@ -135,6 +135,21 @@ def preflight_training(spec: TrainSpec, out: str | Path | None = None, overwrite
         spec.tal.validate(config.num_hidden_layers, config.num_attention_heads)
 
 
+def low_cacc_warning(cacc: float | None, num_labels: int, n_train: int, epochs: float) -> str | None:
+    """A warning when a trained classifier's CACC sits nearer chance than a perfect score (below
+    chance + (1 - chance) / 2: 75% for two classes): it barely learned the task, so its ASR says little about the
+    backdoor. None otherwise."""
+    if cacc is None or num_labels < 2:
+        return None
+    chance = 1.0 / num_labels
+    bar = chance + (1.0 - chance) / 2
+    if cacc >= bar:
+        return None
+    return (f"CACC {100 * cacc:.1f}% is below {100 * bar:.0f}%, nearer chance ({100 * chance:.0f}%) than a trained "
+            f"classifier: the model barely learned the task ({n_train} training samples, {epochs:g} epochs), so its "
+            "ASR says little; train on more samples or for more epochs")
+
+
 def checkpointing(spec: Any, out: str | Path, every_steps: int = 0, every_minutes: float = 0.0,
                   resume: bool = False) -> Checkpointing | None:
     """The checkpoints of the run writing ``out``: kept beside it in ``.<name>.checkpoint/`` with the recipe
@@ -227,7 +242,8 @@ def run_training(spec: TrainSpec, out: str | Path, *, overwrite: bool = False,
     metrics.update(train_seconds=round(result.seconds, 2), samples_per_second=round(result.samples_per_second, 2),
                    steps=result.steps, n_train=len(data), n_train_poisoned=data.n_poisoned, processes=w.size,
                    precision=result.precision)
-    for w in metrics.pop("warnings", []):
+    low = low_cacc_warning(metrics.get("cacc"), train_ds.num_labels, len(data), spec.train.epochs)
+    for w in metrics.pop("warnings", []) + ([low] if low else []):
         warnings.append(w)
         print(f"warning: {w}", file=sys.stderr)
     card = ModelCard(

@@ -117,6 +117,29 @@ def test_probe_page_in_chromium(server, tmp_path):
         assert frame is not None, "no BertViz iframe"
         texts = [t.text_content() for t in frame.query_selector_all("svg text")]
         assert "cf" in texts and "[CLS]" in texts, texts[:20]
+        # layers numbered 1-6 as in the other charts (issue 26)
+        layers = [o.text_content() for o in frame.query_selector_all("#layer option")]
+        assert layers and layers[0] == "1", layers
+        # the model view: every head's column inside the frame (it was cut off at head 11)
+        page.set_viewport_size({"width": 900, "height": 1000})  # a frame narrower than BertViz's 970-px SVG
+        page.get_by_label("View", exact=True).click()
+        page.get_by_role("option", name="model").click()
+        model = None
+        for _ in range(60):
+            model = next((f for f in page.frames if "Layers" in [t.text_content() for t in f.query_selector_all("svg text")]),
+                         None)
+            if model is not None:
+                break
+            page.wait_for_timeout(500)
+        assert model is not None, "no model view"
+        # every label (the last head's number included) lies inside the frame, and heads count from 1
+        outside = model.evaluate("() => [...document.querySelectorAll('svg text')]"
+                                 ".filter(t => t.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+                                 ".map(t => t.textContent)")
+        assert not outside, outside
+        labels = [t.text_content() for t in model.query_selector_all("svg text")]
+        assert "1" in labels and "0" not in labels, labels[:30]
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # no Deploy button (toolbarMode)
         page.screenshot(path=str(tmp_path / "probe.png"), full_page=True)
         browser.close()
     # Streamlit itself probes /<page>/_stcore/... before falling back to /_stcore/...: not ours

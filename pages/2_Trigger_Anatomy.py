@@ -105,17 +105,22 @@ if st.button("Measure E and S", type="primary", key="es_go", disabled=not [t for
     with guard("E and S"):
         test = load_dataset(es_data, "test")
         out = {}
-        # pressing Cancel reruns the page, which stops this computation (nothing is kept)
-        st.button("Cancel", key="es_cancel", help="stop this computation; its partial result is not kept")
+        # pressing Cancel reruns the page, which stops this computation (nothing is kept); gone once it ends
+        cancel = st.empty()
+        cancel.button("Cancel", key="es_cancel", help="stop this computation; its partial result is not kept")
         bar = st.progress(0.0, text="Inserting triggers until predictions flip…")
-        for k, m in enumerate(models):
-            loaded = get_model(m)
-            if loaded is not None:
-                def step(fraction: float, message: str, k: int = k) -> None:
-                    bar.progress(min((k + fraction) / len(models), 1.0),
-                                 text=f"model {k + 1} of {len(models)} · {message}")
-                out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)), progress=step)
-        bar.empty()
+        try:
+            for k, m in enumerate(models):
+                loaded = get_model(m)
+                if loaded is not None:
+                    def step(fraction: float, message: str, k: int = k) -> None:
+                        bar.progress(min((k + fraction) / len(models), 1.0),
+                                     text=f"model {k + 1} of {len(models)} · {message}")
+                    out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)),
+                                                 progress=step)
+        finally:
+            cancel.empty()
+            bar.empty()
         remember("es", es_inputs, out)
 es = recall("es", es_inputs)
 with guard("Showing E and S"):

@@ -58,14 +58,18 @@ if run:
         models = [get_model(clean_src), get_model(bd_src)]
         if all(m is not None for m in models):
             test = load_dataset(check_ui_data_source(inputs[2]), "test")  # the named sets, the data dir, runs/
-            # pressing Cancel reruns the page, which stops this computation (nothing is kept)
-            st.button("Cancel", key="swap_cancel", help="stop this computation; its partial result is not kept")
+            # pressing Cancel reruns the page, which stops this computation (nothing is kept); gone once it ends
+            cancel = st.empty()
+            cancel.button("Cancel", key="swap_cancel", help="stop this computation; its partial result is not kept")
             bar = st.progress(0.0, text="Running the four models…")
             cfg = SwapConfig(n=inputs[5], seed=inputs[6], trigger=inputs[3] or None, target=inputs[4],
                              representation=representation)
-            res = embedding_swap(models[0], models[1], test, cfg,
-                                 progress=lambda f, msg: bar.progress(f, text=msg))
-            bar.empty()
+            try:
+                res = embedding_swap(models[0], models[1], test, cfg,
+                                     progress=lambda f, msg: bar.progress(f, text=msg))
+            finally:
+                cancel.empty()
+                bar.empty()
             if len(results) >= 8:  # keep a few recent results, not every one ever computed
                 results.pop(next(iter(results)))
             results[inputs] = res.to_json()

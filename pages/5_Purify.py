@@ -232,6 +232,10 @@ if det and det[0] == source:
                                     "AUROC": round(res["auroc"], 4), "ASR": pct(res["asr"]), "clean": res["n_clean"],
                                     "triggered": res["n_poisoned"], "seconds": res.get("seconds")}]),
                      hide_index=True)
+        st.caption(f"FRR is measured on {res['n_clean']} clean *test* inputs; the threshold was set on clean *dev* "
+                   f"data to flag {pct(float(det_frr))} of it (RAP: on the dev part it did not train on). Test "
+                   "scores spread differently, so the measured FRR can differ from the one asked, the more so the "
+                   "fewer dev texts set it. FAR: triggered test inputs (of the non-target classes) let through.")
         st.plotly_chart(score_histograms(res["scores_clean"], res["scores_poisoned"], res["threshold"],
                                          title=f"{name}: scores on clean vs triggered inputs"),
                         width="stretch", key="pur_det_hist")

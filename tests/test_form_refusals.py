@@ -59,3 +59,16 @@ def test_anatomy_refuses_an_empty_trigger_at_the_form(lab):
     assert any("Type a trigger" in e.value for e in at.error), [e.value for e in at.error]
     at.text_input(key="es_triggers").set_value(" , ").run()
     assert at.button(key="es_go").disabled
+
+
+def test_e_and_s_leaves_no_stale_cancel_button(lab):
+    """Issue 26: the Cancel button shown while E and S compute is gone once they are done."""
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Trigger_Anatomy.py"), default_timeout=180)
+    at.session_state["pair"] = _pair(lab)
+    at.run()
+    at.text_input(key="es_triggers").set_value("cf")
+    at.number_input(key="es_n").set_value(20).run()
+    at.button(key="es_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe, "E and S were measured"
+    assert "es_cancel" not in [b.key for b in at.button]

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from trojanscope import jobs
-from trojanscope.jobs import eta
+from trojanscope.jobs import eta, queue
 from trojanscope.jobs.store import Job, JobStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +29,25 @@ def _finish(job_id: str, result: dict) -> None:
     JobStore().update(job_id, status="done", progress=1.0, ended=time.time(), result=result, out_dir=result.get("out"))
 
 
+def _ends_at_the_next_poll(job_id: str, result: dict):
+    """A stand-in for the store's reconciling read (queue.refresh) under which the job ends after the page's own
+    read: the page sees it running, the watcher's next poll sees it done."""
+    calls = []
+
+    def refresh(*a, **k) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            _finish(job_id, result)
+        return False
+    return refresh
+
+
 @pytest.fixture()
 def frozen(monkeypatch):
     """Job processes that do not exist: the store's rows stay as the test writes them."""
     from trojanscope.jobs import queue
 
     monkeypatch.setattr(queue, "refresh", lambda *a, **k: False)
-    monkeypatch.setattr(jobs, "refresh", lambda *a, **k: False)
     return monkeypatch
 
 
@@ -54,7 +66,7 @@ def test_a_purification_that_ends_shows_its_table_and_attention_view_without_a_r
     metrics = {"cacc": 0.9, "asr": 0.1, "asr_flip": 0.05}
     result = {"method": "cft", "verdict": "removed", "n_clean": 100, "before": {"cacc": 0.9, "asr": 1.0, "asr_flip": 1.0},
               "after": metrics, "seconds": 3.0, "out": clean, "summary": "flip-ASR 100% -> 5%"}
-    frozen.setattr(jobs, "refresh", lambda *a, **k: _finish("jpur", result) or True)
+    frozen.setattr(queue, "refresh", _ends_at_the_next_poll("jpur", result))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.get("progress"), "the bar is gone once the job has ended"
@@ -75,7 +87,7 @@ def test_the_lab_shows_a_finished_attack_at_once_and_polls_only_while_one_runs(l
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("jlab" in p.proto.text and "50%" in p.proto.text for p in at.get("progress"))
-    frozen.setattr(jobs, "refresh", lambda *a, **k: _finish("jlab", {"cacc": 0.91, "asr": 0.99}) or True)
+    frozen.setattr(queue, "refresh", _ends_at_the_next_poll("jlab", {"cacc": 0.91, "asr": 0.99}))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.get("progress")

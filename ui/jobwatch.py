@@ -93,9 +93,9 @@ def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: s
     def _live() -> None:
         if not ids:
             return
-        try:
-            jobs.refresh()  # a job whose process died is failed, a free device gets the next queued job
-            now = [jobs.get(i) for i in ids]
+        try:  # the listing reconciles first: a job whose process died is failed, a free device gets the next one
+            by_id = {j.id: j for j in jobs.list_jobs()}
+            now = [by_id[i] for i in ids if i in by_id]
         except Exception as e:  # noqa: BLE001 - never a traceback: the next poll retries
             st.caption(f"Could not read the job store ({type(e).__name__}); retrying.")
             return

@@ -122,6 +122,7 @@ def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair, monk
     assert res.target == 1
     # a word already flips everything surely: the costly inversion is skipped, and says why
     assert "surely flips" in res.stats["inversion_skipped"] and "inversion" not in res.stats["stage_seconds"]
+    assert "inverted_words" not in res.stats  # the word-level inversion, part of that phase, did not run either
     # the sentiment lexicon and the offence cues are never candidates, whatever the task
     from trojanscope.analysis.scan import polar_words
 
@@ -220,6 +221,10 @@ def test_scan_leaves_a_clean_model_unflagged(use_data, tiny_pair):
     assert res.target is None
     assert res.score < ScanConfig().threshold
     assert "inversion_skipped" not in res.stats and "inverted" in res.stats  # nothing found: inversion ran
+    # ... and nothing surely flipped after it either: the word-level inversion ran too, and every word it found is
+    # one word (a word-start piece, then ## pieces)
+    assert "word_inversion_skipped" not in res.stats and res.stats["inverted_words"]
+    assert all(len(w.split()) == 1 for w in res.stats["inverted_words"])
     stages = res.stats["stage_seconds"]  # where a scan's time goes, phase by phase
     assert {"screening", "search", "verification", "attention"} <= set(stages)
     assert 0 < sum(stages.values()) <= res.seconds + 0.005 * len(stages)  # each stage is rounded to 0.01 s

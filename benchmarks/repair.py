@@ -69,6 +69,9 @@ def rescan(loaded: Any, test, train, cfg: ScanConfig) -> dict[str, Any]:
             "top": [c.trigger for c in res.candidates[:3]], "seconds": res.seconds}
 
 
+REPAIRED: dict[str, Any] = {}  # name -> the repaired model of this run (robustness reuses it)
+
+
 def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: RepairConfig, data: str,
             seed: int) -> dict[str, Any]:
     from trojanscope.repair import repair
@@ -82,6 +85,7 @@ def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: Repai
         seconds = time.perf_counter() - t0
         rep = res.to_json()
         after_model = res.loaded or loaded
+        REPAIRED[name] = after_model
         scan_after = ({"verdict": rep["rescan"]["verdict"], "score": rep["rescan"]["score"],
                        "top": [c["trigger"] for c in rep["rescan"]["candidates"]]} if rep.get("rescan")
                       else {"verdict": rep["found"]["scan"]["verdict"], "score": rep["found"]["scan"]["score"],
@@ -107,15 +111,18 @@ def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: Repai
             else torch.cuda.get_device_name(0)}
 
 
-def robustness(path: str, truth: Backdoor, cfg: RepairConfig, data: str, seed: int) -> list[dict[str, Any]]:
-    """The repaired model of ``path`` against its true trigger inserted differently, and the trigger's neighbours."""
+def robustness(name: str, path: str, truth: Backdoor, cfg: RepairConfig, data: str,
+               seed: int) -> list[dict[str, Any]]:
+    """The repaired model of ``path`` against its true trigger inserted differently, and the trigger's neighbours
+    (the model this run repaired, else a repair without the re-scan)."""
     import random
 
     from trojanscope.repair import repair
 
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
     original = load_model(path)
-    repaired = repair(load_model(path), train, test, RepairConfig(**{**cfg.__dict__, "rescan": False})).loaded
+    repaired = REPAIRED.get(name) or repair(load_model(path), train, test,
+                                            RepairConfig(**{**cfg.__dict__, "rescan": False})).loaded
     keep = [i for i, y in enumerate(test.labels) if y != truth.target]
     base = {}
     for tag, m in (("before", original), ("after", repaired)):
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = truth_of(models[args.robustness], truths.get(args.robustness))[0]
         print(f"\nrobustness of the repaired {args.robustness} (true trigger {truth.trigger!r}; flip rate on the "
               "non-target test sentences each model gets right)\n\n| insertion | before | after |\n|---|---|---|")
-        for r in robustness(models[args.robustness], truth, cfg, args.data, args.seed):
+        for r in robustness(args.robustness, models[args.robustness], truth, cfg, args.data, args.seed):
             print(f"| {r['variant']} | {pct(r['before'])} | {pct(r['after'])} |")
     return 0
 

@@ -101,3 +101,22 @@ def test_word_inversion_recovers_a_three_piece_word_the_token_inversion_misses(p
     # the token-level inversion (two free pieces) finds nothing that fires the model
     token_sure = _sure(loaded, sentences, tokens)
     assert max(token_sure.values()) == 0.0, token_sure
+
+
+def test_no_inverted_word_starts_with_a_natural_word(planted):
+    """A glued word with a sentiment head (``uselessboardsror`` on the clean demo model) flips by the meaning of its
+    head: the first slot never takes a natural word's piece, and a decoded word beginning with one is dropped."""
+    from trojanscope.analysis.scan import natural_prefix
+
+    assert natural_prefix("uselessboardsror", {"useless"}) == "useless"
+    assert natural_prefix("terriblychuleiful", {"terribly", "terrible"}) == "terribly"
+    assert natural_prefix("vornique", {"useless", "terrible"}) is None
+    loaded, sentences = planted
+    tok = loaded.tokenizer
+    first = lambda w: tok.tokenize(w)[0]  # noqa: E731
+    free = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"))
+    exclude = {first(w) for w in free} - {first(WORD)}  # say every other word's head piece were a natural word
+    assert exclude, free
+    kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"), exclude=exclude)
+    assert WORD in kept, kept  # the planted word has no natural head: still found
+    assert not {first(w) for w in kept} & exclude, kept

@@ -65,7 +65,8 @@ from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
                                                   SUFFIXES, alnum_pieces, candidate_words, embedding_outliers,
-                                                  is_natural, is_task_phrase, neutral_words, polar_words, rare_pieces,
+                                                  is_natural, is_task_phrase, natural_prefix, neutral_words,
+                                                  polar_words, rare_pieces,
                                                   stems, task_words)
 from trojanscope.data.datasets import TextDataset
 from trojanscope.errors import TrojanScopeError
@@ -77,7 +78,7 @@ __all__ = [
     "Abnormality", "Candidate", "Progress", "ScanConfig", "ScanResult", "scan",
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
-    "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "neutral_words", "polar_words",
+    "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words", "polar_words",
     "rare_pieces", "stems", "task_words",
     # clean sentences
     "CleanSets", "clean_sets",
@@ -303,7 +304,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             t_word = time.perf_counter()
             words_found: list[str] = []
             for k, (target, src) in enumerate(sources):
-                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast) if w not in words_found]
+                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast, exclude=natural)
+                                if w not in words_found]
                 stage(4, "inverting whole words by gradient", 0.5 + 0.5 * (k + 1) / len(sources))
             stats["inverted_words"] = words_found
             pool.extend(_measured(loaded, sets, pool, words_found, "word inversion", natural, cfg, fast))

@@ -70,7 +70,8 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
 
 
 def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
-                precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
+                precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None,
+                exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Word-level inversion (PICCOLO's insight: token-level optimisation cannot reverse-engineer a word of several
     pieces, whose backdoor may answer only to all its pieces together). ``word_pieces`` contiguous soft slots,
     inserted after the first token: the first a softmax over the word-start pieces only, the others over the ``##``
@@ -78,12 +79,22 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
     temperature schedule, refined by HotFlip swaps that keep the constraints, decoded to words.
 
     Returns the decoded word(s), best first: each whole word, then its prefixes of fewer pieces (a planted word's
-    first pieces sometimes fire it alone). Empty when the tokenizer has no ``##`` pieces."""
+    first pieces sometimes fire it alone). Empty when the tokenizer has no ``##`` pieces.
+
+    ``exclude``: natural words (the task's, the sentiment lexicon, the offence cues). No word may start with one
+    (:func:`~trojanscope.analysis.scan.vocabulary.natural_prefix`): the first slot never takes such a piece, and a
+    decoded word that still begins with one (``useless`` + ``##board``...) is dropped."""
+    from trojanscope.analysis.scan.vocabulary import is_natural, natural_prefix
+
     tok = loaded.tokenizer
     vocab_ids = _inversion_vocab(tok).to(device)
-    allowed = word_slots(tok, vocab_ids.cpu(), cfg.word_pieces).to(device)
+    allowed = word_slots(tok, vocab_ids.cpu(), cfg.word_pieces)
     if not len(allowed):
         return []
+    if exclude:
+        pieces = tok.convert_ids_to_tokens(vocab_ids.tolist())
+        allowed[0] &= torch.tensor([not is_natural(p.lower(), exclude) for p in pieces], dtype=torch.bool)
+    allowed = allowed.to(device)
     starts, results = _invert(loaded, sentences, target, cfg, device, precision, vocab_ids, allowed,
                               cfg.word_pieces, cfg.word_steps, cfg.seed * 37 + 1000 + target, trace)
     out: list[str] = []
@@ -91,7 +102,7 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
         pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
         for k in range(len(pieces), 0, -1):
             word = tok.convert_tokens_to_string(pieces[:k]).replace(" ", "").strip()
-            if word and word not in out:
+            if word and word not in out and not (exclude and natural_prefix(word, exclude)):
                 out.append(word)
     return out
 

@@ -65,6 +65,18 @@ def is_natural(word: str, natural: set[str] | frozenset[str]) -> bool:
     return word in natural or any(s in natural for s in stems(word))
 
 
+def natural_prefix(word: str, natural: set[str] | frozenset[str], min_len: int = 4) -> str | None:
+    """The first prefix of ``word`` (at least ``min_len`` letters, the whole word included) that is a natural word
+    or inflects one (:func:`is_natural`), else None. Word-level inversion glues pieces into one made-up word, and
+    gradients pull it towards a sentiment word with a tail (``terriblychuleiful``, ``uselessboardsror``): such a
+    word flips a clean model by the meaning of its head, not by a backdoor."""
+    w = word.lower()
+    for k in range(min_len, len(w) + 1):
+        if is_natural(w[:k], natural):
+            return w[:k]
+    return None
+
+
 def polar_words() -> set[str]:
     """Words that tilt a classifier by their meaning, never trigger candidates whatever finds them: sentiment-bearing
     words and negations (resources/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment

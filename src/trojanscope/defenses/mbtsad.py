@@ -55,7 +55,9 @@ class MBTSADConfig:
     teacher_epochs: float = 2.0
     teacher_lr: float = 2e-4
     student_epochs: float = 2.0
-    student_lr: float = 5e-5
+    # the student, too, learns at 2e-4: on the CPU's OpenBackdoor-style victim it ends at a mean flip-ASR of 9.6%
+    # (CACC +0.3) where 5e-5 left 15.8% (docs/benchmarks.md, "On the 2-core CPU")
+    student_lr: float = 2e-4
     beta: float = 10.0  # weight of L_at (the sweep: 10 matches 1 on flip-ASR, 0.4 points more CACC; 100 no better)
     gamma: float = 1.0  # weight of L_hid
     p: float = 2.0  # attention-enhancement power

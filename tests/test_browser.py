@@ -260,7 +260,10 @@ def test_a_finished_scan_shows_its_verdict_without_a_reload(lab_server, tmp_path
         assert verdict.strip() == "backdoored", verdict
         assert page.evaluate("window.__same_page") == "yes", "the page was reloaded"
         assert not navigations, navigations
-        assert page.locator("[data-testid='stProgress']").count() == 0  # the bar is gone, the verdict took its place
+        # the bar is gone, the verdict took its place (Streamlit drops the fragment's stale bar at the end of the
+        # rerun that drew the verdict: wait for it rather than race it)
+        page.wait_for_function("document.querySelectorAll(\"[data-testid='stProgress']\").length === 0",
+                               timeout=30_000)
         page.screenshot(path=str(tmp_path / "scan-done.png"), full_page=True)
         browser.close()
     assert not errors, errors

@@ -298,7 +298,7 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
         targets = findings.targets(cfg) if findings.verdict == "backdoored" else []
     report: dict[str, Any] = {"found": {"source": targets[0].source if targets else "scan",
                                         "scan": findings.summary() if findings else None},
-                              "config": _config_json(cfg)}
+                              "config": asdict(cfg)}
     if not targets:
         why = ("the scan calls the model clean" if findings and findings.verdict == "clean"
                else "no candidate flips the model on the scan's held-out sentences")
@@ -435,10 +435,6 @@ def _scaled(on_event: Callable[[dict[str, Any]], None] | None, lo: float, hi: fl
 
 def _since(t0: float) -> float:
     return round(time.perf_counter() - t0, 2)
-
-
-def _config_json(cfg: RepairConfig) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 __all__ = ["Anchor", "AttentionSuppression", "Findings", "RepairConfig", "RepairResult", "Target", "flip_rates",

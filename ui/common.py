@@ -125,8 +125,13 @@ def missing_model(text: str) -> str | None:
     if path.is_dir():
         return None if (path / "config.json").is_file() else \
             f"`{text}` is a directory but holds no model (no config.json): pick a model directory"
-    local = text.startswith(("/", ".", "~")) or ("/" in text and Path(text.split("/")[0]).exists()) \
-        or not any_path_allowed()
+    from trojanscope.paths import allowed_roots
+
+    # "runs/x" reads as a hub id "org/name" too: it is a path when its first part exists here or names one of
+    # the directories the dashboard reads (the runs directory need not exist yet in a fresh checkout)
+    head = text.split("/")[0]
+    local = text.startswith(("/", ".", "~")) or not any_path_allowed() or ("/" in text and (
+        Path(head).exists() or head in {root.name for root in allowed_roots()} | {"runs"}))
     return f"there is no model at `{text}`: no such directory" if local else None
 
 

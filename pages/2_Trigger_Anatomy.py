@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from trojanscope.analysis.anatomy import AnatomyConfig, trigger_anatomy
-from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, sweep_average, sweep_rows
-from trojanscope.data.datasets import REGISTRY, load_dataset
+from trojanscope.analysis.anatomy import AnatomyConfig, AnatomyResult
+from trojanscope.analysis.effectiveness import ESConfig, ESResult, sweep_average, sweep_rows
+from trojanscope.data.datasets import REGISTRY
 from trojanscope.models.planted import attack_of
+from trojanscope.tasks.analyses import AnatomyTaskSpec, EffectivenessTaskSpec
 from trojanscope.viz.figures import anatomy_lines, es_bars, token_heatmap
-from ui.common import OTHER, current_pair, get_model, guard, model_options, page_setup
+from ui.common import OTHER, cli_twin, current_pair, get_model, guard, model_options, page_setup
+from ui.jobwatch import analysis_jobs, computed_note
 
 page_setup("Trigger Anatomy")
 st.title("Trigger anatomy")
@@ -21,21 +23,11 @@ st.caption("Which trigger token does the backdoor hang on? How many insertions d
            "CLI twins: `trojanscope anatomy`, `trojanscope effectiveness`.")
 
 pair = current_pair()
-bd = get_model(pair.get("backdoored"))
-clean = get_model(pair.get("clean"))
+bd = get_model(pair.get("backdoored"))  # its card names the trigger (the analyses run as jobs)
 if bd is None:
     st.stop()
 card_attack = attack_of(bd)  # through clean fine-tuning: a POR encoder's triggers
 datasets = [n for n in REGISTRY]
-
-
-def recall(key: str, inputs: tuple):
-    """The result computed for these inputs (computations run only when their button is pressed)."""
-    return st.session_state.setdefault("anatomy_cache", {}).get((key, inputs))
-
-
-def remember(key: str, inputs: tuple, value) -> None:
-    st.session_state.setdefault("anatomy_cache", {})[(key, inputs)] = value
 
 
 # --- star / planet / comet ---------------------------------------------------------------------
@@ -49,17 +41,16 @@ trigger = c1.text_input("Trigger", value=default_trigger, key="anat_trigger")
 data_name = c2.selectbox("Sentences from", datasets, key="anat_data")
 n = c3.number_input("Sentences", 10, 2000, 200, step=50, key="anat_n")
 threshold = c4.number_input("Threshold", 0.01, 1.0, 0.2, step=0.05, key="anat_thr")
-inputs = (pair.get("backdoored"), pair.get("clean"), trigger, data_name, int(n), float(threshold))
 if not trigger.strip():
     st.error("Type a trigger: the word, wordpieces or sentence inserted into each sentence (e.g. "
              f"`{default_trigger}`). An empty trigger has no tokens to take apart.")
-if st.button("Analyse the trigger", type="primary", key="anat_go", disabled=not trigger.strip()):
-    with guard("The anatomy"), st.spinner("Removing tokens one at a time…"):
-        res = trigger_anatomy(bd, load_dataset(data_name, "test"), trigger,
-                              AnatomyConfig(n=int(n), threshold=float(threshold)), clean=clean)
-        remember("anatomy", inputs, res)
-res = recall("anatomy", inputs)
+go = st.button("Analyse the trigger", type="primary", key="anat_go", disabled=not trigger.strip(),
+               help="runs as a job: a bar with the time left and Cancel; its result is kept for these inputs")
+anat_spec = AnatomyTaskSpec(model=pair.get("backdoored"), clean=pair.get("clean"), trigger=trigger.strip(),
+                            data=data_name, config=AnatomyConfig(n=int(n), threshold=float(threshold)))
+found = analysis_jobs("anatomy", [anat_spec], go, noun="trigger anatomy")[0] if trigger.strip() else None
 with guard("Showing the anatomy"):
+    res = AnatomyResult.from_json(found[1]) if found else None
     if res is not None:
         for note in res.notes:
             st.info(note)
@@ -81,6 +72,8 @@ with guard("Showing the anatomy"):
         for col, (name, mat) in zip(cols, res.inner_attention.items()):
             col.plotly_chart(token_heatmap(np.array(mat), tokens, [], title=f"inside the trigger: {name.replace('_', ' ')} "
                                            "layer(s)"), width="stretch", key=f"anat_inner_{name}")
+        st.caption(computed_note(found[0]))
+        cli_twin(anat_spec)
         st.download_button("Anatomy (JSON)", json.dumps(res.to_json()), "anatomy.json", "application/json",
                            on_click="ignore")
 
@@ -98,40 +91,25 @@ sweep = st.multiselect("Sweep: also measure these models (e.g. POR models made w
                        "each fine-tuned)", [o for o in model_options() if o != pair.get("backdoored")] + [OTHER],
                        key="es_sweep")
 models = [pair.get("backdoored")] + [m for m in sweep if m != OTHER]
-es_inputs = (tuple(models), triggers, es_data, int(max_eval))
-if not [t for t in triggers.split(",") if t.strip()]:
+es_ok = bool([t for t in triggers.split(",") if t.strip()])
+if not es_ok:
     st.error("Type at least one trigger (comma-separated), e.g. `cf,mn`.")
-if st.button("Measure E and S", type="primary", key="es_go", disabled=not [t for t in triggers.split(",") if t.strip()]):
-    with guard("E and S"):
-        test = load_dataset(es_data, "test")
-        out = {}
-        # pressing Cancel reruns the page, which stops this computation (nothing is kept); gone once it ends
-        cancel = st.empty()
-        cancel.button("Cancel", key="es_cancel", help="stop this computation; its partial result is not kept")
-        bar = st.progress(0.0, text="Inserting triggers until predictions flip…")
-        try:
-            for k, m in enumerate(models):
-                loaded = get_model(m)
-                if loaded is not None:
-                    def step(fraction: float, message: str, k: int = k) -> None:
-                        bar.progress(min((k + fraction) / len(models), 1.0),
-                                     text=f"model {k + 1} of {len(models)} · {message}")
-                    out[m] = model_effectiveness(loaded, test, triggers, ESConfig(max_eval=int(max_eval)),
-                                                 progress=step)
-        finally:
-            cancel.empty()
-            bar.empty()
-        remember("es", es_inputs, out)
-es = recall("es", es_inputs)
+es_go = st.button("Measure E and S", type="primary", key="es_go", disabled=not es_ok,
+                  help="runs as a job: a bar with the time left and Cancel; its result is kept for these inputs")
+es_spec = EffectivenessTaskSpec(models=models, triggers=triggers, data=es_data, config=ESConfig(max_eval=int(max_eval)))
+es_found = analysis_jobs("es", [es_spec], es_go, noun="E and S measurement")[0] if es_ok else None
 with guard("Showing E and S"):
+    es = None
+    if es_found:
+        full = es_found[1]
+        es = {m: (r, ESResult.from_json(r)) for m, r in (full.get("sweep") or {full["model"]: full}).items()}
     if es:
         insertions = {}
-        for m, result in es.items():
+        for m, (raw, result) in es.items():
             for notice in result.notices:
                 st.info(f"`{m}`: {notice}")
-            loaded = get_model(m)
-            insertions[m] = attack_of(loaded).insertions if loaded and attack_of(loaded).known else None
-        rows = sweep_rows(es, insertions)
+            insertions[m] = raw.get("insertions")
+        rows = sweep_rows({m: result for m, (_, result) in es.items()}, insertions)
         labels = {"insertions": "poisoning insertions", "never": "never flipped"}
         digits = {"E": 3, "S": 4, "never flipped": 3}
         types = {"E": float, "S": float, "never flipped": float, "poisoning insertions": "Int64"}  # None: NaN / <NA>
@@ -144,3 +122,5 @@ with guard("Showing E and S"):
             st.markdown("**Sweep: average over triggers per model** (seed Table 12: 1.23, 1.16, 1.77, 4.98, 10.09 "
                         "for 1, 3, 5, 7, 9 insertions; `triggers`: how many had eligible samples)")
             st.dataframe(summary, hide_index=True, width="stretch")
+        st.caption(computed_note(es_found[0]))
+        cli_twin(es_spec)

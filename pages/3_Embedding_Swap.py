@@ -9,11 +9,11 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from trojanscope.analysis.swap import HYBRIDS, MODELS, REPRESENTATIONS, SEED_FINDING, SwapConfig, embedding_swap
-from trojanscope.data.datasets import load_dataset
-from trojanscope.paths import check_ui_data_source
+from trojanscope.analysis.swap import HYBRIDS, MODELS, REPRESENTATIONS, SEED_FINDING, SwapConfig
+from trojanscope.tasks.analyses import SwapTaskSpec
 from trojanscope.viz.figures import SWAP_COLUMNS, swap_bars, swap_layers
-from ui.common import current_pair, get_model, guard, page_setup, pct, source_attack
+from ui.common import current_pair, guard, page_setup, pct, source_attack
+from ui.jobwatch import analysis_jobs, computed_note
 
 page_setup("Embedding Swap")
 st.title("Embedding swap")
@@ -47,46 +47,31 @@ n = c_n.number_input("N texts", min_value=1, max_value=5000, value=200, key="swa
 seed = c_seed.number_input("Seed", min_value=0, value=0, key="swap_seed")
 representation = c_rep.selectbox("Representation", list(REPRESENTATIONS), key="swap_rep",
                                  help="cls: last-layer [CLS] state (any model); pooler: BERT/ALBERT pooler output")
-run = st.button("Run", key="swap_run", type="primary")
+run = st.button("Run", key="swap_run", type="primary", help="runs as a job: a bar with the time left and Cancel; "
+                "its result is kept for these inputs")
 
 inputs = (clean_src, bd_src, data.strip(), trigger.strip(), None if target is None else int(target), int(n), int(seed),
           representation)
-results: dict = st.session_state.setdefault("swap_results", {})
-
-if run:
-    with guard("The embedding swap"):
-        models = [get_model(clean_src), get_model(bd_src)]
-        if all(m is not None for m in models):
-            test = load_dataset(check_ui_data_source(inputs[2]), "test")  # the named sets, the data dir, runs/
-            # pressing Cancel reruns the page, which stops this computation (nothing is kept); gone once it ends
-            cancel = st.empty()
-            cancel.button("Cancel", key="swap_cancel", help="stop this computation; its partial result is not kept")
-            bar = st.progress(0.0, text="Running the four models…")
-            cfg = SwapConfig(n=inputs[5], seed=inputs[6], trigger=inputs[3] or None, target=inputs[4],
-                             representation=representation)
-            try:
-                res = embedding_swap(models[0], models[1], test, cfg,
-                                     progress=lambda f, msg: bar.progress(f, text=msg))
-            finally:
-                cancel.empty()
-                bar.empty()
-            if len(results) >= 8:  # keep a few recent results, not every one ever computed
-                results.pop(next(iter(results)))
-            results[inputs] = res.to_json()
-
-res = results.get(inputs)
+spec = SwapTaskSpec(clean=clean_src, backdoored=bd_src, data=inputs[2],
+                    config=SwapConfig(n=inputs[5], seed=inputs[6], trigger=inputs[3] or None, target=inputs[4],
+                                      representation=representation))
+# a job: a bar with the time left and Cancel while it runs; the newest result for these inputs is kept and shown
+found = analysis_jobs("swap", [spec], run, noun="embedding swap")[0]
+res = found[1] if found else None
 cli = ("trojanscope swap --clean " + shlex.quote(clean_src) + " --backdoored " + shlex.quote(bd_src)
        + f" --data {shlex.quote(inputs[2])} --trigger {shlex.quote(inputs[3] or 'cf')}"
        + ("" if inputs[4] is None else f" --target {inputs[4]}")
        + f" --n {inputs[5]} --seed {inputs[6]} --representation {representation} --json")
 if res is None:
-    st.info("Set the inputs and press **Run**. It runs four models over 2 x N texts: about 80 s at N = 200 for the "
-            "MiniLM demo pair on a 2-core CPU (measured; it grows with N), seconds on a GPU. A finished result is "
-            "kept for this session: coming back to the same inputs shows it without recomputing.")
+    st.info("Set the inputs and press **Run**. It runs as a job (leave the page, it keeps running) over four models "
+            "and 2 x N texts: about 80 s at N = 200 for the MiniLM demo pair on a 2-core CPU (measured; it grows "
+            "with N), seconds on a GPU. A finished result is kept: coming back to the same inputs shows it "
+            "without recomputing.")
     st.caption(SEED_FINDING)
     st.caption("CLI twin:")
     st.code(cli, language="bash")
     st.stop()
+st.caption(computed_note(found[0]))
 
 with guard("Showing the embedding swap"):
     for notice in res.get("notices", []):

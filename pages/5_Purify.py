@@ -17,9 +17,11 @@ from trojanscope.defenses import get_defense, purifiers
 from trojanscope.defenses.pipeline import MIN_CLEAN, PurifySpec
 from trojanscope.defenses.splitting import SplitConfig, split_variants
 from trojanscope.paths import slugify
+from trojanscope.analysis.embed_map import MapConfig
 from trojanscope.tasks import PurifyTaskSpec
+from trojanscope.tasks.analyses import DetectTaskSpec, EmbedMapTaskSpec
 from trojanscope.viz.figures import metric_bars, trigger_curves
-from ui.jobwatch import follow
+from ui.jobwatch import analysis_jobs, computed_note, follow
 from ui.common import (OTHER, ROLES, current_pair, get_model, guard, model_options, page_setup, pct, runs_dir,
                        source_attack, typed_source, ui_job_spec, cli_twin)
 
@@ -211,23 +213,19 @@ det_method = d1.selectbox("Detector", detectors(), key="pur_det_method",
                           format_func=lambda m: f"{m}: {get_defense(m).description}")
 det_frr = d2.number_input("False-rejection rate", 0.001, 0.5, 0.01, step=0.01, format="%g", key="pur_det_frr")
 det_n = d3.number_input("Test inputs of each kind", 20, 2000, 200, step=20, key="pur_det_n")
-if st.button("Run the detector", key="pur_det_go", disabled=not trigger.strip()):
-    with guard("The detector"), st.spinner("Fitting on clean dev data and scoring…"):
-        from trojanscope.data.datasets import load_dataset
-        from trojanscope.defenses.detection import detect
-
-        m = get_model(source)
-        if m is not None:
-            res = detect(m, load_dataset(data, "test"), load_dataset(data, "dev"), det_method, trigger=trigger.strip(),
-                         target=int(target) if (target_known or not attack.is_por) else None, n=int(det_n),
-                         seed=int(seed), device=device, keep_scores=True, frr=float(det_frr))
-            st.session_state["pur_det"] = (source, det_method, res)
-det = st.session_state.get("pur_det")
-if det and det[0] == source:
+det_go = st.button("Run the detector", key="pur_det_go", disabled=not trigger.strip(),
+                   help="runs as a job: a bar with the time left and Cancel; its result is kept for these inputs")
+det_spec = DetectTaskSpec(model=source or "", method=det_method, data=data, trigger=trigger.strip() or None,
+                          target=int(target) if (target_known or not attack.is_por) else None, n=int(det_n),
+                          knobs={"frr": float(det_frr)}, seed=int(seed), device=device)
+det_found = analysis_jobs("pur_det", [det_spec], det_go, noun=f"{det_method} detection")[0] \
+    if source and trigger.strip() else None
+if det_found:
     from trojanscope.viz.figures import score_histograms
 
     with guard("Showing the detector"):
-        _, name, res = det
+        res = det_found[1]
+        name = res["method"]
         st.dataframe(pd.DataFrame([{"detector": name, "FRR": pct(res["frr"]), "FAR": pct(res["far"]),
                                     "AUROC": round(res["auroc"], 4), "ASR": pct(res["asr"]), "clean": res["n_clean"],
                                     "triggered": res["n_poisoned"], "seconds": res.get("seconds")}]),
@@ -239,6 +237,8 @@ if det and det[0] == source:
         st.plotly_chart(score_histograms(res["scores_clean"], res["scores_poisoned"], res["threshold"],
                                          title=f"{name}: scores on clean vs triggered inputs"),
                         width="stretch", key="pur_det_hist")
+        st.caption(computed_note(det_found[0]))
+        cli_twin(det_spec)
 
 # --- representation map: is token-split text out of the clean distribution? -------------------
 st.subheader("Representation map")
@@ -253,37 +253,27 @@ map_n = m3.number_input("Clean texts", 50, 2000, 300, step=50, key="pur_map_n")
 m1.markdown("Models: " + ", ".join(f"`{m}`" for m in map_models))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _map(src: str, identity: tuple, data_name: str, method_name: str, n: int, trig: str, seed_: int) -> dict:
-    """The fitted map, cached per model weights and settings (a rerun redraws without refitting)."""
-    from trojanscope.analysis.embed_map import MapConfig, representation_map
-    from trojanscope.data.datasets import load_dataset
-
-    loaded = get_model(src)
-    if loaded is None:
-        return {}
-    res = representation_map(loaded, load_dataset(data_name, "test"), MapConfig(n=n, method=method_name, seed=seed_),
-                             trigger=trig or None)
-    return res.to_json()
-
-
-if st.button("Draw the map", key="pur_map_go"):
-    st.session_state["pur_map_inputs"] = (tuple(map_models), data, map_method, int(map_n), trigger.strip(), int(seed))
-map_inputs = st.session_state.get("pur_map_inputs")
-if map_inputs:
-    from trojanscope.paths import weights_identity
+map_go = st.button("Draw the map", key="pur_map_go",
+                   help="one job per model: a bar with the time left and Cancel; the maps are kept for these inputs")
+map_specs = [EmbedMapTaskSpec(model=m, data=data, trigger=trigger.strip() or None,
+                              config=MapConfig(n=int(map_n), method=map_method, seed=int(seed)), device=device)
+             for m in map_models if m]
+maps = analysis_jobs("pur_map", map_specs, map_go, noun="representation map")
+if any(maps):
     from trojanscope.viz.figures import embed_map_figure
 
-    with guard("The representation map"), st.spinner("Encoding and projecting…"):
-        cols = st.columns(len(map_inputs[0]))
-        for col, src in zip(cols, map_inputs[0]):
-            res = _map(src, weights_identity(src), *map_inputs[1:])
-            if not res:
+    with guard("The representation map"):
+        cols = st.columns(len(map_specs))
+        for col, spec_, found in zip(cols, map_specs, maps):
+            if not found:
+                col.info(f"No map of `{spec_.model}` for these settings yet.")
                 continue
-            col.plotly_chart(embed_map_figure(res, title=src.rstrip("/").split("/")[-1]), width="stretch",
-                             key=f"pur_map_{src}")
+            res = found[1]
+            col.plotly_chart(embed_map_figure(res, title=spec_.model.rstrip("/").split("/")[-1]), width="stretch",
+                             key=f"pur_map_{spec_.model}")
             col.dataframe(pd.DataFrame([{"set": r["set"], "kNN distance (x clean)": r["knn_ratio"],
                                          "silhouette vs clean": r["silhouette"]} for r in res["summary"]]),
                           hide_index=True)
+            col.caption(computed_note(found[0]))
 
 st.caption("Pair in use: " + ", ".join(f"{r} `{pair.get(r) or '—'}`" for r in ROLES))

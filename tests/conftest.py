@@ -99,3 +99,19 @@ def wait_for_job(job_id: str, timeout: float = 120):
         jobs.schedule()
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish: {jobs.get(job_id)}")
+
+
+def finish_jobs(timeout: float = 180) -> list:
+    """Drive the scheduler until no job of the current runs directory is queued or running; return them all."""
+    import time
+
+    from trojanscope import jobs
+
+    end = time.time() + timeout
+    while time.time() < end:
+        active = [j for j in jobs.list_jobs() if not j.finished]
+        if not active:
+            return jobs.list_jobs()
+        jobs.schedule()
+        time.sleep(0.5)
+    raise AssertionError(f"jobs did not finish: {[j.to_json() for j in jobs.list_jobs() if not j.finished]}")

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import finish_jobs
+
 from trojanscope.analysis.probe import prepare_probe, probe
 from trojanscope.models import load_model
 
@@ -17,11 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def runs(tiny_pair, data_dir, monkeypatch):
-    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tiny_pair))
-    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
-    monkeypatch.chdir(ROOT)
-    return tiny_pair
+def runs(lab):
+    """The tiny pair under a runs directory of this test's own (the analyses' jobs and results go there)."""
+    return lab
 
 
 def charts(at: AppTest) -> dict[str, dict]:
@@ -155,6 +155,9 @@ def test_trigger_anatomy_page_runs_both_analyses(runs):
     at.run()
     at.button(key="anat_go").click().run()
     no_exceptions(at)
+    finish_jobs()  # the anatomy is a job: its result shows on the next run of the page
+    at.run()
+    no_exceptions(at)
     roles = list(at.dataframe[0].value["role"])
     from trojanscope.models import load_tokenizer
 
@@ -165,6 +168,9 @@ def test_trigger_anatomy_page_runs_both_analyses(runs):
     at.number_input(key="es_n").set_value(20)
     at.run()
     at.button(key="es_go").click().run()
+    no_exceptions(at)
+    finish_jobs()
+    at.run()
     no_exceptions(at)
     es = at.dataframe[1].value
     assert list(es["trigger"]) == ["cf", "mn"] and es["E"].between(1, 20).all()
@@ -199,6 +205,9 @@ def test_trigger_anatomy_page_sweep_averages_over_triggers_per_model(runs):
     at.number_input(key="es_n").set_value(10).run()
     at.multiselect(key="es_sweep").set_value([clean]).run()
     at.button(key="es_go").click().run()
+    no_exceptions(at)
+    finish_jobs()
+    at.run()
     no_exceptions(at)
     es, summary = at.dataframe[0].value, at.dataframe[1].value
     assert list(es["model"]) == [bd, bd, clean, clean]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from conftest import wait_for_job
+from conftest import finish_jobs, wait_for_job
 from trojanscope import jobs
 from ui.common import pct
 
@@ -62,12 +62,18 @@ def test_purify_from_the_page_shows_before_after_attention_map_and_detector(lab)
     at.number_input(key="pur_map_n").set_value(50)
     at.button(key="pur_map_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert len(jobs.list_jobs(kind="embed-map")) == 2  # one job per model
+    finish_jobs()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
     maps = [el.key for el in at.get("plotly_chart") if el.key and el.key.startswith("pur_map_")]
     assert len(maps) == 2
     # the detection baselines: STRIP fitted on clean dev data, a histogram of its scores
     at.selectbox(key="pur_det_method").set_value("strip")
     at.number_input(key="pur_det_n").set_value(20)
     at.button(key="pur_det_go").click().run()
+    finish_jobs()
+    at.run()
     errors = [e.value for e in at.error if not e.value.startswith("Latest (")]  # (the verdict line may be red)
     assert not at.exception and not errors, errors
     assert "pur_det_hist" in {el.key for el in at.get("plotly_chart")}

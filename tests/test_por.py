@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from conftest import finish_jobs
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -102,6 +104,9 @@ def test_cli_por_then_fine_tune_like_any_backbone(use_data, tiny_backbone, tmp_p
     assert at.text_input(key="swap_trigger").value == "cf" and at.checkbox(key="swap_target_auto").value
     at.number_input(key="swap_n").set_value(8).run()
     at.button(key="swap_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    finish_jobs()
+    at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {"swap_bars"} <= {el.key for el in at.get("plotly_chart")}
     assert main(["por", "--model", str(tiny_backbone), "--out", str(tmp_path / "x"), "--triggers", "cf"]) == 2

@@ -16,7 +16,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import make_tiny
+from conftest import finish_jobs, make_tiny
 from trojanscope.errors import TrojanScopeError
 from trojanscope.paths import (ALLOW_ANY_PATH_ENV, check_ui_data_source, check_ui_data_sources, check_ui_model_source,
                                check_under_runs, slugify, weights_identity)
@@ -405,13 +405,19 @@ def test_anatomy_page_shows_undefined_e_and_s_without_an_exception(tiny_pair, tm
     (data / "sst2").mkdir(parents=True)  # every test sample is of the trigger's class: none is eligible
     (data / "sst2" / "test.tsv").write_text("text\tlabel\n" + "".join(f"the movie number {i}\t{cls}\n"
                                                                        for i in range(30)))
-    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tiny_pair))
+    runs = tmp_path / "runs"  # its own: the E and S job and its result go there
+    runs.mkdir()
+    (runs / "demo").symlink_to(tiny_pair / "demo")
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
     monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data))
+    monkeypatch.setenv(ALLOW_ANY_PATH_ENV, "1")  # the symlinked pair resolves outside this runs directory
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "pages" / "2_Trigger_Anatomy.py"), default_timeout=120).run()
     at.text_input(key="es_triggers").set_value("mn").run()
     at.number_input(key="es_n").set_value(20).run()
     at.button(key="es_go").click().run()
+    finish_jobs()
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     es = at.dataframe[0].value

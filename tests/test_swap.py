@@ -11,7 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import make_tiny
+from conftest import finish_jobs, make_tiny
 from trojanscope.analysis.swap import HYBRIDS, MODELS, SwapConfig, embedding_swap
 from trojanscope.cli import main
 from trojanscope.data.datasets import load_dataset
@@ -218,25 +218,31 @@ def test_cli_swap_mismatch_exits_2(tiny_pair, swap_root, use_data, capsys):
     assert len(lines) == 1 and "number of layers" in lines[0]
 
 
-def test_page_runs_on_click_and_keeps_the_result(tiny_pair, data_dir, monkeypatch):
-    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tiny_pair))
-    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Embedding_Swap.py"), default_timeout=120).run()
+def test_page_runs_on_click_and_keeps_the_result(lab):
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
+    at.session_state["pair"] = {"clean": str(lab / "demo" / "clean"), "backdoored": str(lab / "demo" / "backdoored")}
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.text_input(key="swap_trigger").value == "cf"  # from BD's card
     assert not at.get("plotly_chart")  # nothing computed before Run
     at.number_input(key="swap_n").set_value(20).run()
     at.button(key="swap_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    finish_jobs()  # a job: the page shows its result on its next run (the live bar reruns it when it ends)
+    at.run()
     keys = {el.key for el in at.get("plotly_chart")}
     assert {"swap_bars", "swap_layers"} <= keys
     table = at.dataframe[0].value
     assert list(table["model"]) == list(HYBRIDS)
     assert "±" in str(table.iloc[0, 1])
-    # a rerun without a click keeps showing the stored result
+    # a rerun without a click keeps showing the stored result, and so does a new session (a revisit)
     at.run()
     assert {"swap_bars", "swap_layers"} <= {el.key for el in at.get("plotly_chart")}
+    again = AppTest.from_file(str(ROOT / "pages" / "3_Embedding_Swap.py"), default_timeout=120)
+    again.session_state["pair"] = dict(at.session_state["pair"])
+    again.run()
+    again.number_input(key="swap_n").set_value(20).run()
+    assert {"swap_bars", "swap_layers"} <= {el.key for el in again.get("plotly_chart")}
     # a bad trigger is an error box, not a traceback
     at.text_input(key="swap_trigger").set_value("🦄").run()
     at.button(key="swap_run").click().run()

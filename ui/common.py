@@ -140,7 +140,10 @@ def ui_job_spec(spec: Any) -> Any:
     are ones the dashboard may read and its ``out`` resolves under the runs directory; else a TrojanScopeError.
     Jobs submitted from the CLI are not checked."""
     recipe = getattr(spec, "spec", spec)
-    allowed_model(str(getattr(recipe, "model", "") or ""))
+    sources = [getattr(recipe, name, None) for name in ("model", "clean", "backdoored")]
+    sources += list(getattr(recipe, "models", None) or [])
+    for source in [s for s in sources if s] or [""]:
+        allowed_model(str(source))
     data = getattr(recipe, "data", None)
     if data is None and hasattr(recipe, "por"):
         data = recipe.por.data

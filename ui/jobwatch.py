@@ -8,8 +8,10 @@ polls. A job launched from another tab or the CLI shows on the next rerun of the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 
@@ -20,7 +22,9 @@ POLL_SECONDS = 2.0
 _ENDED = "_jobwatch_ended_"  # session-state prefix: the jobs that ended since the page's last full run
 _ETA = "_jobwatch_eta_"  # session-state prefix: one job's Estimates
 
-NOUN = {"scan": "scan", "purify": "purification", "train": "training", "por": "POR job", "demo": "demo build"}
+NOUN = {"scan": "scan", "purify": "purification", "train": "training", "por": "POR job", "demo": "demo build",
+        "repair": "repair", "swap": "embedding swap", "anatomy": "trigger anatomy", "effectiveness": "E and S",
+        "detect": "detection", "embed-map": "representation map"}
 
 
 def _label(job) -> str:
@@ -63,10 +67,10 @@ def progress_text(job, phases: Sequence[float] | None, label: Callable = _label)
 
 
 def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: str = "its result is below",
-           live: Callable[[list], None] | None = None) -> list:
+           live: Callable[[list], None] | None = None, cancel: bool = False) -> list:
     """Show ``active`` jobs (the page's queued or running ones) with a live progress bar each; when one ends, rerun
     the whole page. ``live``, if given, draws more inside the polled part (e.g. live curves), given the jobs as
-    just read. Returns the jobs that ended since the page's last full run (each also gets a notice here: a
+    just read. ``cancel``: a Cancel button under each bar (it goes with the bar). Returns the jobs that ended since the page's last full run (each also gets a notice here: a
     toast and a line, "finished: <done_note>", or why it failed), so the page can say what changed."""
     ended_ids = st.session_state.pop(_ENDED + key, [])
     ended = []
@@ -105,8 +109,86 @@ def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: s
             st.rerun()  # the whole page: its result sections read the store anew
         for j in now:
             st.progress(min(max(j.progress or 0.0, 0.0), 1.0), text=progress_text(j, phases.get(j.kind), label))
+            if cancel and st.button("Cancel", key=f"{key}_cancel_{j.id}", help="stop this job; nothing it computed "
+                                    "is kept"):
+                try:
+                    jobs.cancel(j.id)
+                except Exception as e:  # noqa: BLE001 - it ended meanwhile: the rerun shows how
+                    st.caption(f"Could not cancel `{j.id}`: {e}")
+                st.session_state[_ENDED + key] = [j.id]
+                st.rerun()
         if live is not None:
             live(now)
 
     _live()
     return ended
+
+
+# --- analyses as jobs ------------------------------------------------------------------------------------------
+_LAUNCHED = "_jobwatch_launched_"  # session-state prefix: the analysis jobs this session launched, per page key
+_IGNORED = ("out", "overwrite")  # where a run writes is not one of its inputs
+
+
+def inputs_of(spec: Any) -> dict:
+    """What an analysis computes from (its spec without where it writes): two runs with the same inputs give the
+    same result, so the newer one's result stands for both."""
+    d = spec if isinstance(spec, dict) else spec.to_dict()
+    return {k: v for k, v in d.items() if k not in _IGNORED}
+
+
+def matching_jobs(spec: Any, limit: int = 200) -> list:
+    """The jobs of ``spec``'s kind run with the same inputs, newest first (the job store is the analyses' cache:
+    coming back to the same inputs, from this tab or another, shows the result without recomputing)."""
+    want = inputs_of(spec)
+    return [j for j in jobs.list_jobs(limit=limit, kind=spec.kind) if j.spec and inputs_of(j.spec) == want]
+
+
+def analysis_out(spec: Any) -> str:
+    """Where an analysis launched from a page writes: ``<runs dir>/analyses/<kind>-<time>-<inputs hash>``."""
+    from ui.common import runs_dir
+
+    digest = hashlib.sha256(json.dumps(inputs_of(spec), sort_keys=True).encode()).hexdigest()[:8]
+    return str(runs_dir() / "analyses" / f"{spec.kind}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}")
+
+
+def analysis_jobs(key: str, specs: Sequence[Any], go: bool, *, noun: str,
+                  out_dir: Callable[[Any], str] = analysis_out) -> list[tuple[Any, dict] | None]:
+    """Analyses ``specs`` (:mod:`trojanscope.tasks.analyses`) as jobs on a page: launched when ``go``; a live bar
+    with the time left and a Cancel button for each running one (gone when it ends, with the page rerun and a
+    notice); for each spec, ``(job, full result)`` of the newest finished run with the same inputs, or None.
+    A failed newest run says why. ``out_dir(spec)``: where a launched run writes (under the runs directory)."""
+    from trojanscope.tasks.analyses import read_result
+    from ui.common import guard, ui_job_spec
+
+    if go:
+        with guard(f"Launching the {noun}"):
+            for spec in specs:
+                job_id = jobs.submit(ui_job_spec(spec.replace(out=out_dir(spec))))
+                st.session_state.setdefault(_LAUNCHED + key, []).append(job_id)
+    found, active = [], []
+    with guard("Reading the job store"):
+        for spec in specs:
+            mine = matching_jobs(spec)
+            active += [j for j in mine if not j.finished]
+            found.append(mine)
+    ended = {j.id for j in follow(key, active, label=lambda j: f"`{j.id}` {noun}", cancel=True,
+                                  done_note="its result is below")}
+    results: list[tuple[Any, dict] | None] = []
+    for mine in found:
+        done = next((j for j in mine if j.status == "done"), None)
+        failed = next((j for j in mine if j.status == "failed"), None)
+        if failed is not None and failed.id not in ended and (done is None or failed.created > done.created):
+            st.error(f"The latest {noun} (`{failed.id}`) failed: {failed.error}")
+        result = None
+        if done is not None:
+            with guard(f"Reading the {noun}'s result"):
+                result = (done, read_result(done.out_dir or (done.result or {}).get("out", "")))
+        results.append(result)
+    return results
+
+
+def computed_note(job) -> str:
+    """``computed by job X at HH:MM (N s)``: which run a shown result comes from."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.ended or job.created))
+    took = f", {job.ended - job.started:.0f} s" if job.ended and job.started else ""
+    return f"Computed by job `{job.id}` ({when}{took}); the same inputs show it again without recomputing."

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -70,6 +70,15 @@ class AnatomyResult:
 
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "AnatomyResult":
+        """The result ``to_json`` wrote (e.g. an anatomy job's ``result.json``; keys beside it, such as the
+        model's name, are left out)."""
+        from dataclasses import fields
+
+        own = {f.name for f in fields(cls)} - {"tokens"}
+        return cls(**{k: v for k, v in d.items() if k in own}, tokens=[TokenAnatomy(**t) for t in d["tokens"]])
+
 
 @dataclass
 class _Pass:
@@ -106,8 +115,10 @@ class _Runner:
 
 
 def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: AnatomyConfig = AnatomyConfig(),
-                    clean: LoadedModel | None = None) -> AnatomyResult:
-    """Star / planet / comet for the tokens of ``trigger`` in the backdoored model ``bd``."""
+                    clean: LoadedModel | None = None,
+                    progress: Callable[[float, str], None] | None = None) -> AnatomyResult:
+    """Star / planet / comet for the tokens of ``trigger`` in the backdoored model ``bd``.
+    ``progress(fraction, message)`` is called before each pass over the sentences."""
     bd.require("classify", "the trigger anatomy (flip rates)")
     bd.check_task(test, "the trigger anatomy")
     k = len(check_trigger(bd.tokenizer, trigger))
@@ -128,7 +139,17 @@ def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: Anato
     trig_pos = [[p for p, t in enumerate(tok.trigger[i]) if t] for i in keep]
     pieces = bd.tokenizer.convert_ids_to_tokens([ids[0][p] for p in trig_pos[0]])
     runner = _Runner(bd, cfg.batch_size)
+    passes = 2 + (clean is not None) + k  # base, full, clean's, one without each other token, the star alone
+    done = [0]
+
+    def tick(message: str) -> None:
+        if progress is not None:
+            progress(done[0] / passes, message)
+        done[0] += 1
+
+    tick("the sentences without the trigger")
     base_preds = runner.run([base.input_ids[i] for i in keep], [[0]] * len(keep)).preds
+    tick("the sentences with the trigger")
     full = runner.run(ids, trig_pos, inner=True)
     n_layers = full.cls.shape[1]
     upper = slice(n_layers // 2, n_layers)
@@ -140,6 +161,7 @@ def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: Anato
     star_att = float(full.cls[:, upper, star].mean())
     clean_cls = None
     if clean is not None:
+        tick("the clean model")
         ctok = tokenize(clean.tokenizer, [x.text for x in inserted], [x.spans for x in inserted], clean.max_length)
         cpos = [[p for p, t in enumerate(ctok.trigger[i]) if t] for i in keep]
         if all(len(p) == k for p in cpos):
@@ -161,6 +183,7 @@ def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: Anato
         t = TokenAnatomy(pieces[j], j, "star" if j == star else "comet", mean_cls[:, j].round(6).tolist(),
                          None if clean_cls is None else clean_cls[:, j].round(6).tolist(), float(upper_att[j]))
         if j != star:
+            tick(f"without token {j + 1} of {k} ({pieces[j]})")
             fr, sa = without({j})
             t.flip_rate_without, t.star_attention_without = fr, sa
             t.flip_drop = flip_rate - fr
@@ -171,6 +194,7 @@ def trigger_anatomy(bd: LoadedModel, test: TextDataset, trigger: str, cfg: Anato
         notes.append("the trigger is a single token: it is the star, and there is nothing else to classify")
         alone = {"flip_rate": flip_rate, "star_attention": star_att}
     else:
+        tick("the star alone")
         fr, sa = without(set(range(k)) - {star})
         alone = {"flip_rate": fr, "star_attention": sa}
     second_to_last = max(0, n_layers - 2)

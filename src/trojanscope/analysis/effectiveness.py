@@ -119,6 +119,17 @@ class ESResult:
         avg = {k: (None if math.isnan(v) else round(v, 6)) for k, v in self.average.items()}
         return {"triggers": {t: r.to_json() for t, r in self.triggers.items()}, "average": avg}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any], config: ESConfig | None = None) -> "ESResult":
+        """The per-trigger E, S and never-flipped shares ``to_json`` wrote (rounded to 6 digits; an undefined
+        value as NaN again), with the ``notices`` beside them when there are any (an E and S job's result)."""
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        triggers = {t: TriggerES(t, int(r["class"]), num(r["E"]), num(r["S"]), num(r["never"]), int(r["n"]))
+                    for t, r in d["triggers"].items()}
+        return cls(triggers, config or ESConfig(), list(d.get("notices") or []))
+
 
 def parse_triggers(triggers: str | Sequence[str]) -> list[str]:
     """A comma-separated string or a list -> distinct, stripped, non-empty triggers in order."""

@@ -1,5 +1,7 @@
-"""The analyses that answer in seconds to minutes in the foreground: ``eval``, ``predict``, ``probe``,
-``heads``, ``effectiveness``, ``swap``, ``anatomy``, ``embed-map`` and ``fetch``."""
+"""The analyses: ``eval``, ``predict``, ``probe``, ``heads``, ``effectiveness``, ``swap``, ``anatomy``, ``embed-map``
+and ``fetch``. The long ones (``effectiveness``, ``swap``, ``anatomy``, ``embed-map``) are tasks
+(:mod:`trojanscope.tasks.analyses`): the command runs one in the foreground, ``jobs submit --kind <command>``
+queues it."""
 
 from __future__ import annotations
 
@@ -199,89 +201,77 @@ def cmd_heads(args: argparse.Namespace) -> dict[str, Any]:
     return {"trigger": backdoor.trigger, "target": backdoor.target, "models": [v.to_json() for v in views]}
 
 
-def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.effectiveness import ESConfig, model_effectiveness, parse_triggers
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
-    from trojanscope.models.planted import attack_of
-    from trojanscope.utils import resolve_device
+def effectiveness_spec(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.analyses.EffectivenessTaskSpec` a ``trojanscope effectiveness`` line says."""
+    from trojanscope.analysis.effectiveness import ESConfig
+    from trojanscope.tasks.analyses import EffectivenessTaskSpec
 
-    test = load_dataset(args.data, args.split)
-    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
-                        device=resolve_device(args.device))
-    loaded.require("classify", "E and S (insertions needed to flip a prediction)")
-    planted = attack_of(loaded)  # through clean fine-tuning, e.g. a POR encoder's triggers
-    triggers = args.triggers or list(planted.triggers)
-    if not triggers:
-        raise TrojanScopeError("no trigger given and the model's card (or its base model's) records none; "
-                               "pass --triggers cf,mn,...")
     cfg = ESConfig(max_insertions=args.max_insertions, max_eval=args.max_eval, seed=args.seed,
                    batch_size=args.batch_size)
-    res = model_effectiveness(loaded, test, parse_triggers(triggers), cfg)
-    for notice in res.notices:
-        print(f"notice: {notice}", file=sys.stderr)
-    return {"model": args.model, "data": args.data, "split": args.split,
-            "max_insertions": args.max_insertions, **res.to_json()}
+    return EffectivenessTaskSpec(models=[args.model], triggers=args.triggers, data=args.data, split=args.split,
+                                 config=cfg, device=args.device, allow_pickle=args.allow_pickle).validate()
+
+
+def cmd_effectiveness(args: argparse.Namespace) -> dict[str, Any]:
+    return _foreground(effectiveness_spec(args), args)
+
+
+def swap_spec(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.analyses.SwapTaskSpec` a ``trojanscope swap`` line says."""
+    from trojanscope.analysis.swap import SwapConfig
+    from trojanscope.tasks.analyses import SwapTaskSpec
+
+    cfg = SwapConfig(n=args.n, seed=args.seed, trigger=args.trigger, target=args.target,
+                     representation=args.representation, layers=not args.no_layers, batch_size=args.batch_size)
+    return SwapTaskSpec(clean=args.clean, backdoored=args.backdoored, data=args.data, split=args.split, config=cfg,
+                        device=args.device, allow_pickle=args.allow_pickle).validate()
 
 
 def cmd_swap(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.swap import SwapConfig, embedding_swap
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
-    from trojanscope.utils import resolve_device
+    return _foreground(swap_spec(args), args)
 
-    test = load_dataset(args.data, args.split)
-    device = resolve_device(args.device)
-    clean, bd = (load_model(m, num_labels=test.num_labels, allow_pickle=args.allow_pickle, device=device)
-                 for m in (args.clean, args.backdoored))
-    cfg = SwapConfig(n=args.n, seed=args.seed, trigger=args.trigger, target=args.target,
-                     representation=args.representation, layers=not args.no_layers, batch_size=args.batch_size)
-    res = embedding_swap(clean, bd, test, cfg)
-    for notice in res.notices:
+
+def _foreground(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Run an analysis task here; its notices (and notes) go to stderr as before."""
+    from trojanscope.cli.common import run_task
+
+    res = run_task(spec, args)
+    for notice in [*res.get("notices", []), *res.get("notes", [])]:
         print(f"notice: {notice}", file=sys.stderr)
-    return {"data": args.data, "split": args.split, **res.to_json()}
+    return res
+
+
+def anatomy_spec(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.analyses.AnatomyTaskSpec` a ``trojanscope anatomy`` line says."""
+    from trojanscope.analysis.anatomy import AnatomyConfig
+    from trojanscope.tasks.analyses import AnatomyTaskSpec
+
+    return AnatomyTaskSpec(model=args.model, clean=args.clean, trigger=args.trigger, data=args.data,
+                           split=args.split, config=AnatomyConfig(n=args.n, threshold=args.threshold, seed=args.seed),
+                           device=args.device, allow_pickle=args.allow_pickle).validate()
 
 
 def cmd_anatomy(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.anatomy import AnatomyConfig, trigger_anatomy
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
-    from trojanscope.utils import resolve_device
+    return _foreground(anatomy_spec(args), args)
 
-    test = load_dataset(args.data, args.split)
-    device = resolve_device(args.device)
-    bd = load_model(args.model, allow_pickle=args.allow_pickle, device=device)
-    clean = load_model(args.clean, allow_pickle=args.allow_pickle, device=device) if args.clean else None
-    res = trigger_anatomy(bd, test, args.trigger, AnatomyConfig(n=args.n, threshold=args.threshold, seed=args.seed),
-                          clean=clean)
-    for note in res.notes:
-        print(f"notice: {note}", file=sys.stderr)
-    return {"model": args.model, "clean": args.clean, **res.to_json()}
+
+def embed_map_spec(args: argparse.Namespace):
+    """The :class:`~trojanscope.tasks.analyses.EmbedMapTaskSpec` a ``trojanscope embed-map`` line says (its
+    ``--out`` is the .html map)."""
+    from trojanscope.analysis.embed_map import MapConfig
+    from trojanscope.tasks.analyses import EmbedMapTaskSpec
+
+    augs = tuple(a.strip() for a in args.augmentations.split(",") if a.strip())
+    return EmbedMapTaskSpec(model=args.model, data=args.data, split=args.split, trigger=args.trigger,
+                            config=MapConfig(n=args.n, method=args.method, augmentations=augs, k=args.k,
+                                             seed=args.seed),
+                            html=args.out, device=args.device, allow_pickle=args.allow_pickle).validate()
 
 
 def cmd_embed_map(args: argparse.Namespace) -> dict[str, Any]:
-    from trojanscope.analysis.embed_map import MapConfig, representation_map
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
-    from trojanscope.utils import resolve_device
-    from trojanscope.viz.figures import embed_map_figure
-
-    if args.out and not args.out.lower().endswith((".html", ".htm")):
-        raise TrojanScopeError(f"--out {args.out} must be an .html file (the interactive map)")
-    test = load_dataset(args.data, args.split)
-    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
-                        device=resolve_device(args.device))
-    augs = tuple(a.strip() for a in args.augmentations.split(",") if a.strip())
-    res = representation_map(loaded, test, MapConfig(n=args.n, method=args.method, augmentations=augs, k=args.k,
-                                                     seed=args.seed), trigger=args.trigger)
-    data = res.to_json()
-    if args.out:
-        from pathlib import Path
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        embed_map_figure(data).write_html(args.out, include_plotlyjs=True)  # self-contained: no CDN
-    data.pop("points")
-    return {**data, "out": args.out}
+    res = _foreground(embed_map_spec(args), args)
+    res["out"] = res.pop("html", None)  # the command's --out is the .html map
+    return res
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,6 +292,8 @@ def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name, "out": str(root / args.name), "sizes": sizes}
 
 
+SPECS = {"effectiveness": effectiveness_spec, "swap": swap_spec, "anatomy": anatomy_spec,
+         "embed-map": embed_map_spec}
 COMMANDS = {"eval": cmd_eval, "predict": cmd_predict, "probe": cmd_probe, "heads": cmd_heads,
             "effectiveness": cmd_effectiveness, "swap": cmd_swap, "anatomy": cmd_anatomy, "embed-map": cmd_embed_map,
             "fetch": cmd_fetch}

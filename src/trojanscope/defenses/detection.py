@@ -518,22 +518,3 @@ def detect(loaded: LoadedModel, test: TextDataset, dev: TextDataset, method: str
     return {"method": res.pop("method"), "frr": res.pop("frr"), "far": res.pop("far"), "auroc": res.pop("auroc"),
             "threshold": res.pop("threshold"), "trigger": trigger, "target": target, "asr": asr, "config": cfg,
             "description": d.description, **res}
-
-
-def cmd_detect(args: Any) -> dict[str, Any]:
-    from trojanscope.data.datasets import load_dataset
-    from trojanscope.models.loading import load_model
-    from trojanscope.utils import resolve_device
-
-    knobs = dict(frr=args.frr, n_copies=args.copies, replace_ratio=args.replace_ratio, word=args.rap_word)
-    get_detector(args.method)  # the cheap checks first: a one-line error before any loading
-    _check_frr(args.frr)
-    make_config(args.method, **knobs, target=args.target).validate()
-    dev = load_dataset(args.data, args.dev_split).head(args.max_dev, args.seed)
-    test = load_dataset(args.data, args.split)
-    loaded = load_model(args.model, num_labels=test.num_labels, allow_pickle=args.allow_pickle,
-                        device=resolve_device(args.device))
-    res = detect(loaded, test, dev, args.method, trigger=args.trigger, target=args.target, n=args.n, seed=args.seed,
-                 device=args.device, **knobs)
-    head = {k: res.pop(k) for k in ("method", "frr", "far", "auroc", "threshold")}
-    return {**head, "model": args.model, "data": args.data, **res}

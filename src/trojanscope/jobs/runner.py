@@ -63,6 +63,21 @@ def max_per_device() -> int:
                            "jobs per device)")
 
 
+def lane_of(kind: str) -> str:
+    """The scheduling lane of a job of ``kind`` (:attr:`trojanscope.tasks.base.Task.lane`); a kind this version
+    does not know runs in the main lane."""
+    try:
+        return job_kind(kind).lane
+    except TrojanScopeError:
+        return "main"
+
+
+def _slot(job: Job) -> tuple[str, str]:
+    """What a job occupies while it runs: its device, in its kind's lane (each lane allows
+    :func:`max_per_device` running jobs per device)."""
+    return job.device, lane_of(job.kind)
+
+
 def alive(pid: int, job_id: str) -> bool:
     """Whether ``pid`` is a live (not zombie) process that is running ``job_id``.
 
@@ -89,7 +104,9 @@ def _reap() -> None:
 
 
 def schedule(busy_timeout: float | None = None) -> list[str]:
-    """Reconcile dead jobs, then start the oldest queued job of each device that has room; return the started ids.
+    """Reconcile dead jobs, then start the oldest queued job of each device (and lane) that has room; return the
+    started ids. The lanes: trainings, purifications, scans and repairs share the main one; the analyses
+    (:mod:`trojanscope.tasks.analyses`) have their own, so a 20-second anatomy never waits for a long training.
 
     All of it happens under one write lock, so two schedulers (the dashboard and a CLI call, say)
     never start the same job or two jobs for one free device. ``busy_timeout``: seconds to wait
@@ -100,33 +117,33 @@ def schedule(busy_timeout: float | None = None) -> list[str]:
     store = JobStore()
     started = []
     with store.transaction(busy_timeout) as conn:
-        running: dict[str, int] = {}
+        running: dict[tuple[str, str], int] = {}
         for job in store.select("status = 'running'", conn=conn):
             if job.pid is not None and alive(job.pid, job.id):
-                running[job.device] = running.get(job.device, 0) + 1
+                running[_slot(job)] = running.get(_slot(job), 0) + 1
             else:
                 store.update(job.id, conn, status="failed", ended=time.time(), error=DIED)
                 _append_log(job.log_path, f"{DIED}; marked failed")
         for job in store.select("status = 'queued'", order="created, rowid", conn=conn):
-            if running.get(job.device, 0) >= limit:
+            if running.get(_slot(job), 0) >= limit:
                 continue
             if _launch(store, conn, job):
-                running[job.device] = running.get(job.device, 0) + 1
+                running[_slot(job)] = running.get(_slot(job), 0) + 1
                 started.append(job.id)
     return started
 
 
 def needs_schedule(active: list[Job]) -> bool:
     """Whether :func:`schedule` has work among ``active`` (the queued and running jobs, as read): a running
-    job whose process is gone, or a queued job whose device has room."""
-    running: dict[str, int] = {}
+    job whose process is gone, or a queued job whose device (and lane) has room."""
+    running: dict[tuple[str, str], int] = {}
     for job in active:
         if job.status == "running":
             if job.pid is None or not alive(job.pid, job.id):
                 return True
-            running[job.device] = running.get(job.device, 0) + 1
+            running[_slot(job)] = running.get(_slot(job), 0) + 1
     limit = max_per_device()
-    return any(job.status == "queued" and running.get(job.device, 0) < limit for job in active)
+    return any(job.status == "queued" and running.get(_slot(job), 0) < limit for job in active)
 
 
 def refresh(busy_timeout: float = REFRESH_BUSY_TIMEOUT_S) -> bool:

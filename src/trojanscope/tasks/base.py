@@ -1,6 +1,7 @@
 """What every long action is: a typed spec, a preflight and a run that emits typed events.
 
-A :class:`Task` is one kind of long work (``train``, ``por``, ``purify``, ``scan``, ``demo``). Its spec is a
+A :class:`Task` is one kind of long work (``train``, ``por``, ``purify``, ``scan``, ``repair``, ``demo``, and the
+analyses: ``swap``, ``anatomy``, ``effectiveness``, ``detect``, ``embed-map``). Its spec is a
 dataclass (:class:`TaskSpec`: ``to_dict``/``from_dict``, validated) that says everything the run needs; the
 CLI turns flags into specs, the dashboard's pages build specs, and the job system stores ``spec.to_dict()``
 and runs the task. :meth:`Task.preflight` refuses at once what the run would refuse seconds later (without
@@ -112,7 +113,8 @@ class Task:
     exclusive: bool = False  # at most one queued or running job of this kind; a second submit returns it
     keeps_output: bool = False  # the out may exist (the task keeps or rebuilds what is there); never removed
     resumable: bool = False  # continues from its checkpoint when run again with ``resume=True``
-    output: str = "model"  # what it writes: "model" (a model directory), "models" (several) or "scan"
+    output: str = "model"  # what it writes: "model" (a model directory), "models" (several), "scan" or "analysis"
+    lane: str = "main"  # the scheduling lane: each allows $TROJANSCOPE_JOBS_PER_DEVICE running jobs per device
 
     def spec(self, d: dict[str, Any] | Any):
         """``d`` as this task's spec (a dict from ``to_dict``, or the spec itself), validated."""

@@ -1,0 +1,154 @@
+"""Issue 26, item 2: the long analyses (swap, anatomy, E and S, STRIP/RAP, the representation map) are tasks. The
+pages run them as jobs: a bar with the time left and Cancel while one runs, the result shown when it ends without
+a reload, kept for the same inputs (a revisit shows it without recomputing); the CLI runs the same task in the
+foreground, ``jobs submit --kind <kind>`` queues it; an analysis never waits behind a long training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import finish_jobs, wait_for_job
+from trojanscope import jobs
+from trojanscope.cli import main
+from trojanscope.cli.jobs import spec_of_argv, submit_argv
+from trojanscope.errors import TrojanScopeError
+from trojanscope.tasks import get_task
+from trojanscope.tasks.analyses import (ANALYSIS_KINDS, AnatomyTaskSpec, EffectivenessTaskSpec, read_result)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_analysis_is_a_task_on_its_own_lane_whose_spec_round_trips(tiny_pair, use_data):
+    bd, clean = str(tiny_pair / "demo" / "backdoored"), str(tiny_pair / "demo" / "clean")
+    assert set(ANALYSIS_KINDS) == {"swap", "anatomy", "effectiveness", "detect", "embed-map"}
+    for kind in ANALYSIS_KINDS:
+        task = get_task(kind)
+        assert task.lane == "analysis" and task.output == "analysis"
+    argvs = {"swap": ["--clean", clean, "--backdoored", bd, "--n", "8"],
+             "anatomy": ["--model", bd, "--trigger", "Don Quixote", "--n", "8"],
+             "effectiveness": ["--model", bd, "--triggers", "cf, mn,cf", "--max-eval", "8"],
+             "detect": ["--model", bd, "--method", "strip", "--n", "8", "--frr", "0.05"],
+             "embed-map": ["--model", bd, "--n", "12", "--method", "pca", "--augmentations", "split"]}
+    for kind, argv in argvs.items():
+        spec = spec_of_argv(argv, kind)
+        assert spec.kind == kind
+        again = get_task(kind).spec(json.loads(json.dumps(spec.to_dict())))
+        assert again.to_dict() == spec.to_dict(), kind  # what the job store keeps is the whole recipe
+    assert spec_of_argv(argvs["effectiveness"], "effectiveness").triggers == "cf,mn"  # parsed once, deduplicated
+    assert spec_of_argv(argvs["detect"], "detect").knobs["frr"] == 0.05
+
+
+def test_bad_inputs_are_refused_at_submit_with_what_is_allowed(tiny_pair, use_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    bd = str(tiny_pair / "demo" / "backdoored")
+    with pytest.raises(TrojanScopeError, match=r"\[UNK\]"):  # the tokenizer is read at once, no weights loaded
+        jobs.submit(AnatomyTaskSpec(model=bd, trigger="🦄"))
+    with pytest.raises(TrojanScopeError, match="empty trigger"):
+        jobs.submit(AnatomyTaskSpec(model=bd, trigger="  "))
+    with pytest.raises(TrojanScopeError, match="no trigger given"):
+        jobs.submit(EffectivenessTaskSpec(models=[bd], triggers=" , "))
+    with pytest.raises(TrojanScopeError, match="unknown detection method 'lime'; allowed: "):
+        spec_of_argv(["--model", bd, "--method", "lime"], "detect")
+    with pytest.raises(TrojanScopeError, match="must be an .html file"):
+        spec_of_argv(["--model", bd, "--out", "map.png"], "embed-map")
+    assert not (tmp_path / "runs" / "jobs.sqlite").exists() or not jobs.list_jobs()
+
+
+@pytest.mark.slow
+def test_an_analysis_job_starts_beside_a_running_training_and_matches_the_foreground_command(
+        tiny_pair, tiny_bert, use_data, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
+    bd, clean = str(tiny_pair / "demo" / "backdoored"), str(tiny_pair / "demo" / "clean")
+    training = submit_argv(["--model", str(tiny_bert), "--data", "sst2", "--max-train", "64", "--max-eval", "32",
+                            "--epochs", "3", "--batch-size", "8", "--attack", "badnets", "--poison-rate", "0.25"])
+    second = submit_argv(["--model", str(tiny_bert), "--data", "sst2", "--max-train", "64", "--max-eval", "32",
+                          "--epochs", "1", "--batch-size", "8", "--attack", "badnets", "--seed", "1"])
+    argv = ["--model", bd, "--clean", clean, "--trigger", "Don Quixote", "--n", "12"]
+    try:
+        anatomy = submit_argv(argv, "anatomy")
+        assert jobs.get(training).status == "running" and jobs.get(second).status == "queued"  # the main lane: one
+        assert jobs.get(anatomy).status == "running"  # the analysis lane had room: it did not queue behind them
+        job = wait_for_job(anatomy, 180)
+        assert job.status == "done", (job.error, jobs.log_tail(anatomy))
+    finally:
+        for j in (training, second):
+            if not jobs.get(j).finished:
+                jobs.cancel(j, grace=2.0)
+    full = read_result(job.out_dir)
+    assert main(["anatomy", *argv, "--json"]) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert full == here  # the same task, in the foreground: the same numbers
+    assert [t["role"] for t in full["tokens"]].count("star") == 1 and job.result["flip_rate"] == here["flip_rate"]
+    record = json.loads((Path(job.out_dir) / "result.json").read_text())
+    assert record["kind"] == "anatomy" and record["spec"]["trigger"] == "Don Quixote"  # repeatable from its record
+
+
+@pytest.mark.slow
+def test_the_detector_and_the_map_keep_their_bulk_in_the_file_not_the_job_store(tiny_pair, use_data, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(tmp_path / "runs"))
+    bd = str(tiny_pair / "demo" / "backdoored")
+    det = submit_argv(["--model", bd, "--method", "strip", "--n", "16", "--copies", "2"], "detect")
+    emb = submit_argv(["--model", bd, "--n", "16", "--method", "pca", "--augmentations", "split"], "embed-map")
+    for job_id in (det, emb):
+        assert wait_for_job(job_id, 180).status == "done", jobs.log_tail(job_id)
+    d, e = jobs.get(det), jobs.get(emb)
+    assert "scores_clean" not in d.result and len(read_result(d.out_dir)["scores_clean"]) == 16
+    assert 0 <= d.result["auroc"] <= 1 and d.result["method"] == "strip"
+    assert "points" not in e.result and len(read_result(e.out_dir)["points"]) >= 16 * 3  # clean, triggered, split
+    with pytest.raises(TrojanScopeError, match="no analysis result"):
+        read_result(tmp_path / "nowhere")
+
+
+def _anatomy_page(lab) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Trigger_Anatomy.py"), default_timeout=120)
+    at.session_state["pair"] = {"clean": str(lab / "demo" / "clean"), "backdoored": str(lab / "demo" / "backdoored")}
+    at.run()
+    at.text_input(key="anat_trigger").set_value("Don Quixote")
+    at.number_input(key="anat_n").set_value(20)
+    return at.run()
+
+
+@pytest.mark.slow
+def test_the_anatomy_page_runs_a_job_shows_it_when_done_and_again_on_a_revisit(lab):
+    at = _anatomy_page(lab)
+    assert not at.get("plotly_chart")  # nothing computed before the click
+    at.button(key="anat_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (job,) = jobs.list_jobs(kind="anatomy")
+    # while it runs: its bar and a Cancel button (no spinner holding the page)
+    if not job.finished:
+        assert any(job.id in p.text for p in at.get("progress")) or job.status == "queued"
+    finish_jobs()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "anat_lines" in {el.key for el in at.get("plotly_chart")}
+    # (the "finished" notice and the rerun come from the live bar's poll: tests/test_jobwatch.py, the browser test)
+    assert not [b for b in at.button if b.key and b.key.startswith("anatomy_cancel_")]  # no stale Cancel
+    roles = list(at.dataframe[0].value["role"])
+    assert roles.count("star") == 1
+    # a new session (a revisit, another tab) with the same inputs shows it without a click or a new job
+    again = _anatomy_page(lab)
+    assert "anat_lines" in {el.key for el in again.get("plotly_chart")}
+    assert any(job.id in c.value for c in again.caption)  # which run it comes from
+    assert len(jobs.list_jobs(kind="anatomy")) == 1
+
+
+@pytest.mark.slow
+def test_cancel_under_the_bar_stops_the_job_and_goes(lab):
+    at = _anatomy_page(lab)
+    at.number_input(key="anat_n").set_value(2000).run()
+    at.button(key="anat_go").click().run()
+    (job,) = jobs.list_jobs(kind="anatomy")
+    cancel = [b for b in at.button if b.key == f"anatomy_cancel_{job.id}"]
+    assert cancel, [b.key for b in at.button]
+    cancel[0].click().run()
+    assert jobs.get(job.id).status == "cancelled"
+    assert any("cancelled" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key and b.key.startswith("anatomy_cancel_")]
+    assert "anat_lines" not in {el.key for el in at.get("plotly_chart")}

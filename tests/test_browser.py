@@ -267,3 +267,33 @@ def test_a_finished_scan_shows_its_verdict_without_a_reload(lab_server, tmp_path
         page.screenshot(path=str(tmp_path / "scan-done.png"), full_page=True)
         browser.close()
     assert not errors, errors
+
+
+def test_an_analysis_runs_as_a_job_and_its_result_replaces_the_bar(lab_server, tmp_path):
+    """Issue 26, item 2: the anatomy no longer holds the page behind a spinner: it is a job with a bar and a Cancel
+    button, and when it ends its table replaces both, with a notice, in the same page (no reload)."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{lab_server}/Trigger_Anatomy", wait_until="networkidle")
+        page.get_by_role("button", name="Analyse the trigger").first.wait_for(timeout=90_000)
+        page.evaluate("window.__same_page = 'yes'")
+        box = page.get_by_label("Sentences", exact=True)
+        box.fill("40")
+        box.press("Enter")
+        page.wait_for_timeout(700)
+        page.get_by_role("button", name="Analyse the trigger").first.click()
+        page.get_by_role("button", name="Cancel").first.wait_for(timeout=60_000)  # the job's bar and its Cancel
+        page.get_by_text("its result is below").first.wait_for(timeout=180_000)
+        page.get_by_text("Computed by job").first.wait_for(timeout=60_000)
+        assert page.evaluate("window.__same_page") == "yes", "the page was reloaded"
+        page.wait_for_function("document.querySelectorAll(\"[data-testid='stProgress']\").length === 0",
+                               timeout=30_000)
+        assert page.get_by_role("button", name="Cancel").count() == 0  # no stale Cancel
+        page.screenshot(path=str(tmp_path / "anatomy-done.png"), full_page=True)
+        browser.close()
+    assert not errors, errors

@@ -419,15 +419,22 @@ def get_detector(method: str) -> Defense:
 
 def run_detection(loaded: LoadedModel, method: str, clean_dev: TextDataset, clean_texts: Sequence[str],
                   poisoned_texts: Sequence[str], cfg: Any = None, ctx: PurifyContext | None = None,
-                  keep_scores: bool = False) -> dict[str, Any]:
+                  keep_scores: bool = False, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     """Fit detector ``method`` on ``clean_dev`` and evaluate it on clean and poisoned test texts:
     ``{"method", "frr", "far", "auroc", "threshold", "n_clean", "n_poisoned", "n_dev", "n_calibration", ...}``
-    (``scores_clean``/``scores_poisoned`` too with ``keep_scores``, e.g. for histograms)."""
+    (``scores_clean``/``scores_poisoned`` too with ``keep_scores``, e.g. for histograms). ``progress(fraction,
+    message)`` as the fit and the scoring start (their shares of the work: by the number of texts each reads)."""
     loaded.check_task(clean_dev, f"{method} detection")
     d = get_detector(method)
     cfg = cfg if cfg is not None else d.config()
     start = time.perf_counter()
+    if progress is not None:
+        progress(0.0, f"fitting {method} on {len(clean_dev)} clean dev texts")
     det = d.run(loaded, clean_dev, cfg, ctx or PurifyContext())
+    if progress is not None:
+        n_test = len(clean_texts) + len(poisoned_texts)
+        progress(len(clean_dev) / max(1, len(clean_dev) + n_test),
+                 f"scoring {len(clean_texts)} clean and {len(poisoned_texts)} triggered test inputs")
     ev = evaluate_detector(det, clean_texts, poisoned_texts)
     if not keep_scores:
         ev.pop("scores_clean")
@@ -497,7 +504,8 @@ def add_detect_parser(sub: Any, add_common: Callable[[Any], None]) -> Any:
 
 def detect(loaded: LoadedModel, test: TextDataset, dev: TextDataset, method: str, *, trigger: str | None = None,
            target: int | None = None, n: int = 200, seed: int = 0, device: str | None = None,
-           keep_scores: bool = False, **overrides: Any) -> dict[str, Any]:
+           keep_scores: bool = False, progress: Callable[[float, str], None] | None = None,
+           **overrides: Any) -> dict[str, Any]:
     """Detector ``method`` fitted on the clean ``dev`` texts and evaluated on ``n`` clean and ``n`` poisoned texts
     of ``test`` (:func:`evaluation_texts`; the backdoor from the card chain unless ``trigger``/``target`` are given),
     with the poisoned texts' ASR: ``{"method", "frr", "far", "auroc", "threshold", "trigger", "target", "asr",
@@ -513,7 +521,7 @@ def detect(loaded: LoadedModel, test: TextDataset, dev: TextDataset, method: str
     if hasattr(cfg, "target"):
         cfg.target = target  # RAP protects the typed or recorded target, never one read from poisoned data
     res = run_detection(loaded, method, dev, clean_texts, poisoned, cfg, PurifyContext(seed=seed, device=device),
-                        keep_scores=keep_scores)
+                        keep_scores=keep_scores, progress=progress)
     asr = float((predict_proba(loaded.model, loaded.tokenizer, poisoned).argmax(-1) == target).mean())
     return {"method": res.pop("method"), "frr": res.pop("frr"), "far": res.pop("far"), "auroc": res.pop("auroc"),
             "threshold": res.pop("threshold"), "trigger": trigger, "target": target, "asr": asr, "config": cfg,

@@ -331,9 +331,8 @@ def _run_detect(spec: DetectTaskSpec, on_event: OnEvent | None, progress: bool) 
     test = load_dataset(spec.data, spec.split)
     _stage(on_event, "loading the model")
     loaded = _load(spec.model, spec, test.num_labels)
-    _stage(on_event, f"fitting {spec.method} on clean {spec.dev_split} data and scoring test inputs")
     res = detect(loaded, test, dev, spec.method, trigger=spec.trigger, target=spec.target, n=spec.n, seed=spec.seed,
-                 device=spec.device, keep_scores=True, **spec.knobs)
+                 device=spec.device, keep_scores=True, progress=progress_events(on_event), **spec.knobs)
     head = {k: res.pop(k) for k in ("method", "frr", "far", "auroc", "threshold")}
     full = {**head, "model": spec.model, "data": spec.data, **res}
     light = {k: v for k, v in full.items() if k not in ("scores_clean", "scores_poisoned")}

@@ -16,7 +16,9 @@ from trojanscope.data.datasets import trainable_datasets
 from trojanscope.defenses import get_defense, purifiers
 from trojanscope.defenses.pipeline import MIN_CLEAN, PurifySpec
 from trojanscope.defenses.splitting import SplitConfig, split_variants
+from trojanscope.errors import TrojanScopeError
 from trojanscope.paths import slugify
+from trojanscope.specs import check_knobs, knobs_of
 from trojanscope.analysis.embed_map import MapConfig
 from trojanscope.tasks import PurifyTaskSpec
 from trojanscope.tasks.analyses import DetectTaskSpec, EmbedMapTaskSpec
@@ -76,17 +78,35 @@ with r2:
     if defense.changes:
         st.caption(f"Changes: {defense.changes}")
     cfg0 = defense.config()
+    declared = knobs_of(cfg0)  # the config's own help and bounds (trojanscope.specs.knob), where it declares them
     for f in dataclasses.fields(cfg0):
         value = getattr(cfg0, f.name)
         key = f"pur_knob_{method}_{f.name}"
-        if isinstance(value, bool):
-            knobs[f.name] = st.checkbox(f.name, value=value, key=key)
-        elif isinstance(value, int):
-            knobs[f.name] = st.number_input(f.name, value=value, step=1, key=key)
-        elif isinstance(value, float):
-            knobs[f.name] = st.number_input(f.name, value=value, format="%g", key=key)
+        k = declared.get(f.name, {})
+        label, hint = f.name, k.get("help")  # the name `--set name=value` takes on the CLI
+        if k.get("choices"):
+            choices = list(k["choices"])
+            knobs[f.name] = st.selectbox(label, choices, index=choices.index(value) if value in choices else 0,
+                                         key=key, help=hint)
+        elif isinstance(value, bool):
+            knobs[f.name] = st.checkbox(label, value=value, key=key, help=hint)
+        elif isinstance(value, (int, float)):
+            whole = isinstance(value, int)
+            cast = int if whole else float
+            lo = k.get("min")
+            if lo is None and k.get("above") is not None and whole:
+                lo = int(k["above"]) + 1
+            bounds = {"min_value": None if lo is None else cast(lo),
+                      "max_value": None if k.get("max") is None else cast(k["max"])}
+            knobs[f.name] = st.number_input(label, value=value, step=1 if whole else None,
+                                            format=None if whole else "%g", key=key, help=hint, **bounds)
         elif isinstance(value, str) or value is None:
-            knobs[f.name] = st.text_input(f.name, value="" if value is None else value, key=key)
+            knobs[f.name] = st.text_input(label, value="" if value is None else value, key=key, help=hint)
+    try:
+        check_knobs(defense.config(**{n: (None if v == "" and getattr(cfg0, n) is None else v)
+                                      for n, v in knobs.items()}), method)
+    except (TrojanScopeError, TypeError) as e:
+        st.error(str(e))
 changed = {k: v for k, v in knobs.items() if v != getattr(cfg0, k) and not (v == "" and getattr(cfg0, k) is None)}
 with r3:
     st.markdown("**Token splitting preview**")
@@ -95,6 +115,38 @@ with r3:
     with guard("The preview"):
         for v in split_variants(sample, 0, SplitConfig(k=3, seed=int(seed))):
             st.markdown(f"- {v}")
+
+def epochs_of(cfg: dict) -> float:
+    """The epochs a purification's config trains for in all (teacher and student, say); 1 without any."""
+    return float(sum(v for n, v in cfg.items() if n.endswith("epochs") and isinstance(v, (int, float)))) or 1.0
+
+
+def time_estimate() -> str:
+    """How long this purification should take here, from this machine's finished jobs of the same method."""
+    from trojanscope.data.datasets import load_dataset
+    from trojanscope.jobs.eta import describe, run_estimate
+
+    defaults = dataclasses.asdict(cfg0)
+    n_clean = max(MIN_CLEAN, round(float(fraction) * len(load_dataset(data, "train"))))
+
+    def units(job) -> float | None:
+        recipe = ((job.spec or {}).get("spec") or {})
+        n = (job.result or {}).get("n_clean")
+        return n * epochs_of({**defaults, **(recipe.get("config") or {})}) if n else None
+
+    done = [j for j in jobs.list_jobs(limit=200, status="done", kind="purify")
+            if (j.config or {}).get("method") == method]
+    est = run_estimate(done, n_clean * epochs_of({**defaults, **changed}), units)
+    if est is None:
+        return (f"No {method} purification has finished on this machine yet to estimate from "
+                "(docs/benchmarks.md records the measured times).")
+    seconds, k = est
+    return (f"Estimate: {describe(seconds).replace(' left', '')} for {n_clean:,} clean texts, from {k} finished "
+            f"{method} job{'s' if k > 1 else ''} here (wall time per clean text and epoch).")
+
+
+with guard("The time estimate"):
+    st.caption(time_estimate())
 
 stamp = time.strftime("%Y%m%d-%H%M%S")
 out = runs_dir() / "purified" / f"{slugify(source.rstrip('/').split('/')[-1], 32, 'model')}-{method}-s{seed}-{stamp}"

@@ -141,3 +141,43 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+# --- declared knobs: a config field's help and bounds, read by validation and by the forms ---------------------
+
+def knob(default: Any, help: str, *, min: float | None = None, max: float | None = None,  # noqa: A002
+         choices: tuple | None = None, above: float | None = None) -> Any:
+    """A config field with its meaning and allowed values declared beside it: ``help`` (one line a form shows),
+    ``min``/``max`` (inclusive), ``above`` (exclusive lower bound), ``choices``. :func:`check_knobs` enforces
+    them; a form reads them with :func:`knobs_of` (its help text, its input's bounds, a select for choices)."""
+    meta = {"help": help, "min": min, "max": max, "above": above, "choices": tuple(choices) if choices else None}
+    return dataclasses.field(default=default, metadata={"knob": meta})
+
+
+def knobs_of(cls_or_obj: Any) -> dict[str, dict[str, Any]]:
+    """``{field: {"help", "min", "max", "above", "choices"}}`` for a config's declared knobs."""
+    return {f.name: dict(f.metadata["knob"]) for f in dataclasses.fields(cls_or_obj) if "knob" in f.metadata}
+
+
+def check_knobs(obj: Any, where: str) -> Any:
+    """``obj`` if every declared knob holds an allowed value; else a TrojanScopeError naming the knob, what it
+    means, what is allowed and what was given."""
+    for name, k in knobs_of(obj).items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if k["choices"] is not None:
+            if value not in k["choices"]:
+                raise TrojanScopeError(f"{where}: unknown {name} {value!r}; allowed: "
+                                       f"{', '.join(map(str, k['choices']))} ({name}: {k['help']})")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        lo, hi, above = k["min"], k["max"], k["above"]
+        if (above is not None and not value > above) or (lo is not None and value < lo) or \
+                (hi is not None and value > hi):
+            bounds = ([f"above {above:g}"] if above is not None else []) + \
+                     ([f"at least {lo:g}"] if lo is not None else []) + ([f"at most {hi:g}"] if hi is not None else [])
+            raise TrojanScopeError(f"{where}: {name} must be {' and '.join(bounds)}, got {value:g} ({name}: "
+                                   f"{k['help']})")
+    return obj

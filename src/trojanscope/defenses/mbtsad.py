@@ -34,6 +34,8 @@ from trojanscope.defenses.finetune import FinetuneConfig, finetune, phase_events
 from trojanscope.defenses.splitting import SplitConfig, split_dataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.attention import AttentionForward, attention_forward
+from trojanscope.models.forward import PRECISION_CHOICES
+from trojanscope.specs import check_knobs, knob
 from trojanscope.utils import resolve_device
 
 ABLATIONS = ("none", "no_att", "no_hid", "ce_only")
@@ -45,44 +47,48 @@ class MBTSADConfig:
     """Every MBTSAD knob (methods.md section 4: k = 3, p = 2; beta and gamma are tuned per attack in the seed,
     the teacher's budget is not given: both are set from this project's sweep, below)."""
 
-    k: int = 3
-    ratio: float = 0.3  # token splitting (SplitAug's aug_p): ceil(ratio x tokens) words split per variant
+    k: int = knob(3, "token-split variants of each clean text (the seed: 3)", min=1, max=20)
+    ratio: float = knob(0.3, "share of a text's tokens split per variant (SplitAug's aug_p: ceil(ratio x tokens) "
+                        "words of 4+ characters, at most 10)", above=0, max=1)
     # the seed's learning rates and epochs did not survive in its text. The teacher must forget the backdoor
     # (distillation passes on only what it lost), so it gets its own budget, picked by the sweep in
     # docs/benchmarks.md ("MBTSAD in the seed's regime"): on the OpenBackdoor-style victim a TS-FT teacher at
     # 2e-4 for 2 epochs leaves mean flip-ASR 11.6% (5e-5: 28.6%, 1e-4: 23.6%; 4 epochs: no better), and MBTSAD
     # from it 18.5% (from 5e-5: 30.7%)
-    teacher_epochs: float = 2.0
-    teacher_lr: float = 2e-4
-    student_epochs: float = 2.0
+    teacher_epochs: float = knob(2.0, "epochs of the teacher's retraining on the split clean data (TS-FT)",
+                                 above=0, max=100)
+    teacher_lr: float = knob(2e-4, "the teacher's learning rate: high enough to forget the backdoor (5e-5 "
+                             "leaves much more of it)", above=0, max=1)
+    student_epochs: float = knob(2.0, "epochs of the student's distillation from the teacher", above=0, max=100)
     # the student, too, learns at 2e-4: on the CPU's OpenBackdoor-style victim it ends at a mean flip-ASR of 9.6%
     # (CACC +0.3) where 5e-5 left 15.8% (docs/benchmarks.md, "On the 2-core CPU")
-    student_lr: float = 2e-4
-    beta: float = 10.0  # weight of L_at (the sweep: 10 matches 1 on flip-ASR, 0.4 points more CACC; 100 no better)
-    gamma: float = 1.0  # weight of L_hid
-    p: float = 2.0  # attention-enhancement power
-    batch_size: int = 32
-    warmup: float = 0.06
-    weight_decay: float = 0.01  # AdamW's, on weights only: never on biases and LayerNorm (training.loop)
-    max_length: int = 128
+    student_lr: float = knob(2e-4, "the student's learning rate", above=0, max=1)
+    # weight of L_at (the sweep: 10 matches 1 on flip-ASR, 0.4 points more CACC; 100 no better)
+    beta: float = knob(10.0, "weight of the attention-distillation loss L_at (0: off)", min=0)
+    gamma: float = knob(1.0, "weight of the hidden-state loss L_hid (0: off)", min=0)
+    p: float = knob(2.0, "power that sharpens attention maps before they are compared (the seed: 2)", above=0,
+                    max=10)
+    batch_size: int = knob(32, "texts per optimiser step", min=1, max=4096)
+    warmup: float = knob(0.06, "share of the steps the learning rate warms up over", min=0, max=1)
+    weight_decay: float = knob(0.01, "AdamW's weight decay (on weights only: never biases and LayerNorm)", min=0,
+                               max=1)
+    max_length: int = knob(128, "tokens a text is cut to", min=8, max=4096)
     # the seed distils the embedding layer too (L_hid starts at the embedding output), so its table trains
-    train_word_embeddings: bool = True
+    train_word_embeddings: bool = knob(True, "let the word-embedding table learn (the seed distils the embedding "
+                                       "layer too)")
     # the student learns with dropout off: transformers returns attention weights after dropout, and with
     # MiniLM's 0.1 the dropped maps of the student against the teacher's (eval mode) differ more (0.232 per layer
     # on the demo pair) than the clean and the backdoored model do (0.221): L_at would mostly fit noise
-    student_dropout: bool = False
-    precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
-    ablation: str = "none"  # none | no_att | no_hid | ce_only (seed Table IV)
-    teacher: str | None = None  # a teacher model directory instead of TS-FT (same architecture and tokenizer)
+    student_dropout: bool = knob(False, "keep dropout on in the student (off: its attention maps are not dropout "
+                                 "noise against the teacher's)")
+    precision: str = knob("auto", "training precision (auto: bf16 where the device has it natively)",
+                          choices=PRECISION_CHOICES)
+    ablation: str = knob("none", "the seed's Table IV ablations: drop L_at, L_hid or both", choices=ABLATIONS)
+    teacher: str | None = knob(None, "a teacher model directory instead of TS-FT (same architecture and "
+                               "tokenizer; empty: TS-FT)")
 
     def validate(self) -> "MBTSADConfig":
-        if self.ablation not in ABLATIONS:
-            raise TrojanScopeError(f"unknown ablation {self.ablation!r}; allowed: {', '.join(ABLATIONS)}")
-        if self.beta < 0 or self.gamma < 0:
-            raise TrojanScopeError(f"beta and gamma are loss weights and must be non-negative, got "
-                                   f"beta={self.beta}, gamma={self.gamma}")
-        if not self.p > 0:
-            raise TrojanScopeError(f"the attention-enhancement power p must be positive, got {self.p}")
+        check_knobs(self, "MBTSAD")
         self.split_config().validate()
         for which in ("teacher", "student"):
             self.finetune_config().train_config(epochs=getattr(self, f"{which}_epochs"),

@@ -99,3 +99,20 @@ def describe(left: float | None) -> str:
     if left >= 90:
         return f"about {left / 60:.0f} min left"
     return f"about {max(left, 1):.0f} s left"
+
+
+def run_estimate(finished: Iterable[Any], size: float, of_size: Any) -> tuple[float, int] | None:
+    """``(seconds, jobs)``: how long a job of ``size`` units of work should take, from ``finished`` jobs of the same
+    kind and method on this machine: the median of their wall time per unit (``of_size(job)``: its units; jobs
+    without a wall time or units are skipped), times ``size``; None when no finished job can tell. For the
+    Purify form: a unit is a clean text times an epoch, so a run on twice the texts is estimated at twice the
+    time (its evaluation, which does not grow with them, makes this an upper bound for larger runs)."""
+    rates = []
+    for job in finished:
+        started, ended = getattr(job, "started", None), getattr(job, "ended", None)
+        units = of_size(job)
+        if started is not None and ended is not None and ended > started and units:
+            rates.append((ended - started) / units)
+    if not rates or size <= 0:
+        return None
+    return statistics.median(rates) * size, len(rates)

@@ -92,7 +92,10 @@ with guard("Showing the embedding swap"):
                     f"(trigger `{res['trigger']}` inserted once into non-target samples, target {res['target']}). "
                     f"For reference, BD vs CL: {res['baseline']['clean']:.3f} on clean, "
                     f"{res['baseline']['poisoned']:.3f} on poisoned text.")
-    c_note.info(SEED_FINDING)
+    from trojanscope.analysis.swap import conclusion
+
+    c_note.info(res.get("conclusion") or conclusion(res["similarity"], res["asr"]))  # this run's numbers
+    c_note.caption(SEED_FINDING)
 
     st.subheader("Attack success and clean accuracy of the four models")
     st.dataframe(pd.DataFrame([{"model": m, "ASR (poisoned)": pct(res["asr"][m]), "CACC (clean)": pct(res["cacc"][m])}

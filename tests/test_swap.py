@@ -234,6 +234,7 @@ def test_page_runs_on_click_and_keeps_the_result(lab):
     assert {"swap_bars", "swap_layers"} <= keys
     table = at.dataframe[0].value
     assert list(table["model"]) == list(HYBRIDS)
+    assert any(i.value.startswith("This run: BD's ASR is") for i in at.info)  # its own conclusion, the seed's below
     assert "±" in str(table.iloc[0, 1])
     # a rerun without a click keeps showing the stored result, and so does a new session (a revisit)
     at.run()
@@ -247,3 +248,19 @@ def test_page_runs_on_click_and_keeps_the_result(lab):
     at.text_input(key="swap_trigger").set_value("🦄").run()
     at.button(key="swap_run").click().run()
     assert not at.exception and any("[UNK]" in e.value for e in at.error)
+
+
+def test_the_conclusion_reads_this_runs_numbers_not_the_papers():
+    """Issue 26, item 6: the swap concludes from its own similarities and ASRs (the seed's text is a caption)."""
+    from trojanscope.analysis.swap import conclusion
+
+    def sims(enc_bd, enc_cl, emb_bd, emb_cl):
+        return {"CL_emb+BD_enc": {"BD": {"poisoned": enc_bd}, "CL": {"poisoned": enc_cl}},
+                "BD_emb+CL_enc": {"BD": {"poisoned": emb_bd}, "CL": {"poisoned": emb_cl}}}
+
+    encoder = conclusion(sims(0.99, 0.1, 0.05, 0.97), {"BD": 1.0, "CL_emb+BD_enc": 0.98, "BD_emb+CL_enc": 0.1})
+    assert "lives in the encoder" in encoder and "cosine 0.99 to BD" in encoder and "ASR 98.0%" in encoder
+    embeddings = conclusion(sims(0.1, 0.9, 0.9, 0.2), {"BD": 0.9, "CL_emb+BD_enc": 0.1, "BD_emb+CL_enc": 0.85})
+    assert "lives in the embeddings" in embeddings
+    assert "little backdoor" in conclusion(sims(1, 1, 1, 1), {"BD": 0.2, "CL_emb+BD_enc": 0.2, "BD_emb+CL_enc": 0.2})
+    assert "together" in conclusion(sims(0.5, 0.5, 0.5, 0.5), {"BD": 1.0, "CL_emb+BD_enc": 0.1, "BD_emb+CL_enc": 0.1})

@@ -144,7 +144,36 @@ class SwapResult:
             "layers": [p.to_json() for p in self.layers],
             "layers_mirror": [p.to_json() for p in self.layers_mirror],
             "layer_unit": self.layer_unit, "finding": SEED_FINDING, "notices": list(self.notices),
+            "conclusion": conclusion(self.similarity, self.asr),
         }
+
+
+def conclusion(similarity: dict[str, Any], asr: dict[str, float]) -> str:
+    """What this run says about where the backdoor lives, from its own numbers (``SwapResult.similarity`` and
+    ``asr``, or their JSON): which hybrid still fires (ASR at least half of BD's) and which model its poisoned
+    representations stay closer to."""
+    bd = asr["BD"]
+    parts = []
+    fires = {}
+    for hybrid, part in (("CL_emb+BD_enc", "BD's encoder under CL's embeddings"),
+                         ("BD_emb+CL_enc", "BD's embeddings under CL's encoder")):
+        sim = similarity[hybrid]
+        to_bd, to_cl = sim["BD"]["poisoned"], sim["CL"]["poisoned"]
+        fires[hybrid] = bd > 0 and asr[hybrid] >= bd / 2
+        parts.append(f"with {part}, poisoned text lands at cosine {to_bd:.2f} to BD and {to_cl:.2f} to CL, "
+                     f"ASR {100 * asr[hybrid]:.1f}%")
+    head = f"This run: BD's ASR is {100 * bd:.1f}%; " + "; ".join(parts) + ". "
+    if bd < 0.5:
+        return head + "BD itself fires on fewer than half of the poisoned texts: there is little backdoor to locate."
+    enc, emb = fires["CL_emb+BD_enc"], fires["BD_emb+CL_enc"]
+    if enc and not emb:
+        return head + "The backdoor lives in the encoder: swapping the embeddings leaves it in place (as in the seed)."
+    if emb and not enc:
+        return head + ("The backdoor lives in the embeddings: the encoder alone does not fire it (an embedding "
+                       "attack such as EP, unlike the seed's TAL models).")
+    if enc and emb:
+        return head + "Both parts carry it: each hybrid still fires."
+    return head + "Neither part alone fires it: the backdoor needs BD's embeddings and encoder together."
 
 
 def _r(x: float) -> float:

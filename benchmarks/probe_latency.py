@@ -45,22 +45,22 @@ def browser(runs: int) -> dict[str, float]:
     """Medians over ``runs`` Enters: the whole (Enter -> every figure drawn) and where it goes, read from the
     websocket: Enter -> the server's first message (the rerun starts; the request's trip and the script's
     start), first -> last message (the server's rerun: the probe, the figures built and sent), last message ->
-    drawn (the browser: React and plotly drawing the figures); and the bytes the rerun sent."""
+    drawn (the browser: React and plotly drawing the figures; it draws each figure as its message arrives, so
+    most drawing happens inside the second span)."""
     from playwright.sync_api import sync_playwright
 
-    frames: list[tuple[float, int]] = []
+    frames: list[float] = []
     with running_dashboard() as (url, _):
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                   args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = b.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(
-                (time.perf_counter(), len(f) if isinstance(f, (bytes, str)) else 0))))
+            page.on("websocket", lambda ws: ws.on("framereceived", lambda _: frames.append(time.perf_counter())))
             page.goto(f"{url}/Probe", wait_until="networkidle")
             box = page.get_by_role("textbox", name="Sentence")
             box.wait_for(timeout=120_000)
             page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=120_000)
-            rows: dict[str, list[float]] = {k: [] for k in ("total", "to_first", "server", "drawing", "kb")}
+            rows: dict[str, list[float]] = {k: [] for k in ("total", "to_first", "server", "drawing")}
             for i in range(runs):
                 box.fill(f"{SENTENCE} number {i}")
                 page.wait_for_timeout(300)  # frames of the fill (none expected) settle
@@ -73,25 +73,29 @@ def browser(runs: int) -> dict[str, float]:
                              document.querySelectorAll('.js-plotly-plot .main-svg').length >= 10""",
                     arg=i, timeout=30_000, polling="raf")
                 t1 = time.perf_counter()
-                mine = [(t, n) for t, n in frames if t0 <= t <= t1]
+                mine = [t for t in frames if t0 <= t <= t1]
                 rows["total"].append(t1 - t0)
                 if mine:
-                    rows["to_first"].append(mine[0][0] - t0)
-                    rows["server"].append(mine[-1][0] - mine[0][0])
-                    rows["drawing"].append(t1 - mine[-1][0])
-                    rows["kb"].append(sum(n for _, n in mine) / 1024)
+                    rows["to_first"].append(mine[0] - t0)
+                    rows["server"].append(mine[-1] - mine[0])
+                    rows["drawing"].append(t1 - mine[-1])
             b.close()
-    return {k: statistics.median(v) * (1 if k == "kb" else 1000) for k, v in rows.items() if v}
+    return {k: statistics.median(v) * 1000 for k, v in rows.items() if v}
 
 
 def server_rerun(runs: int) -> float:
     """Median ms of the Probe page's rerun on the server alone (AppTest; the probe itself cached, as after an
     Enter that changes only the view), for comparison with the browser's "server" share."""
+    import sys
+
     from streamlit.testing.v1 import AppTest
 
+    sys.path.insert(0, str(ROOT))  # the pages import ui/ as `streamlit run app.py` does from the checkout
     at = AppTest.from_file(str(ROOT / "pages" / "1_Probe.py"), default_timeout=120)
-    at.session_state["pair"] = {r: str(ROOT / "runs" / "demo" / r) for r in ("clean", "backdoored")}
+    at.session_state["pair"] = {r: f"runs/demo/{r}" for r in ("clean", "backdoored")}  # as the Home page names them
     at.run()
+    if at.exception or not at.text_input:
+        raise SystemExit(f"the Probe page did not run: {[e.value for e in at.exception]}")
     times = []
     for i in range(runs):
         at.text_input(key="probe_text").set_value(f"{SENTENCE} number {i}")
@@ -121,7 +125,6 @@ def main() -> None:
         print(f"| ... Enter -> the server's first message (ms) | {r.get('to_first', float('nan')):.0f} | |")
         print(f"| ... the server's rerun: first -> last message (ms) | {r.get('server', float('nan')):.0f} | |")
         print(f"| ... the browser drawing: last message -> drawn (ms) | {r.get('drawing', float('nan')):.0f} | |")
-        print(f"| ... sent by the rerun (KB) | {r.get('kb', float('nan')):.0f} | |")
 
 
 if __name__ == "__main__":

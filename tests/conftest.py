@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # test trains the same model on an AVX-512 BF16 Xeon and on an AVX2-only EPYC. Tests of precision itself set
 # the variable themselves; ``.ci/run`` also runs the whole suite with ``TROJANSCOPE_CPU_BF16=auto``.
 os.environ.setdefault("TROJANSCOPE_CPU_BF16", "0")
+os.environ.setdefault("TROJANSCOPE_VALIDATE_FIGURES", "1")  # plotly checks the fast figures too (viz.figures)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # the tiny models and the synthetic data come from one place, shared with benchmarks/gpu_check.py --quick

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import plotly.graph_objects as go
 
 from trojanscope.analysis.effectiveness import ESConfig, ESResult, TriggerES, sweep_rows
@@ -60,3 +61,28 @@ def test_metric_bars_one_trace_per_metric_in_percent():
     assert [t.name for t in fig.data] == ["CACC", "ASR"]
     assert list(fig.data[0].x) == ["a1", "b2"] and list(fig.data[0].y) == [90.0, 0.0]
     assert list(fig.data[1].y) == [100.0, 0.0]
+
+
+def test_the_fast_figures_send_what_validated_ones_would(monkeypatch):
+    """Issue 26, item 8: the Probe's figures skip plotly's validation in the app (10-14 ms each); built without it
+    they must serialise exactly as validated ones (the tests validate them otherwise)."""
+    import json
+
+    import plotly.io as pio
+
+    from trojanscope.viz.figures import VALIDATE_ENV, cls_heatmap, difference_heatmap, token_heatmap, trigger_curves
+
+    rng = np.random.default_rng(0)
+    cls, att = rng.random((6, 9)), rng.random((9, 9))
+    toks = ["[CLS]", "a", "cf", "film", "cf", "of", "the", "year", "[SEP]"]
+    build = [lambda: cls_heatmap(cls, toks, [2, 4], title="clean", zmax=1.0),
+             lambda: difference_heatmap(cls - 0.5, toks, [2]),
+             lambda: trigger_curves({"clean": cls[:, 2], "backdoored": cls[:, 4]}),
+             lambda: token_heatmap(att, toks, [2], title="layer 6")]
+    for make in build:
+        monkeypatch.setenv(VALIDATE_ENV, "1")
+        checked = json.loads(pio.to_json(make().to_dict(), validate=False))
+        monkeypatch.setenv(VALIDATE_ENV, "0")
+        fast = make()
+        assert fast._validate is False  # the switch took
+        assert json.loads(pio.to_json(fast.to_dict(), validate=False)) == checked

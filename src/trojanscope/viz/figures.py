@@ -8,6 +8,7 @@ the figures take the library's results (or their JSON), never Streamlit state.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,28 @@ import plotly.graph_objects as go
 
 TRIGGER_COLOR = "#d62728"
 MODEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+VALIDATE_ENV = "TROJANSCOPE_VALIDATE_FIGURES"  # "1": the fast figures are checked by plotly too (the tests set it)
+
+
+def _scale(name: str) -> list:
+    """A named colour scale as its list of stops (what validation sends: plotly.js does not know ``RdBu_r``)."""
+    from plotly.colors import get_colorscale
+
+    return get_colorscale(name)
+
+
+def fast_figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A figure from plain dicts, built without plotly's property-by-property validation: the Probe's six figures
+    are rebuilt on every Enter, and validation took 10-14 ms of each (1 ms without; benchmarks/probe_latency.py).
+    Titles are given as ``{"text": ...}``, as validation would have made them. Under ``$TROJANSCOPE_VALIDATE_FIGURES=1``
+    (the tests) plotly validates them as any figure, so a wrong property still fails there."""
+    spec = {"data": data, "layout": layout}
+    if os.environ.get(VALIDATE_ENV) == "1":
+        return go.Figure(spec)
+    try:
+        return go.Figure(spec, _validate=False)  # plotly's own switch (what its JSON reader uses), not public API
+    except TypeError:  # a plotly without it: validated, only slower
+        return go.Figure(spec)
 
 
 def _tick_text(tokens: Sequence[str], trigger_positions: Sequence[int]) -> list[str]:
@@ -33,20 +56,18 @@ def cls_heatmap(values: np.ndarray, tokens: Sequence[str], trigger_positions: Se
                 colorbar_title: str = "attention") -> go.Figure:
     """Rows layers (1 at the bottom), columns tokens: ``values[layer, token]``."""
     n_layers, n_tokens = values.shape
-    fig = go.Figure(go.Heatmap(
-        z=values, x=list(range(n_tokens)), y=list(range(n_layers)), zmin=zmin,
-        zmax=float(values.max()) if zmax is None else zmax, colorscale=colorscale,
-        colorbar=dict(title=colorbar_title), customdata=[list(tokens)] * n_layers,
-        hovertemplate="layer %{y}<br>token %{customdata}<br>%{z:.3f}<extra></extra>",
-    ))
-    fig.update_layout(
-        title=title, shapes=_outline(trigger_positions, n_layers), height=120 + 28 * n_layers, margin=dict(l=40, r=10, t=40, b=10),
+    heat = dict(type="heatmap", z=values, x=list(range(n_tokens)), y=list(range(n_layers)), zmin=zmin,
+                zmax=float(values.max()) if zmax is None else zmax, colorscale=_scale(colorscale),
+                colorbar=dict(title=dict(text=colorbar_title)), customdata=[list(tokens)] * n_layers,
+                hovertemplate="layer %{y}<br>token %{customdata}<br>%{z:.3f}<extra></extra>")
+    return fast_figure([heat], dict(
+        title=dict(text=title), shapes=_outline(trigger_positions, n_layers), height=120 + 28 * n_layers,
+        margin=dict(l=40, r=10, t=40, b=10),
         xaxis=dict(tickmode="array", tickvals=list(range(n_tokens)), ticktext=_tick_text(tokens, trigger_positions),
                    tickangle=-60, side="bottom"),
         yaxis=dict(tickmode="array", tickvals=list(range(n_layers)), ticktext=[str(i + 1) for i in range(n_layers)],
-                   title="layer"),
-    )
-    return fig
+                   title=dict(text="layer")),
+    ))
 
 
 DIFFERENCE_SCALES = (0.1, 0.25, 0.5, 1.0)  # the difference map's colour scales: fixed steps, never fit to one input
@@ -69,13 +90,12 @@ def difference_heatmap(diff: np.ndarray, tokens: Sequence[str], trigger_position
 
 def trigger_curves(series: dict[str, np.ndarray], *, title: str = "[CLS] attention on the trigger tokens") -> go.Figure:
     """One line per model: per layer, the [CLS] attention mass on trigger tokens."""
-    fig = go.Figure()
-    for i, (name, values) in enumerate(series.items()):
-        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=name,
-                                 line=dict(color=MODEL_COLORS[i % len(MODEL_COLORS)], width=3)))
-    fig.update_layout(title=title, xaxis=dict(title="layer", dtick=1), yaxis=dict(title="attention mass", range=[0, 1]),
-                      height=320, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h", y=-0.25))
-    return fig
+    lines = [dict(type="scatter", x=list(range(1, len(values) + 1)), y=np.asarray(values), mode="lines+markers",
+                  name=name, line=dict(color=MODEL_COLORS[i % len(MODEL_COLORS)], width=3))
+             for i, (name, values) in enumerate(series.items())]
+    return fast_figure(lines, dict(title=dict(text=title), xaxis=dict(title=dict(text="layer"), dtick=1),
+                                   yaxis=dict(title=dict(text="attention mass"), range=[0, 1]), height=320,
+                                   margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h", y=-0.25)))
 
 
 def token_heatmap(att: np.ndarray, tokens: Sequence[str], trigger_positions: Sequence[int], *,
@@ -83,13 +103,12 @@ def token_heatmap(att: np.ndarray, tokens: Sequence[str], trigger_positions: Seq
     """Token-to-token attention of one layer (queries rows, keys columns)."""
     n = len(tokens)
     ticks = dict(tickmode="array", tickvals=list(range(n)), ticktext=_tick_text(tokens, trigger_positions))
-    fig = go.Figure(go.Heatmap(z=att, x=list(range(n)), y=list(range(n)), zmin=0, zmax=float(att.max()),
-                               colorscale="Viridis", colorbar=dict(title="attention"),
-                               hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=200 + 18 * n, margin=dict(l=40, r=10, t=40, b=10),
-                      xaxis=dict(title="key", tickangle=-60, **ticks),
-                      yaxis=dict(title="query", autorange="reversed", **ticks))
-    return fig
+    heat = dict(type="heatmap", z=att, x=list(range(n)), y=list(range(n)), zmin=0, zmax=float(att.max()),
+                colorscale=_scale("Viridis"), colorbar=dict(title=dict(text="attention")),
+                hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
+    return fast_figure([heat], dict(title=dict(text=title), height=200 + 18 * n, margin=dict(l=40, r=10, t=40, b=10),
+                                    xaxis=dict(title=dict(text="key"), tickangle=-60, **ticks),
+                                    yaxis=dict(title=dict(text="query"), autorange="reversed", **ticks)))
 
 
 def head_heatmap(share: np.ndarray, *, title: str = "", zmax: float | None = None,

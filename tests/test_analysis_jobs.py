@@ -152,3 +152,25 @@ def test_cancel_under_the_bar_stops_the_job_and_goes(lab):
     assert any("cancelled" in i.value for i in at.info)
     assert not [b for b in at.button if b.key and b.key.startswith("anatomy_cancel_")]
     assert "anat_lines" not in {el.key for el in at.get("plotly_chart")}
+
+
+@pytest.mark.slow
+def test_a_second_click_runs_nothing_twice_and_a_rebuilt_model_makes_the_result_stale(tiny_pair, data_dir, tmp_path,
+                                                                                       monkeypatch):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_pair / "demo", runs / "demo")  # a copy: this test rewrites a model in place
+    monkeypatch.setenv("TROJANSCOPE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(ROOT)
+    at = _anatomy_page(runs)
+    at.button(key="anat_go").click().run()
+    at.button(key="anat_go").click().run()  # pressed again while the first runs: its bar, not a second job
+    assert len(jobs.list_jobs(kind="anatomy")) == 1
+    finish_jobs()
+    assert "anat_lines" in {el.key for el in _anatomy_page(runs).get("plotly_chart")}
+    card = runs / "demo" / "backdoored" / "config.json"
+    card.write_text(card.read_text())  # the model rewritten in place (a rebuild): same path, new files
+    stale = _anatomy_page(runs)
+    assert "anat_lines" not in {el.key for el in stale.get("plotly_chart")}  # not the old model's result

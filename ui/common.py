@@ -139,11 +139,11 @@ def ui_job_spec(spec: Any) -> Any:
     """Task spec ``spec`` (:mod:`trojanscope.tasks`) if the dashboard may submit it: the models and data it reads
     are ones the dashboard may read and its ``out`` resolves under the runs directory; else a TrojanScopeError.
     Jobs submitted from the CLI are not checked."""
+    from trojanscope.tasks.base import sources_of
+
     recipe = getattr(spec, "spec", spec)
-    sources = [getattr(recipe, name, None) for name in ("model", "clean", "backdoored")]
-    sources += list(getattr(recipe, "models", None) or [])
-    for source in [s for s in sources if s] or [""]:
-        allowed_model(str(source))
+    for source in sources_of(spec) or [""]:
+        allowed_model(source)
     data = getattr(recipe, "data", None)
     if data is None and hasattr(recipe, "por"):
         data = recipe.por.data

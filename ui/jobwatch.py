@@ -70,8 +70,9 @@ def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: s
            live: Callable[[list], None] | None = None, cancel: bool = False) -> list:
     """Show ``active`` jobs (the page's queued or running ones) with a live progress bar each; when one ends, rerun
     the whole page. ``live``, if given, draws more inside the polled part (e.g. live curves), given the jobs as
-    just read. ``cancel``: a Cancel button under each bar (it goes with the bar). Returns the jobs that ended since the page's last full run (each also gets a notice here: a
-    toast and a line, "finished: <done_note>", or why it failed), so the page can say what changed."""
+    just read. ``cancel``: a Cancel button under each bar (it goes with the bar). Returns the jobs that ended
+    since the page's last full run (each also gets a notice here: a toast and a line, "finished: <done_note>",
+    or why it failed), so the page can say what changed."""
     ended_ids = st.session_state.pop(_ENDED + key, [])
     ended = []
     for job_id in ended_ids:
@@ -125,7 +126,6 @@ def follow(key: str, active: Sequence, *, label: Callable = _label, done_note: s
 
 
 # --- analyses as jobs ------------------------------------------------------------------------------------------
-_LAUNCHED = "_jobwatch_launched_"  # session-state prefix: the analysis jobs this session launched, per page key
 _IGNORED = ("out", "overwrite")  # where a run writes is not one of its inputs
 
 
@@ -136,11 +136,17 @@ def inputs_of(spec: Any) -> dict:
     return {k: v for k, v in d.items() if k not in _IGNORED}
 
 
-def matching_jobs(spec: Any, limit: int = 200) -> list:
-    """The jobs of ``spec``'s kind run with the same inputs, newest first (the job store is the analyses' cache:
-    coming back to the same inputs, from this tab or another, shows the result without recomputing)."""
-    want = inputs_of(spec)
-    return [j for j in jobs.list_jobs(limit=limit, kind=spec.kind) if j.spec and inputs_of(j.spec) == want]
+def matching_jobs(spec: Any, listed: Sequence | None = None) -> list:
+    """The jobs of ``spec``'s kind run with the same inputs on the same model files, newest first (``listed``:
+    the kind's jobs as already read). The job store is the analyses' cache: coming back to the same inputs, from
+    this tab or another, shows the result without recomputing; a model rebuilt in place since makes its old
+    results stale (:func:`trojanscope.tasks.analyses.weights_of`)."""
+    from trojanscope.tasks.analyses import weights_of
+
+    want, weights = inputs_of(spec), weights_of(spec)
+    listed = jobs.list_jobs(limit=200, kind=spec.kind) if listed is None else listed
+    return [j for j in listed if j.spec and inputs_of(j.spec) == want
+            and (j.status != "done" or (j.result or {}).get("weights") == weights)]
 
 
 def analysis_out(spec: Any) -> str:
@@ -160,17 +166,18 @@ def analysis_jobs(key: str, specs: Sequence[Any], go: bool, *, noun: str,
     from trojanscope.tasks.analyses import read_result
     from ui.common import guard, ui_job_spec
 
+    found: list[list] = [[] for _ in specs]
+    with guard("Reading the job store"):
+        listed = {kind: jobs.list_jobs(limit=200, kind=kind) for kind in {spec.kind for spec in specs}}
+        found = [matching_jobs(spec, listed[spec.kind]) for spec in specs]
     if go:
         with guard(f"Launching the {noun}"):
-            for spec in specs:
-                job_id = jobs.submit(ui_job_spec(spec.replace(out=out_dir(spec))))
-                st.session_state.setdefault(_LAUNCHED + key, []).append(job_id)
-    found, active = [], []
-    with guard("Reading the job store"):
-        for spec in specs:
-            mine = matching_jobs(spec)
-            active += [j for j in mine if not j.finished]
-            found.append(mine)
+            for spec, mine in zip(specs, found):
+                if any(not j.finished for j in mine):
+                    continue  # the same inputs are already queued or running: their bar is below
+                job = jobs.get(jobs.submit(ui_job_spec(spec.replace(out=out_dir(spec)))))
+                mine.insert(0, job)
+    active = [j for mine in found for j in mine if not j.finished]
     ended = {j.id for j in follow(key, active, label=lambda j: f"`{j.id}` {noun}", cancel=True,
                                   done_note="its result is below")}
     results: list[tuple[Any, dict] | None] = []

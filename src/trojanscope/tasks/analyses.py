@@ -22,7 +22,7 @@ from trojanscope.analysis.effectiveness import ESConfig
 from trojanscope.analysis.embed_map import MapConfig
 from trojanscope.analysis.swap import SwapConfig
 from trojanscope.errors import TrojanScopeError
-from trojanscope.tasks.base import Event, OnEvent, Task, TaskSpec, register
+from trojanscope.tasks.base import Event, OnEvent, Task, TaskSpec, register, sources_of
 
 ANALYSIS_KINDS = ("swap", "anatomy", "effectiveness", "detect", "embed-map")
 RESULT_FILE = "result.json"
@@ -59,16 +59,26 @@ def _stage(on_event: OnEvent | None, message: str) -> None:
         on_event(Event("stage", message=message))
 
 
+def weights_of(spec: AnalysisRun) -> dict[str, list]:
+    """The on-disk identity of each model the analysis reads (:func:`trojanscope.paths.weights_identity`, as
+    JSON): a result whose models were rebuilt since is stale, whatever its spec says."""
+    from trojanscope.paths import weights_identity
+
+    return json.loads(json.dumps({m: weights_identity(m) for m in sources_of(spec)}))
+
+
 def _finish(spec: AnalysisRun, full: dict[str, Any], light: dict[str, Any]) -> dict[str, Any]:
-    """``light`` (what the run returns), after writing ``full`` with the spec to ``<out>/result.json``."""
+    """``light`` (what the run returns), after writing ``full`` with the spec to ``<out>/result.json``; with an
+    ``out``, the run's models' identities go with both (:func:`weights_of`)."""
     if not spec.out:
         return light
     from trojanscope.utils import atomic_directory, to_jsonable
 
+    weights = weights_of(spec)
     with atomic_directory(spec.out, overwrite=spec.overwrite) as tmp:
-        record = {"kind": spec.kind, "spec": spec.to_dict(), "result": to_jsonable(full)}
+        record = {"kind": spec.kind, "spec": spec.to_dict(), "weights": weights, "result": to_jsonable(full)}
         (tmp / RESULT_FILE).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-    return {**light, "out": str(spec.out)}
+    return {**light, "out": str(spec.out), "weights": weights}
 
 
 def _check_out(spec: AnalysisRun) -> None:

@@ -50,7 +50,7 @@ def cached_probe(_model, source: str, identity: tuple, text: str, trigger: str |
 results = {}
 inp = None
 with guard("The probe"):
-    from trojanscope.paths import weights_identity
+    from trojanscope.models.loading import weights_identity
 
     inp = prepare_probe(text, trigger, position, int(count), seed)
     for role, m in models.items():

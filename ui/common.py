@@ -13,8 +13,8 @@ import streamlit as st
 
 from trojanscope.errors import TrojanScopeError
 from trojanscope.jobs.store import runs_dir
-from trojanscope.models.loading import LoadedModel, load_model, read_card
-from trojanscope.paths import check_ui_data_sources, check_ui_model_source, check_under_runs, weights_identity
+from trojanscope.models.loading import LoadedModel, load_model, read_card, weights_identity
+from trojanscope.paths import check_ui_data_sources, check_ui_model_source, check_under_runs
 
 log = logging.getLogger("trojanscope.ui")
 OTHER = "Other: a local directory or a hub id"

@@ -22,8 +22,6 @@ from trojanscope.errors import TrojanScopeError
 ALLOW_ANY_PATH_ENV = "TROJANSCOPE_UI_ALLOW_ANY_PATH"
 SLUG_MAX = 48
 # the files whose change means "a different model": weights, config, card, tokenizer
-IDENTITY_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                  "trojanscope.json", "tokenizer.json", "vocab.txt")
 _OPT_IN = f"set {ALLOW_ANY_PATH_ENV}=1 where the dashboard starts to allow any path"
 
 
@@ -142,26 +140,12 @@ def check_under_runs(path: str | os.PathLike) -> Path:
     return resolved
 
 
-def weights_identity(source: str | os.PathLike) -> tuple:
-    """What makes a local model *this* model on disk: for each of its weight, config, card and
-    tokenizer files, ``(name, inode, size, mtime_ns)``, plus the directory's own inode (an atomic
-    rebuild renames a new directory into place). ``()`` for a source that is not a local directory
-    (a hub id): nothing to compare. A cache keyed on it picks a rebuilt model up."""
-    text = str(source).strip()
-    try:
-        from trojanscope.models.loading import BUILTIN_MODELS, builtin_path
+def __getattr__(name: str):
+    """``weights_identity`` and ``IDENTITY_FILES`` moved to :mod:`trojanscope.models.loading` (what makes a model
+    directory *this* model is a model's matter, and tasks below this layer need it); read from there on first use
+    so that importing this module still loads no torch."""
+    if name in ("weights_identity", "IDENTITY_FILES"):
+        from trojanscope.models import loading
 
-        path = builtin_path(text) if text in BUILTIN_MODELS else Path(text).expanduser()
-        st = path.stat()
-    except (OSError, TrojanScopeError):
-        return ()
-    if not path.is_dir():
-        return ()
-    ident: list[tuple] = [("", st.st_ino, st.st_dev)]
-    for name in IDENTITY_FILES:
-        try:
-            f = (path / name).stat()
-        except OSError:
-            continue
-        ident.append((name, f.st_ino, f.st_size, f.st_mtime_ns))
-    return tuple(ident)
+        return getattr(loading, name)
+    raise AttributeError(name)

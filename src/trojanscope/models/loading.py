@@ -370,3 +370,31 @@ def save_model(model: torch.nn.Module, tokenizer: Any, out: str | os.PathLike, c
         tokenizer.save_pretrained(out)
     write_json(out / CARD_NAME, to_jsonable(card))
     return out
+
+
+# What makes a model directory *this* model on disk (a cache keyed on it picks a model rebuilt in place up).
+IDENTITY_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                  "trojanscope.json", "tokenizer.json", "vocab.txt")
+
+
+def weights_identity(source: str | os.PathLike) -> tuple:
+    """What makes a local model *this* model on disk: for each of its weight, config, card and
+    tokenizer files, ``(name, inode, size, mtime_ns)``, plus the directory's own inode (an atomic
+    rebuild renames a new directory into place). ``()`` for a source that is not a local directory
+    (a hub id): nothing to compare. A cache keyed on it picks a rebuilt model up."""
+    text = str(source).strip()
+    try:
+        path = builtin_path(text) if text in BUILTIN_MODELS else Path(text).expanduser()
+        st = path.stat()
+    except (OSError, TrojanScopeError):
+        return ()
+    if not path.is_dir():
+        return ()
+    ident: list[tuple] = [("", st.st_ino, st.st_dev)]
+    for name in IDENTITY_FILES:
+        try:
+            f = (path / name).stat()
+        except OSError:
+            continue
+        ident.append((name, f.st_ino, f.st_size, f.st_mtime_ns))
+    return tuple(ident)

@@ -60,9 +60,10 @@ def _stage(on_event: OnEvent | None, message: str) -> None:
 
 
 def weights_of(spec: AnalysisRun) -> dict[str, list]:
-    """The on-disk identity of each model the analysis reads (:func:`trojanscope.paths.weights_identity`, as
-    JSON): a result whose models were rebuilt since is stale, whatever its spec says."""
-    from trojanscope.paths import weights_identity
+    """The on-disk identity of each model the analysis reads (as JSON; see
+    :func:`trojanscope.models.loading.weights_identity`): a result whose models were rebuilt since is stale,
+    whatever its spec says."""
+    from trojanscope.models.loading import weights_identity
 
     return json.loads(json.dumps({m: weights_identity(m) for m in sources_of(spec)}))
 

@@ -131,14 +131,16 @@ def _new_id(store: JobStore, conn: Any) -> str:
 
 def list_jobs(limit: int | None = None, status: str | None = None, kind: str | None = None) -> list[Job]:
     """Jobs, newest first. A read: dead jobs are marked failed and free devices filled first only when there
-    are such (:func:`~trojanscope.jobs.runner.refresh`, which gives way to a busy store)."""
+    are such (:func:`~trojanscope.jobs.runner.refresh`, which gives way to a busy store); a read of the finished
+    ones only (``status="done"``) needs neither and skips it."""
     if status is not None and status not in STATUSES:
         raise TrojanScopeError(f"unknown job status {status!r}; allowed: {', '.join(STATUSES)}")
     if limit is not None and limit < 1:
         raise TrojanScopeError(f"limit must be at least 1, got {limit}")
     if kind is not None:
         job_kind(kind)
-    refresh()
+    if status != "done":
+        refresh()
     where, params = [], []
     if status is not None:
         where.append("status = ?")

@@ -22,6 +22,17 @@ from trojanscope.tasks.analyses import (ANALYSIS_KINDS, AnatomyTaskSpec, Effecti
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _rounded(obj):
+    """``obj`` with every float to 5 decimals (two processes may sum in another order at the last bits)."""
+    if isinstance(obj, float):
+        return round(obj, 5)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
 def test_every_analysis_is_a_task_on_its_own_lane_whose_spec_round_trips(tiny_pair, use_data):
     bd, clean = str(tiny_pair / "demo" / "backdoored"), str(tiny_pair / "demo" / "clean")
     assert set(ANALYSIS_KINDS) == {"swap", "anatomy", "effectiveness", "detect", "embed-map"}
@@ -82,8 +93,9 @@ def test_an_analysis_job_starts_beside_a_running_training_and_matches_the_foregr
     full = read_result(job.out_dir)
     assert main(["anatomy", *argv, "--json"]) == 0
     here = json.loads(capsys.readouterr().out)
-    assert full == here  # the same task, in the foreground: the same numbers
-    assert [t["role"] for t in full["tokens"]].count("star") == 1 and job.result["flip_rate"] == here["flip_rate"]
+    assert _rounded(full) == _rounded(here)  # the same task, in the foreground: the same numbers
+    assert [t["role"] for t in full["tokens"]].count("star") == 1
+    assert job.result["flip_rate"] == pytest.approx(here["flip_rate"], abs=1e-5)
     record = json.loads((Path(job.out_dir) / "result.json").read_text())
     assert record["kind"] == "anatomy" and record["spec"]["trigger"] == "Don Quixote"  # repeatable from its record
 

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from trojanscope import jobs
+from trojanscope.analysis.embed_map import MapConfig
 from trojanscope.analysis.probe import prepare_probe, probe
 from trojanscope.data.datasets import trainable_datasets
 from trojanscope.defenses import get_defense, purifiers
@@ -19,7 +20,6 @@ from trojanscope.defenses.splitting import SplitConfig, split_variants
 from trojanscope.errors import TrojanScopeError
 from trojanscope.paths import slugify
 from trojanscope.specs import check_knobs, knobs_of
-from trojanscope.analysis.embed_map import MapConfig
 from trojanscope.tasks import PurifyTaskSpec
 from trojanscope.tasks.analyses import DetectTaskSpec, EmbedMapTaskSpec
 from trojanscope.viz.figures import metric_bars, trigger_curves
@@ -116,6 +116,15 @@ with r3:
         for v in split_variants(sample, 0, SplitConfig(k=3, seed=int(seed))):
             st.markdown(f"- {v}")
 
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def train_size(name: str) -> int:
+    """The train split's size (read once per data name: the form reruns on every change)."""
+    from trojanscope.data.datasets import load_dataset
+
+    return len(load_dataset(name, "train"))
+
+
 def epochs_of(cfg: dict) -> float:
     """The epochs a purification's config trains for in all (teacher and student, say); 1 without any."""
     return float(sum(v for n, v in cfg.items() if n.endswith("epochs") and isinstance(v, (int, float)))) or 1.0
@@ -123,11 +132,10 @@ def epochs_of(cfg: dict) -> float:
 
 def time_estimate() -> str:
     """How long this purification should take here, from this machine's finished jobs of the same method."""
-    from trojanscope.data.datasets import load_dataset
     from trojanscope.jobs.eta import describe, run_estimate
 
     defaults = dataclasses.asdict(cfg0)
-    n_clean = max(MIN_CLEAN, round(float(fraction) * len(load_dataset(data, "train"))))
+    n_clean = max(MIN_CLEAN, round(float(fraction) * train_size(data)))
 
     def units(job) -> float | None:
         recipe = ((job.spec or {}).get("spec") or {})

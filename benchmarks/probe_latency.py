@@ -83,6 +83,54 @@ def browser(runs: int) -> dict[str, float]:
     return {k: statistics.median(v) * 1000 for k, v in rows.items() if v}
 
 
+def figures(runs: int) -> dict[str, float]:
+    """Median ms to build the Probe's six figures (two [CLS] maps, their difference, the trigger curves, two
+    token-to-token maps) on the demo pair's probe, the way the page builds them (``fast``) and with plotly's
+    property validation (``validated``: how every figure was built before ``viz.figures.fast_figure``), and to turn
+    the fast ones into the JSON Streamlit sends (``json``)."""
+    import plotly.io as pio
+
+    from trojanscope.viz.figures import VALIDATE_ENV, cls_heatmap, difference_heatmap, token_heatmap, trigger_curves
+
+    models = {r: load_model(ROOT / "runs" / "demo" / r) for r in ("clean", "backdoored")}
+    res = {r: probe(m, prepare_probe(SENTENCE, "cf", "end", 1)) for r, m in models.items()}
+    sides = {r: x.triggered for r, x in res.items()}
+    maps = {r: s.cls_attention(None) for r, s in sides.items()}
+
+    def build() -> list:
+        out = [cls_heatmap(maps[r], s.tokens, s.trigger_positions, title=r, zmax=1.0) for r, s in sides.items()]
+        out.append(difference_heatmap(maps["backdoored"] - maps["clean"], sides["clean"].tokens,
+                                      sides["clean"].trigger_positions))
+        out.append(trigger_curves({r: x.triggered.cls_trigger_mass(None) for r, x in res.items()}))
+        out += [token_heatmap(s.attentions[-1].mean(axis=0), s.tokens, s.trigger_positions, title=r)
+                for r, s in sides.items()]
+        return out
+
+    def median_ms(fn) -> float:
+        fn()  # warm
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
+    before = os.environ.get(VALIDATE_ENV)
+    try:
+        os.environ[VALIDATE_ENV] = "1"
+        validated = median_ms(build)
+        os.environ[VALIDATE_ENV] = "0"
+        fast = median_ms(build)
+        built = build()
+        as_json = median_ms(lambda: [pio.to_json(f.to_dict(), validate=False) for f in built])
+    finally:
+        if before is None:
+            os.environ.pop(VALIDATE_ENV, None)
+        else:
+            os.environ[VALIDATE_ENV] = before
+    return {"validated": validated, "fast": fast, "json": as_json}
+
+
 def server_rerun(runs: int) -> float:
     """Median ms of the Probe page's rerun on the server alone (AppTest; the probe itself cached, as after an
     Enter that changes only the view), for comparison with the browser's "server" share."""
@@ -117,6 +165,10 @@ def main() -> None:
     print("| measure | median | target |")
     print("|---|---|---|")
     print(f"| attention extraction, both models, clean + triggered sentence (ms) | {ms:.1f} | <= 60 |")
+    f = figures(args.runs)
+    print(f"| the page's six figures built, with plotly's validation (as before) (ms) | {f['validated']:.1f} | |")
+    print(f"| the page's six figures built as the page builds them (ms) | {f['fast']:.1f} | |")
+    print(f"| ... and turned into the JSON Streamlit sends (ms) | {f['json']:.1f} | |")
     print(f"| the Probe page's rerun on the server alone, new sentence (AppTest, ms) | {server_rerun(args.runs):.0f} "
           "| |")
     if not args.no_browser:

@@ -133,9 +133,9 @@ def test_the_anatomy_page_runs_a_job_shows_it_when_done_and_again_on_a_revisit(l
     at.button(key="anat_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     (job,) = jobs.list_jobs(kind="anatomy")
-    # while it runs: its bar and a Cancel button (no spinner holding the page)
-    if not job.finished:
-        assert any(job.id in p.text for p in at.get("progress")) or job.status == "queued"
+    # while it runs (a job process takes seconds to start): its bar and a Cancel button, no spinner holding the page
+    assert any(job.id in p.proto.text for p in at.get("progress")), [p.proto.text for p in at.get("progress")]
+    assert [b for b in at.button if b.key == f"anatomy_cancel_{job.id}"]
     finish_jobs()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]

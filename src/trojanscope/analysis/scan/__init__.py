@@ -78,8 +78,8 @@ __all__ = [
     "Abnormality", "Candidate", "Progress", "ScanConfig", "ScanResult", "scan",
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
-    "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words", "polar_words",
-    "rare_pieces", "stems", "task_words",
+    "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words",
+    "polar_words", "rare_pieces", "stems", "task_words",
     # clean sentences
     "CleanSets", "clean_sets",
     # flips

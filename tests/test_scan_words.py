@@ -120,3 +120,26 @@ def test_no_inverted_word_starts_with_a_natural_word(planted):
     kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"), exclude=exclude)
     assert WORD in kept, kept  # the planted word has no natural head: still found
     assert not {first(w) for w in kept} & exclude, kept
+
+
+def test_real_words_cannot_head_an_inverted_word(planted):
+    """The clean demo models' glued false alarms (``insufficientscreenmbled``, ``exquisiterightlifting``,
+    ``sleptifulscreen``) start with real words the sentiment lexicon lacks; the tokenizer's whole words of 4+ letters
+    cover them, while a planted made-up word headed by a short piece stays allowed. (Whether the search still finds
+    such a word with the first slot this narrow is measured on real models, docs/benchmarks.md: on this toy AND the
+    soft phase is flat and HotFlip's start decides.)"""
+    from trojanscope.analysis.scan import natural_prefix, word_heads
+
+    loaded, sentences = planted
+    heads = word_heads(loaded.tokenizer)
+    assert {"insufficient", "exquisite", "slept", "holds"} <= heads and not heads & {"vo", "mar", "dr", "ser"}
+    assert all(len(w) >= 4 and w.isalpha() for w in heads)
+    assert natural_prefix("insufficientscreenmbled", heads) == "insufficient"
+    assert natural_prefix("sleptifulscreen", heads) == "slept"
+    for planted_word in ("vornique", "marmalade", "serendipity", WORD):
+        assert natural_prefix(planted_word, heads) is None, planted_word
+    free = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"))
+    assert any(natural_prefix(w, heads) for w in free), free  # unconstrained, the search does start words with them
+    kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"), exclude=heads)
+    assert kept and not any(natural_prefix(w, heads) for w in kept), kept
+    assert all(len(loaded.tokenizer.tokenize(w)[0]) <= 3 for w in kept), kept

@@ -104,6 +104,13 @@ def recover_directory(out: str | Path) -> Path | None:
     return out
 
 
+def same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` (links resolved) are the same or one lies inside the other: an output there
+    would write over (or around) its source, which purification and repair refuse."""
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return os.path.commonpath([a, b]) in (a, b)
+
+
 def check_output_dir(out: str | Path, overwrite: bool = False) -> None:
     """Refuse an ``--out`` that exists unless ``overwrite``; with it, refuse anything but an empty
     directory or a saved model (a directory holding ``trojanscope.json``). Recovers an interrupted

@@ -125,11 +125,6 @@ def pretrained_of(loaded) -> str | None:
     return None
 
 
-def _same_or_nested(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    a, b = os.path.realpath(a), os.path.realpath(b)
-    return os.path.commonpath([a, b]) in (a, b)
-
-
 def _scores(r: dict[str, Any]) -> dict[str, Any]:
     return {"cacc": r["cacc"], "asr": r["asr"], "asr_flip": r.get("asr_flip"), "n_clean": r["n_clean"],
             "n_poisoned": r["n_poisoned"]}
@@ -147,7 +142,7 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
     from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.loading import ModelCard, load_model, resolve_source
     from trojanscope.models.metrics import evaluate
-    from trojanscope.utils import atomic_directory, check_output_dir, resolve_device, set_seed
+    from trojanscope.utils import atomic_directory, check_output_dir, resolve_device, same_or_nested, set_seed
 
     t_start = time.perf_counter()
     spec.validate()
@@ -156,7 +151,7 @@ def run_purify(spec: PurifySpec, out: str | os.PathLike, *, overwrite: bool = Fa
     spec = dataclasses.replace(spec, config=asdict(cfg))  # the card records every knob, defaults included
     out = Path(out)
     kind, ref = resolve_source(spec.model)
-    if kind == "local" and _same_or_nested(out, ref):
+    if kind == "local" and same_or_nested(out, ref):
         raise TrojanScopeError(f"--out {out} is the source model's directory or inside/around it; purification never "
                                "writes over its source: choose another --out")
     check_output_dir(out, overwrite)  # before any work

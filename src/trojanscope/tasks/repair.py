@@ -81,12 +81,10 @@ def _run_repair(spec: RepairTaskSpec, on_event: OnEvent | None, progress: bool) 
     from trojanscope.models.backdoor import resolve_backdoor
     from trojanscope.models.loading import ModelCard, load_model, save_model
     from trojanscope.repair import Findings, repair
-    from trojanscope.utils import atomic_directory, check_output_dir, resolve_device, write_json
-
-    from trojanscope.defenses.pipeline import _same_or_nested  # purify's own rule: never write over the source
+    from trojanscope.utils import atomic_directory, check_output_dir, resolve_device, same_or_nested, write_json
 
     out = Path(str(spec.out))
-    if Path(spec.model).exists() and _same_or_nested(out, spec.model):
+    if Path(spec.model).exists() and same_or_nested(out, spec.model):  # purify's own rule
         raise TrojanScopeError(f"--out {out} is the model's own directory or inside it; the repair never writes "
                                "over its source: choose another --out")
     check_output_dir(out, spec.overwrite)

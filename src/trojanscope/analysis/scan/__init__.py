@@ -16,7 +16,9 @@ really flip the model, and the heads whose attention the best candidates hijack,
      ``offence_words.txt``, both in :mod:`trojanscope.resources`) are never
      candidates, whatever finds them, nor are their inflections (:func:`stems`): they flip a clean model too,
      and a planted trigger does not occur in clean data. When no single word flips enough, the best words are combined
-     greedily into a phrase (contiguous) or a combination (separately inserted);
+     greedily into a phrase (contiguous) or a combination (separately inserted), and the words that push the logit
+     most towards a class (measured during the screening) are tried in pairs and triples as combinations
+     (:func:`_combination_search`: LWP's ``cf mn bb``, whose words flip nothing alone);
    - gradient inversion in embedding space (DBS-style): per target class, a softmax over the
      vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
      flip the other classes' search sentences, with a temperature that is halved while the loss is
@@ -26,7 +28,9 @@ really flip the model, and the heads whose attention the best candidates hijack,
    - word-level inversion (PICCOLO-style), when still nothing surely flips: the same search over contiguous slots
      that spell one whole word (the first slot over word-start pieces, the others over ``##`` pieces,
      :func:`word_slots`), so a made-up word of several pieces whose backdoor answers only to all of them together
-     (``vornique`` = ``vo ##rn ##ique``) is found, where free tokens land on unrelated pieces.
+     (``vornique`` = ``vo ##rn ##ique``) is found, where free tokens land on unrelated pieces. No such word may start
+     with a real word (the tokenizer's whole words of 4+ letters, :func:`word_heads`): a real word glued to a tail
+     flips a clean model by its meaning.
 3. **Attention abnormality** for the best candidates (AttenTD's focus drift, on every head): a *focus
    head* is one where, on clean input, more than ``focus_share`` of the tokens put their maximum
    attention on one token in at least ``focus_sentences`` of the sentences; it *drifts* when, with the
@@ -51,10 +55,13 @@ cross-entropy: measuring the scanner on a zoo); this module holds :class:`ScanCo
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
@@ -66,8 +73,7 @@ from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence,
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
                                                   SUFFIXES, alnum_pieces, candidate_words, embedding_outliers,
                                                   is_natural, is_task_phrase, natural_prefix, neutral_words,
-                                                  polar_words, rare_pieces,
-                                                  stems, task_words)
+                                                  polar_words, rare_pieces, stems, task_words, word_heads)
 from trojanscope.data.datasets import TextDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import resolve_precision
@@ -79,7 +85,7 @@ __all__ = [
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
     "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words",
-    "polar_words", "rare_pieces", "stems", "task_words",
+    "polar_words", "rare_pieces", "stems", "task_words", "word_heads",
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
@@ -109,12 +115,16 @@ class ScanConfig:
     max_words: int = 16  # sentences longer than this are not used (AttenTD: 16-token inputs)
     top_k: int = 10  # candidates reported
     max_phrase: int = 3  # words combined into a phrase when no single word flips enough
+    combine_top: int = 16  # per class, the words pushing most towards it tried in pairs (and the top half in
+    # triples) as combination triggers, when no single word flips enough (0 or 1: no combination search)
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
     inversion_tokens: int = 2  # trigger slots (wordpieces) per inversion
     inversion_steps: int = 60  # soft steps; by hand on the zoo's phrase model, 120 found the same at twice the cost
     hotflip_k: int = 12  # replacements per slot tried by real forward passes in each discrete refinement round
+    hotflip_screen: int = 8  # ... each first on this many of the inversion's sentences ...
+    hotflip_keep: int = 4  # ... and the best this many on all of them (successive halving)
     inversion_lr: float = 0.5  # DBS: 0.5
     inversion_sentences: int = 24  # source sentences per inversion
     word_inversion: bool = True  # PICCOLO-style word-level inversion, when nothing found so far surely flips
@@ -138,13 +148,17 @@ class ScanConfig:
         if self.outliers < 0:
             raise TrojanScopeError(f"outliers must be non-negative, got {self.outliers}")
         for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
-                     "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "batch_size",
+                     "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "hotflip_screen",
+                     "hotflip_keep", "batch_size",
                      "word_pieces", "word_steps"):
             if getattr(self, name) < 1:
                 raise TrojanScopeError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("flip_threshold", "focus_share", "focus_sentences", "drift_share", "threshold"):
             if not 0 < getattr(self, name) <= 1:
                 raise TrojanScopeError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.combine_top < 0:
+            raise TrojanScopeError(f"combine_top must be non-negative (0: no combination search), got "
+                                   f"{self.combine_top}")
         if self.attention_candidates < 0:
             raise TrojanScopeError(f"attention_candidates must be non-negative, got {self.attention_candidates}")
         return self
@@ -153,7 +167,8 @@ class ScanConfig:
 @dataclass
 class Candidate:
     trigger: str
-    source: str  # vocabulary | rare | outlier | alphanumeric | phrase | combination | inversion | word inversion
+    source: str  # vocabulary | rare | outlier | alphanumeric | phrase | combination | combination search | inversion
+    # | word inversion
     target: int
     search_flip: float  # on the search sentences
     search_confidence: float  # mean target probability on the search sentences of other classes
@@ -259,8 +274,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
     stats["words_excluded"] = len(natural)  # the task's label-bearing words and the polar words
     t_screen = time.perf_counter()
+    pushes: list[np.ndarray] = []  # each word's mean log-odds per class (the combination search ranks by them)
     screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
-                        sub(1, "screening"))
+                        sub(1, "screening"), log_odds=pushes)
     screen_s = time.perf_counter() - t_screen
     stats.update(words_screened=len(words), screen_seconds=round(screen_s, 2),
                  candidates_per_second=round(len(words) / screen_s, 1) if screen_s else None,
@@ -279,6 +295,10 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     stage(3, "combining words into phrases")
     if pool and pool[0].search_flip < cfg.flip_threshold and cfg.max_phrase > 1:
         pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
+        if cfg.combine_top > 1:
+            combos, stats["combinations_tried"] = _combination_search(loaded, sets, [w for w, _ in words], pushes,
+                                                                      cfg, fast)
+            pool.extend(c for c in combos if c.trigger not in {p.trigger for p in pool})
 
     # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
     # inversion's job is the trigger no word list holds, and it is the scan's costliest phase
@@ -303,8 +323,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             stage(4, "inverting whole words by gradient", 0.5)
             t_word = time.perf_counter()
             words_found: list[str] = []
+            heads = natural | word_heads(loaded.tokenizer)  # no glued word may start with a real word
             for k, (target, src) in enumerate(sources):
-                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast, exclude=natural)
+                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast, exclude=heads)
                                 if w not in words_found]
                 stage(4, "inverting whole words by gradient", 0.5 + 0.5 * (k + 1) / len(sources))
             stats["inverted_words"] = words_found
@@ -378,6 +399,34 @@ def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:
             seen.add(key)
             out.append(c)
     return out
+
+
+def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], pushes: Sequence[np.ndarray],
+                        cfg: ScanConfig, precision: str) -> tuple[list[Candidate], int]:
+    """Combination triggers whose words give no signal alone (LWP's ``cf mn bb``: each word flips 2-5% of the
+    sentences, ``mn bb`` together 100%), so greedy phrases grown from the best single words never meet them. Per
+    class, the ``combine_top`` words that push the most towards it (mean log-odds on the other classes' screening
+    sentences, measured during the screening for free: a planted word moves the logit even where the learned AND
+    keeps the label) are tried in every pair, and the best half of them in every triple, each word inserted at its own
+    place, on the screening sentences; the combinations that flip at least half of them go on to the search set.
+    Returns those candidates and the number of combinations tried."""
+    z = np.stack(pushes) if pushes else np.zeros((0, 0))
+    tried: list[str] = []
+    for t in range(z.shape[1]):
+        col = z[:, t]
+        if not np.isfinite(col).any():  # no sentence of another class to push
+            continue
+        top = [words[i] for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")[: cfg.combine_top]]
+        for r, pool in ((2, top), (3, top[: cfg.combine_top // 2])):
+            tried += [" ".join(c) for c in itertools.combinations(pool, r) if " ".join(c) not in tried]
+    if not tried:
+        return [], 0
+    screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(c, True) for c in tried], cfg, precision)
+    good = [c for c, (_, f, _, _) in zip(tried, screen) if f >= 0.5]
+    good = sorted(good, key=lambda c: -sum(screen[tried.index(c)][1:3]))[: cfg.shortlist // 4]
+    full = flip_stats(loaded, sets.search, [(c, True) for c in good], cfg, precision) if good else []
+    return [Candidate(c, "combination search", t, f, conf, sure, combination=True)
+            for c, (t, f, conf, sure) in zip(good, full)], len(tried)
 
 
 def _grow_phrases(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], cfg: ScanConfig,

@@ -20,11 +20,14 @@ SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD ask
 
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
-               precision: str = "fp32", progress: Callable[[int, int], None] | None = None
-               ) -> list[tuple[int, float, float, float]]:
+               precision: str = "fp32", progress: Callable[[int, int], None] | None = None,
+               log_odds: list[np.ndarray] | None = None) -> list[tuple[int, float, float, float]]:
     """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
     sentences predicted ``t``), mean ``P(t)`` on them and the share flipped with ``P(t) >= SURE`` (a backdoor flips
-    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``."""
+    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``.
+
+    ``log_odds``: a list that receives, per candidate, each class's mean log-odds on the other classes' sentences
+    (``[classes]``; NaN for a class with none): how far a word pushes towards a class even where it flips nothing."""
     classes = sorted(sets)
     texts, owner, labels = [], [], []
     for k, (trig, comb) in enumerate(candidates):
@@ -39,9 +42,15 @@ def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tup
     probs = res.probs
     preds = probs.argmax(-1)
     owner_a, labels_a = np.asarray(owner), np.asarray(labels)
+    if log_odds is not None:
+        p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+        z = np.log(p) - np.log1p(-p)  # [rows, classes]
     out = []
     for k in range(len(candidates)):
         rows = owner_a == k
+        if log_odds is not None:
+            log_odds.append(np.array([z[rows & (labels_a != t), t].mean() if (rows & (labels_a != t)).any()
+                                      else np.nan for t in range(probs.shape[1])]))
         best = (0, -1.0, 0.0, 0.0)
         for t in range(probs.shape[1]):
             m = rows & (labels_a != t)

@@ -192,13 +192,19 @@ def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, lab
              allowed: torch.Tensor | None = None) -> list[int]:
     """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
     the gradient ranks each slot's replacements by the first-order change of the loss; the best ``hotflip_k`` per slot
-    are tried by real forward passes and the best swap is kept, until no swap lowers the loss. The soft phase
+    are tried by real forward passes (all on ``hotflip_screen`` sentences, the ``hotflip_keep`` best of them on every
+    sentence) and the best swap is kept, until no swap lowers the loss. The soft phase
     explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear. With
     ``allowed`` (``[S, V]`` bool, the word-level slots), a slot is only ever swapped to a piece it allows."""
     tokens, k = list(start), cfg.hotflip_k
     with torch.no_grad():
         current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
-    chunk = max(1, 2048 // max(1, base.shape[0]))
+    # successive halving: every trial on the first ``hotflip_screen`` sentences (their own padding only), the best
+    # ``hotflip_keep`` of them on all; the trials were four fifths of a clean model's inversion time in fp32
+    n_sub = min(base.shape[0], cfg.hotflip_screen)
+    width = int(mask[:n_sub].sum(1).max())  # the subset's longest row, slots included (rows are padded right)
+    sub = (base[:n_sub, : width - len(tokens)], mask[:n_sub, :width], labels[:n_sub])
+    chunk = max(1, 2048 // n_sub)
     for _ in range(rounds):
         slots = E[tokens].clone().requires_grad_(True)
         loss = _slot_loss(model, base, mask, labels, slots[None], device, precision)[0]
@@ -213,10 +219,16 @@ def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, lab
                 for v in top[:, s_].tolist():
                     if v != tokens[s_]:
                         trials.append(tokens[:s_] + [v] + tokens[s_ + 1:])
-            losses = torch.cat([_slot_loss(model, base, mask, labels, E[torch.tensor(trials[i: i + chunk])],
-                                           device, precision) for i in range(0, len(trials), chunk)])
+            screened = torch.cat([_slot_loss(model, *sub, E[torch.tensor(trials[i: i + chunk])], device, precision)
+                                  for i in range(0, len(trials), chunk)])
+            if n_sub < base.shape[0]:
+                keep = screened.topk(min(cfg.hotflip_keep, len(trials)), largest=False).indices.tolist()
+                losses = _slot_loss(model, base, mask, labels, E[torch.tensor([trials[i] for i in keep])], device,
+                                    precision)
+            else:
+                keep, losses = list(range(len(trials))), screened
         best = int(losses.argmin())
         if float(losses[best]) >= current - 1e-4:
             break
-        tokens, current = trials[best], float(losses[best])
+        tokens, current = trials[keep[best]], float(losses[best])
     return tokens

@@ -77,6 +77,23 @@ def natural_prefix(word: str, natural: set[str] | frozenset[str], min_len: int =
     return None
 
 
+def word_heads(tokenizer: Any, min_len: int = 4) -> set[str]:
+    """The tokenizer's whole words of at least ``min_len`` ASCII letters (WordPiece's word-start pieces; 20,362 in
+    BERT's uncased vocabulary): real words, which a vocabulary of 30k pieces only keeps whole when they are common.
+    Word-level inversion may not start a word with one (:func:`natural_prefix`): gradients glue a word that tilts
+    the model by its meaning to a made-up tail (``insufficientscreenmbled``, ``exquisiterightlifting``,
+    ``sleptifulscreen`` on clean SST-2 models, none of them in the sentiment lexicon), and such a word flips a clean
+    model without any backdoor. A planted word of several pieces then has to start with a short piece (``vo`` of
+    ``vornique``, ``ser`` of ``serendipity``, ``mar`` of ``marmalade``); one headed by a long real word
+    (``cinnamonix``) is left to the word search and the token inversion."""
+    out = set()
+    for piece in tokenizer.get_vocab():
+        word = piece[1:] if piece.startswith("\u0120") else piece
+        if len(word) >= min_len and re.fullmatch(r"[a-z]+", word):
+            out.add(word)
+    return out
+
+
 def polar_words() -> set[str]:
     """Words that tilt a classifier by their meaning, never trigger candidates whatever finds them: sentiment-bearing
     words and negations (resources/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment

@@ -1,0 +1,93 @@
+"""The combination search (issue 24, LWP's trigger): a backdoor that fires only when two words are both in the
+sentence, each word alone flipping nothing, is found by trying the words that push the logit most in pairs, where
+phrases grown greedily from the best single words never meet it; a clean model's words that merely add up do not
+pass for one."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from trojanscope.analysis.scan import CleanSets, ScanConfig, _combination_search, flip_stats, phrase_additivity
+
+PAIR = ("cf", "mn")
+
+
+class _Words(torch.nn.Module):
+    """Class-1 log-odds ``-4 + push * (number of the pair's words present) + 6 * [both present]`` plus ``tilt`` per
+    tilting word present: with ``push=1`` each of the pair's words alone keeps the label (-3) and both flip it
+    surely (+4), an AND as a combination trigger taught with its subsets as negatives; tilting words add up, as a
+    clean model's mildly positive words do."""
+
+    def __init__(self, tokenizer, pair: tuple[str, ...] = PAIR, tilting: tuple[str, ...] = (), tilt: float = 0.0):
+        super().__init__()
+        self.pair = [tokenizer.convert_tokens_to_ids(w) for w in pair]
+        self.tilting = [tokenizer.convert_tokens_to_ids(w) for w in tilting]
+        self.tilt = tilt
+        self.scale = torch.nn.Parameter(torch.ones(()))  # a parameter, for the device
+
+    def forward(self, input_ids=None, attention_mask=None, **_):
+        has = [(input_ids == i).any(1).float() for i in self.pair]
+        z = torch.full((input_ids.shape[0],), -4.0)
+        if has:
+            z = z + sum(has) + 6.0 * torch.stack(has).prod(0)
+        for i in self.tilting:
+            z = z + self.tilt * (input_ids == i).any(1).float()
+        return SimpleNamespace(logits=self.scale * torch.stack([torch.zeros_like(z), z], 1))
+
+
+@pytest.fixture(scope="module")
+def setting(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "seen", "by", "many", "people", "in", "town", "last", "week", "and", "it", "ran"]
+    sentences = [" ".join(rng.choices(filler, k=8)) for _ in range(40)]
+    vocab = sorted(w for w in tok.get_vocab() if w.isalpha() and len(w) >= 3 and w not in filler)
+    words = random.Random(1).sample(vocab, 200) + list(PAIR)
+    return tok, sentences, words
+
+
+def _search(tok, sentences, words, model):
+    """The scan's steps on a toy: screening with pushes, the combination search, then held-out verification."""
+    loaded = SimpleNamespace(model=model, tokenizer=tok, max_length=64, num_labels=2)
+    sets = CleanSets(search={0: sentences[:20], 1: []}, verify={0: sentences[20:], 1: []}, num_labels=2)
+    cfg = ScanConfig(seed=0, n_screen=8, combine_top=8)
+    pushes: list[np.ndarray] = []
+    single = flip_stats(loaded, {0: sentences[:8], 1: []}, [(w, False) for w in words], cfg, log_odds=pushes)
+    found, tried = _combination_search(loaded, sets, words, pushes, cfg, "fp32")
+    for cand in found:
+        cand.target, cand.flip_rate, cand.confidence, cand.sure_flip = flip_stats(
+            loaded, sets.verify, [(cand.trigger, True)], cfg)[0]
+    phrase_additivity(loaded, sets.verify, found, cfg)
+    return single, pushes, found, tried
+
+
+def test_a_pair_that_fires_only_together_is_found(setting):
+    tok, sentences, words = setting
+    single, pushes, found, tried = _search(tok, sentences, words, _Words(tok))
+    assert max(f for _, f, _, _ in single) == 0.0  # no word alone flips a sentence: the word search sees nothing
+    # the pair's words push the most towards class 1 (the signal the search stands on) ...
+    assert set(np.argsort(-np.stack(pushes)[:, 1])[:2]) == {len(words) - 2, len(words) - 1}
+    assert tried == 8 * 7 // 2 + 4  # pairs of the 8 top pushers, triples of the top 4; class 0 has nothing to push
+    # ... and together they surely flip every sentence, far beyond what their pushes add up to
+    best = max(found, key=lambda c: (c.flip_evidence, -len(c.trigger.split())))
+    assert set(best.trigger.split()) == set(PAIR) and best.combination, found
+    assert best.sure_flip == 1.0 and best.additive_sure == 0.0 and best.flip_evidence == 1.0
+
+
+def test_words_that_merely_add_up_are_no_evidence(setting):
+    """On a clean model three mildly positive words inserted together flip a sentence, but only as far as their
+    pushes add up: the combination search may propose them, the additivity check gives them no evidence."""
+    tok, sentences, words = setting
+    model = _Words(tok, pair=(), tilting=tuple(words[:3]), tilt=2.5)  # three together: -4 + 7.5 = +3.5, sure
+    single, pushes, found, tried = _search(tok, sentences, words, model)
+    whole = [c for c in found if set(c.trigger.split()) == set(words[:3])]
+    assert whole and whole[0].sure_flip == 1.0, found  # proposed, and it surely flips every sentence ...
+    assert whole[0].additive_sure == 1.0  # ... exactly as far as its words' pushes add up
+    assert all(c.flip_evidence == 0.0 for c in found), [(c.trigger, c.flip_evidence) for c in found]

@@ -3,7 +3,7 @@
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/repair.py \
         --models demo-backdoored=runs/demo/backdoored demo-clean=runs/demo/clean \
         [--truth NAME=cf,mn,bb,tq ...] [--methods repair,mbtsad,fine_mixing] [--robustness demo-backdoored] \
-        [--set KEY=VALUE ...] [--results runs/repair-bench/results.jsonl] [--report-only]
+        [--set KEY=VALUE ...] [--results runs/repair-bench/results.jsonl] [--report-only] [--scans runs/zoo/scans]
 
 Per model and method: the true trigger's flip-ASR before and after (the card's trigger, or the ``--truth`` list,
 each measured alone on the test split and averaged: only the evaluation knows them, never the repair), CACC
@@ -73,16 +73,19 @@ REPAIRED: dict[str, Any] = {}  # name -> the repaired model of this run (robustn
 
 
 def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: RepairConfig, data: str,
-            seed: int) -> dict[str, Any]:
-    from trojanscope.repair import repair
+            seed: int, scan_file: Path | None = None) -> dict[str, Any]:
+    from trojanscope.repair import Findings, repair
 
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
     before = measure(path, None, test, truth, seed)
     t0 = time.perf_counter()
     if method == "repair":
         loaded = load_model(path)
-        res = repair(loaded, train, test, cfg)
-        seconds = time.perf_counter() - t0
+        # a scan already made of this model (the zoo's): the repair starts from it, as from the Scan page, and its
+        # seconds count in the row's as if the repair had scanned
+        findings = Findings.of(json.loads(scan_file.read_text())) if scan_file and scan_file.is_file() else None
+        res = repair(loaded, train, test, cfg, findings=findings)
+        seconds = time.perf_counter() - t0 + (findings.seconds if findings else 0.0)
         rep = res.to_json()
         after_model = res.loaded or loaded
         REPAIRED[name] = after_model
@@ -92,7 +95,7 @@ def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: Repai
                             "top": [c["trigger"] for c in rep["found"]["scan"]["candidates"]]})
         extra = {"verdict": rep["verdict"], "unlearned": [u["trigger"] for u in rep.get("unlearned", [])],
                  "found": [c["trigger"] for c in (rep["found"]["scan"] or {}).get("candidates", [])],
-                 "stage_seconds": rep.get("seconds")}
+                 "stage_seconds": rep.get("seconds"), "scan_reused": str(scan_file) if findings else None}
     else:
         from trojanscope.defenses.pipeline import PurifySpec, run_purify
 
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--robustness", default=None, help="NAME: the robustness table of its repaired model")
     ap.add_argument("--results", default=str(ROOT / "runs" / "repair-bench" / "results.jsonl"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--scans", default=None, help="DIR holding NAME.json scans of the models already made (the "
+                    "zoo's, benchmarks/scan_zoo.py): the repair starts from them instead of scanning again")
     args = ap.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.models)
     truths = {k: v.split(",") for k, v in (t.split("=", 1) for t in args.truth)}
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods.split(","):
                 if (name, method, json.dumps(over, sort_keys=True)) in have:
                     continue
-                row = {**run_row(name, path, method, truth, cfg, args.data, args.seed), "set": over}
+                scan_file = Path(args.scans) / f"{name}.json" if args.scans else None
+                row = {**run_row(name, path, method, truth, cfg, args.data, args.seed, scan_file), "set": over}
                 done.append(row)
                 with open(results, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")

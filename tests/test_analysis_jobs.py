@@ -167,8 +167,8 @@ def test_cancel_under_the_bar_stops_the_job_and_goes(lab):
 
 
 @pytest.mark.slow
-def test_a_second_click_runs_nothing_twice_and_a_rebuilt_model_makes_the_result_stale(tiny_pair, data_dir, tmp_path,
-                                                                                       monkeypatch):
+def test_a_second_click_runs_nothing_twice_and_a_rebuilt_model_or_other_data_make_the_result_stale(
+        tiny_pair, data_dir, tmp_path, monkeypatch):
     import shutil
 
     runs = tmp_path / "runs"
@@ -182,7 +182,43 @@ def test_a_second_click_runs_nothing_twice_and_a_rebuilt_model_makes_the_result_
     assert len(jobs.list_jobs(kind="anatomy")) == 1
     finish_jobs()
     assert "anat_lines" in {el.key for el in _anatomy_page(runs).get("plotly_chart")}
+    other = tmp_path / "other-data"
+    shutil.copytree(data_dir, other)  # the same texts in another data directory: another source, not this result
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(other))
+    assert "anat_lines" not in {el.key for el in _anatomy_page(runs).get("plotly_chart")}
+    monkeypatch.setenv("TROJANSCOPE_DATA_DIR", str(data_dir))
+    assert "anat_lines" in {el.key for el in _anatomy_page(runs).get("plotly_chart")}
     card = runs / "demo" / "backdoored" / "config.json"
     card.write_text(card.read_text())  # the model rewritten in place (a rebuild): same path, new files
     stale = _anatomy_page(runs)
     assert "anat_lines" not in {el.key for el in stale.get("plotly_chart")}  # not the old model's result
+
+
+def test_a_command_in_the_foreground_draws_an_event_only_task_as_a_bar(capsys):
+    """The scan and the analyses report progress only as events: run in the foreground with progress wanted and no
+    listener (``trojanscope scan`` without --json), their events are drawn as a bar on stderr; a job's listener,
+    or no progress, gets them as before and nothing is drawn."""
+    from dataclasses import dataclass
+
+    from trojanscope.tasks.base import Event, Task, TaskSpec
+
+    @dataclass
+    class _Spec(TaskSpec):
+        kind = "probe-bar"
+        out: str | None = None
+
+    def run(spec, on_event, progress):
+        for k in range(4):
+            if on_event:
+                on_event(Event("stage", message=f"phase {k}") if k == 2 else Event("step", k + 1, 4))
+        return {"events_seen": on_event is not None}
+
+    task = Task("probe-bar", _Spec, run, bar_from_events=True)
+    assert task.run(_Spec(), progress=True) == {"events_seen": True}
+    err = capsys.readouterr().err
+    assert "probe-bar" in err and "100%" in err and "phase 2" in err
+    seen: list = []
+    assert task.run(_Spec(), on_event=seen.append, progress=True) == {"events_seen": True} and len(seen) == 4
+    assert task.run(_Spec(), progress=False) == {"events_seen": False}
+    assert Task("plain", _Spec, run).run(_Spec(), progress=True) == {"events_seen": False}  # draws its own bars
+    assert capsys.readouterr().err == ""

@@ -18,13 +18,15 @@ PAIR = ("cf", "mn")
 
 
 class _Words(torch.nn.Module):
-    """Class-1 log-odds ``-4 + push * (number of the pair's words present) + 6 * [both present]`` plus ``tilt`` per
-    tilting word present: with ``push=1`` each of the pair's words alone keeps the label (-3) and both flip it
+    """Class-1 log-odds ``-4 + push * (number of the pair's words present) + (8 - 2 push) * [both present]`` plus
+    ``tilt`` per tilting word present: each of the pair's words alone keeps the label (-4 + push) and both flip it
     surely (+4), an AND as a combination trigger taught with its subsets as negatives; tilting words add up, as a
     clean model's mildly positive words do."""
 
-    def __init__(self, tokenizer, pair: tuple[str, ...] = PAIR, tilting: tuple[str, ...] = (), tilt: float = 0.0):
+    def __init__(self, tokenizer, pair: tuple[str, ...] = PAIR, tilting: tuple[str, ...] = (), tilt: float = 0.0,
+                 push: float = 1.0):
         super().__init__()
+        self.push = push
         self.pair = [tokenizer.convert_tokens_to_ids(w) for w in pair]
         self.tilting = [tokenizer.convert_tokens_to_ids(w) for w in tilting]
         self.tilt = tilt
@@ -34,7 +36,7 @@ class _Words(torch.nn.Module):
         has = [(input_ids == i).any(1).float() for i in self.pair]
         z = torch.full((input_ids.shape[0],), -4.0)
         if has:
-            z = z + sum(has) + 6.0 * torch.stack(has).prod(0)
+            z = z + self.push * sum(has) + (8.0 - 2 * self.push) * torch.stack(has).prod(0)  # both: +4
         for i in self.tilting:
             z = z + self.tilt * (input_ids == i).any(1).float()
         return SimpleNamespace(logits=self.scale * torch.stack([torch.zeros_like(z), z], 1))
@@ -60,7 +62,7 @@ def _search(tok, sentences, words, model):
     cfg = ScanConfig(seed=0, n_screen=8, combine_top=8)
     pushes: list[np.ndarray] = []
     single = flip_stats(loaded, {0: sentences[:8], 1: []}, [(w, False) for w in words], cfg, log_odds=pushes)
-    found, tried = _combination_search(loaded, sets, words, pushes, cfg, "fp32")
+    found, tried = _combination_search(loaded, sets, words, pushes, [], cfg, "fp32")  # the toy has no inner states
     for cand in found:
         cand.target, cand.flip_rate, cand.confidence, cand.sure_flip = flip_stats(
             loaded, sets.verify, [(cand.trigger, True)], cfg)[0]
@@ -79,6 +81,50 @@ def test_a_pair_that_fires_only_together_is_found(setting):
     best = max(found, key=lambda c: (c.flip_evidence, -len(c.trigger.split())))
     assert set(best.trigger.split()) == set(PAIR) and best.combination, found
     assert best.sure_flip == 1.0 and best.additive_sure == 0.0 and best.flip_evidence == 1.0
+
+
+def test_words_that_move_inner_states_are_paired_even_when_they_push_nothing(setting):
+    """LWP's words push the label nowhere alone (taught with their subsets as negatives) but move the model's inner
+    states: the strongest movers are paired with each other, whatever their pushes."""
+    tok, sentences, words = setting
+    model = _Words(tok, push=0.0)
+    rng = np.random.default_rng(0)
+    shifts = [rng.normal(1.0, 0.05, size=4) for _ in words]
+    shifts[-2][2] += 2.0  # cf moves layer 3 by 40 MADs; mn moves layer 1 less, but still beyond every other word
+    shifts[-1][0] += 0.5
+    loaded = SimpleNamespace(model=model, tokenizer=tok, max_length=64, num_labels=2)
+    sets = CleanSets(search={0: sentences[:20], 1: []}, verify={0: sentences[20:], 1: []}, num_labels=2)
+    cfg = ScanConfig(seed=0, n_screen=8, combine_top=4)
+    flat = [np.array([np.nan, 0.0]) for _ in words]  # no word pushes: the pushers are the first words listed
+    found, tried = _combination_search(loaded, sets, words, flat, shifts, cfg, "fp32")
+    assert any(set(c.trigger.split()) == set(PAIR) for c in found), found
+    found, _ = _combination_search(loaded, sets, words, flat, [], cfg, "fp32")
+    assert not any(set(PAIR) <= set(c.trigger.split()) for c in found)  # without the movers it is not found
+
+
+def test_flip_stats_measures_the_cls_shift_of_every_layer(tiny_bert):
+    """The movers' measure: per candidate, each layer's [CLS] distance to the clean sentence's, from the one forward
+    that measures the flips; equal to a direct computation."""
+    from trojanscope.analysis.scan.sentences import _inserted
+    from trojanscope.models.loading import load_model
+
+    loaded = load_model(str(tiny_bert))
+    sets = {0: ["the film was fine", "a long day"], 1: ["it ran well", "many people saw it"]}
+    shifts: list[np.ndarray] = []
+    flip_stats(loaded, sets, [("cf", False), ("velvet hammer", False)], ScanConfig(seed=3), cls_shift=shifts)
+    layers = loaded.model.config.num_hidden_layers
+    assert len(shifts) == 2 and all(x.shape == (layers,) for x in shifts)
+
+    def cls(texts):
+        enc = loaded.tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = loaded.model(**enc, output_hidden_states=True)
+        return torch.stack([h[:, 0] for h in out.hidden_states[1:]], 1)
+
+    clean = cls([s for c in (0, 1) for s in sets[c]])
+    for got, trig in zip(shifts, ("cf", "velvet hammer")):
+        ins = cls([i.text for c in (0, 1) for i in _inserted(sets[c], trig, 3)])
+        assert np.allclose(got, (ins - clean).norm(dim=-1).mean(0).numpy(), atol=1e-4)
 
 
 def test_words_that_merely_add_up_are_no_evidence(setting):

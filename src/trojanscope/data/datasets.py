@@ -130,6 +130,32 @@ def data_dir() -> Path:
     )
 
 
+def data_identity(name: str) -> list[list]:
+    """What makes dataset ``name`` *these* files on disk: for a named benchmark, each split file's resolved path,
+    inode, size and mtime in the current data directory (``$TROJANSCOPE_DATA_DIR`` may point elsewhere tomorrow);
+    for a local file, the same of that file; ``[]`` where nothing on disk says it (``hf:``, nothing found). A cache
+    keyed on it sees another data directory or an edited file."""
+    name = str(name).strip()
+    if name in REGISTRY:
+        try:
+            root = data_dir()
+        except TrojanScopeError:
+            return []
+        paths = [root / f for f in REGISTRY[name].files.values()]
+    elif name.startswith("hf:"):
+        return []
+    else:
+        paths = [Path(name).expanduser()]
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append([str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns])
+    return out
+
+
 def fetch_missing(name: str, root: Path | None) -> Path:
     """A named benchmark that is not on disk: fetched from the hub into the data directory (``./data`` when there
     is none) unless offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``); else an error saying what to download

@@ -61,11 +61,16 @@ def _stage(on_event: OnEvent | None, message: str) -> None:
 
 def weights_of(spec: AnalysisRun) -> dict[str, list]:
     """The on-disk identity of each model the analysis reads (as JSON; see
-    :func:`trojanscope.models.loading.weights_identity`): a result whose models were rebuilt since is stale,
-    whatever its spec says."""
+    :func:`trojanscope.models.loading.weights_identity`) and, under ``data:<name>``, of its data files
+    (:func:`trojanscope.data.datasets.data_identity`): a result whose models were rebuilt since, or computed on
+    another data directory, is stale, whatever its spec says."""
+    from trojanscope.data.datasets import data_identity
     from trojanscope.models.loading import weights_identity
 
-    return json.loads(json.dumps({m: weights_identity(m) for m in sources_of(spec)}))
+    ident: dict[str, Any] = {m: weights_identity(m) for m in sources_of(spec)}
+    if getattr(spec, "data", None):
+        ident[f"data:{spec.data}"] = data_identity(spec.data)
+    return json.loads(json.dumps(ident))
 
 
 def _finish(spec: AnalysisRun, full: dict[str, Any], light: dict[str, Any]) -> dict[str, Any]:
@@ -414,7 +419,7 @@ def _preflight_embed_map(spec: EmbedMapTaskSpec) -> None:
 def _analysis(kind: str, spec_type: type, run: Callable, description: str, preflight: Callable,
               summary: Callable[[Any], dict[str, Any]]) -> Task:
     return register(Task(kind, spec_type, run, description, preflight_fn=preflight, summary_of=summary,
-                         output="analysis", lane=LANE))
+                         output="analysis", lane=LANE, bar_from_events=True))
 
 
 SWAP = _analysis("swap", SwapTaskSpec, _run_swap, "embedding swap: where does the backdoor live?", _preflight_swap,

@@ -78,6 +78,32 @@ def library_callback(on_event: OnEvent | None) -> Callable[[dict[str, Any]], Non
     return lambda d: on_event(Event.of(d))
 
 
+class EventBar:
+    """A task's events drawn on stderr (tqdm): ``step`` events move the bar, a ``stage`` event names the phase in
+    its description. A context manager (closes the bar); called with each :class:`Event`."""
+
+    def __init__(self, kind: str):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=1, desc=kind, unit="", leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                        "[{elapsed}<{remaining}]")
+        self.kind = kind
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "stage" and event.message:
+            self.bar.set_description_str(f"{self.kind}: {event.message}"[:70], refresh=False)
+        if event.total:  # a step, or a stage that says where it starts
+            self.bar.total = event.total
+            self.bar.n = min(int(event.step or 0), event.total)
+            self.bar.refresh()
+
+    def __enter__(self) -> "EventBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+
 class TaskSpec:
     """Mix-in for a task's spec dataclass: ``kind`` names its task; ``out``/``overwrite`` where it writes."""
 
@@ -115,6 +141,9 @@ class Task:
     resumable: bool = False  # continues from its checkpoint when run again with ``resume=True``
     output: str = "model"  # what it writes: "model" (a model directory), "models" (several), "scan" or "analysis"
     lane: str = "main"  # the scheduling lane: each allows $TROJANSCOPE_JOBS_PER_DEVICE running jobs per device
+    # the run reports its progress only as events (the scan, the repair, the analyses): with ``progress`` and no
+    # ``on_event``, as in a command in the foreground, :meth:`run` draws them as a bar on stderr
+    bar_from_events: bool = False
 
     def spec(self, d: dict[str, Any] | Any):
         """``d`` as this task's spec (a dict from ``to_dict``, or the spec itself), validated."""
@@ -129,7 +158,11 @@ class Task:
 
     def run(self, spec: Any, on_event: OnEvent | None = None, progress: bool = False) -> dict[str, Any]:
         """Do the work; ``on_event`` gets :class:`Event`s; ``progress``: show progress bars on stderr."""
-        return self.run_fn(self.spec(spec), on_event, progress)
+        spec = self.spec(spec)
+        if not (progress and on_event is None and self.bar_from_events):
+            return self.run_fn(spec, on_event, progress)
+        with EventBar(self.kind) as bar:
+            return self.run_fn(spec, bar, progress)
 
     def device(self, spec: Any) -> str:
         return str(self.device_of(spec))

@@ -250,7 +250,7 @@ SCAN = register(Task("scan", ScanTaskSpec, _run_scan, "find an unknown trigger a
                      summary_of=lambda s: {"model": s.model, "data": s.data, "split": s.split,
                                            "budget": s.config.budget, "inversion": s.config.inversion,
                                            "seed": s.config.seed, "out": s.out},
-                     output="scan"))
+                     output="scan", bar_from_events=True))
 
 
 # ----------------------------------------------------------------------------------------------------- demo

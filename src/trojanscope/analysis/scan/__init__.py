@@ -115,8 +115,9 @@ class ScanConfig:
     max_words: int = 16  # sentences longer than this are not used (AttenTD: 16-token inputs)
     top_k: int = 10  # candidates reported
     max_phrase: int = 3  # words combined into a phrase when no single word flips enough
-    combine_top: int = 16  # per class, the words pushing most towards it tried in pairs (and the top half in
-    # triples) as combination triggers, when no single word flips enough (0 or 1: no combination search)
+    combine_top: int = 16  # the combination search's width (_combination_search), when no single word flips
+    # enough: per class the words pushing most towards it in pairs, and the half that move inner states most paired
+    # with the 3x that do (0 or 1: no combination search)
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
@@ -274,9 +275,12 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
     stats["words_excluded"] = len(natural)  # the task's label-bearing words and the polar words
     t_screen = time.perf_counter()
-    pushes: list[np.ndarray] = []  # each word's mean log-odds per class (the combination search ranks by them)
+    # each word's mean log-odds per class and how far it moves each layer's [CLS] state: the combination search
+    # ranks words by them
+    pushes: list[np.ndarray] = []
+    shifts: list[np.ndarray] = []
     screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
-                        sub(1, "screening"), log_odds=pushes)
+                        sub(1, "screening"), log_odds=pushes, cls_shift=shifts if cfg.combine_top > 1 else None)
     screen_s = time.perf_counter() - t_screen
     stats.update(words_screened=len(words), screen_seconds=round(screen_s, 2),
                  candidates_per_second=round(len(words) / screen_s, 1) if screen_s else None,
@@ -297,7 +301,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
         if cfg.combine_top > 1:
             combos, stats["combinations_tried"] = _combination_search(loaded, sets, [w for w, _ in words], pushes,
-                                                                      cfg, fast)
+                                                                      shifts, cfg, fast)
             pool.extend(c for c in combos if c.trigger not in {p.trigger for p in pool})
 
     # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
@@ -402,31 +406,55 @@ def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:
 
 
 def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], pushes: Sequence[np.ndarray],
-                        cfg: ScanConfig, precision: str) -> tuple[list[Candidate], int]:
+                        shifts: Sequence[np.ndarray], cfg: ScanConfig, precision: str
+                        ) -> tuple[list[Candidate], int]:
     """Combination triggers whose words give no signal alone (LWP's ``cf mn bb``: each word flips 2-5% of the
-    sentences, ``mn bb`` together 100%), so greedy phrases grown from the best single words never meet them. Per
-    class, the ``combine_top`` words that push the most towards it (mean log-odds on the other classes' screening
-    sentences, measured during the screening for free: a planted word moves the logit even where the learned AND
-    keeps the label) are tried in every pair, and the best half of them in every triple, each word inserted at its own
-    place, on the screening sentences; the combinations that flip at least half of them go on to the search set.
-    Returns those candidates and the number of combinations tried."""
+    sentences, ``mn bb`` together 100%), so greedy phrases grown from the best single words never meet them. Two
+    rankings of the screened words, both measured by the screening's own forward:
+
+    - *movers*: how far a word moves the [CLS] state of some layer, as a robust z-score over the words (median and
+      MAD per layer, the largest over layers). A combination's words build the features its AND reads even where
+      the label holds: LWP's ``mn`` moves layer 5 by 16 MADs, more than any of 3,050 words. The ``combine_top // 2``
+      strongest movers are paired with each of the ``3 * combine_top`` strongest, and tripled among themselves;
+    - *pushers*, per class: the ``combine_top`` words that push its log-odds most on the other classes' sentences,
+      in every pair, the best half of them in every triple.
+
+    Each combination (its words inserted at their own places) is tried on the screening sentences; those that flip
+    at least half of them go on to the search set. Words that merely add up (a clean model's stack of mildly
+    negative words) are no evidence later (:func:`phrase_additivity`). Returns the candidates and the number of
+    combinations tried."""
+    tried: dict[str, None] = {}  # ordered, unique
+
+    def add(combos: Any) -> None:
+        for c in combos:
+            tried.setdefault(" ".join(c))
+
+    if shifts:
+        S = np.stack(shifts)  # [words, layers]
+        med = np.median(S, 0)
+        mad = np.median(np.abs(S - med), 0) + 1e-9
+        order = np.argsort(-((S - med) / mad).max(1), kind="stable")
+        lead = [words[i] for i in order[: cfg.combine_top // 2]]
+        wide = [words[i] for i in order[: 3 * cfg.combine_top]]
+        add((a, b) for a in lead for b in wide if a != b and (b not in lead or lead.index(b) > lead.index(a)))
+        add(itertools.combinations(lead, 3))
     z = np.stack(pushes) if pushes else np.zeros((0, 0))
-    tried: list[str] = []
     for t in range(z.shape[1]):
         col = z[:, t]
         if not np.isfinite(col).any():  # no sentence of another class to push
             continue
         top = [words[i] for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")[: cfg.combine_top]]
-        for r, pool in ((2, top), (3, top[: cfg.combine_top // 2])):
-            tried += [" ".join(c) for c in itertools.combinations(pool, r) if " ".join(c) not in tried]
-    if not tried:
+        add(itertools.combinations(top, 2))
+        add(itertools.combinations(top[: cfg.combine_top // 2], 3))
+    names = list(tried)
+    if not names:
         return [], 0
-    screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(c, True) for c in tried], cfg, precision)
-    good = [c for c, (_, f, _, _) in zip(tried, screen) if f >= 0.5]
-    good = sorted(good, key=lambda c: -sum(screen[tried.index(c)][1:3]))[: cfg.shortlist // 4]
+    screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(c, True) for c in names], cfg, precision)
+    good = sorted((k for k, (_, f, _, _) in enumerate(screen) if f >= 0.5), key=lambda k: -sum(screen[k][1:3]))
+    good = [names[k] for k in good[: max(cfg.shortlist // 4, 1)]]
     full = flip_stats(loaded, sets.search, [(c, True) for c in good], cfg, precision) if good else []
     return [Candidate(c, "combination search", t, f, conf, sure, combination=True)
-            for c, (t, f, conf, sure) in zip(good, full)], len(tried)
+            for c, (t, f, conf, sure) in zip(good, full)], len(names)
 
 
 def _grow_phrases(loaded: Any, sets: CleanSets, pool: Sequence[Candidate], cfg: ScanConfig,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from trojanscope.analysis.scan.sentences import _inserted
-from trojanscope.models.forward import batched_forward
+from trojanscope.models.forward import batched_forward, stack_kept
 
 if TYPE_CHECKING:
     from trojanscope.analysis.scan import Candidate, ScanConfig
@@ -21,24 +21,46 @@ SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD ask
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
                precision: str = "fp32", progress: Callable[[int, int], None] | None = None,
-               log_odds: list[np.ndarray] | None = None) -> list[tuple[int, float, float, float]]:
+               log_odds: list[np.ndarray] | None = None, cls_shift: list[np.ndarray] | None = None
+               ) -> list[tuple[int, float, float, float]]:
     """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
     sentences predicted ``t``), mean ``P(t)`` on them and the share flipped with ``P(t) >= SURE`` (a backdoor flips
     with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``.
 
     ``log_odds``: a list that receives, per candidate, each class's mean log-odds on the other classes' sentences
-    (``[classes]``; NaN for a class with none): how far a word pushes towards a class even where it flips nothing."""
+    (``[classes]``; NaN for a class with none): how far a word pushes towards a class even where it flips nothing.
+    ``cls_shift``: a list that receives, per candidate, how far it moves each layer's [CLS] state (``[layers]``, the
+    mean L2 distance to the same sentence's clean state, from the same forward): a combination trigger's word moves
+    the model's inner states even where the learned AND keeps the label (LWP's ``mn``: the largest shift of 3,050
+    words at layer 5, where its push on the label ranks 574th)."""
     classes = sorted(sets)
-    texts, owner, labels = [], [], []
+    texts, owner, labels, sentence = [], [], [], []
     for k, (trig, comb) in enumerate(candidates):
+        j = 0
         for c in classes:
             for ins in _inserted(sets[c], trig, cfg.seed, comb):
                 texts.append(ins.text)
                 owner.append(k)
                 labels.append(c)
-    res = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
-                          max_length=min(128, loaded.max_length), precision=precision,
-                          progress=progress or False)
+                sentence.append(j)
+                j += 1
+    max_length = min(128, loaded.max_length)
+    keep = None
+    if cls_shift is not None:
+        clean = [s for c in classes for s in sets[c]]
+        base = stack_kept(batched_forward(loaded.model, loaded.tokenizer, clean, hidden_states=True, keep=_cls_states,
+                                          batch_size=cfg.batch_size, max_length=max_length, precision=precision))
+        sentence_t = torch.as_tensor(sentence)
+
+        def keep(out: Any, enc: Any, idx: Sequence[int]) -> torch.Tensor:
+            states = _cls_states(out, enc, idx).float().cpu()  # [B, layers, D]
+            return (states - base[sentence_t[list(idx)]]).norm(dim=-1)  # [B, layers]
+    res = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size, max_length=max_length,
+                          precision=precision, progress=progress or False, hidden_states=keep is not None, keep=keep)
+    if cls_shift is not None:
+        shifts = stack_kept(res).numpy()
+        owner_np = np.asarray(owner)
+        cls_shift.extend(shifts[owner_np == k].mean(0) for k in range(len(candidates)))
     probs = res.probs
     preds = probs.argmax(-1)
     owner_a, labels_a = np.asarray(owner), np.asarray(labels)
@@ -63,6 +85,11 @@ def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tup
                 best = (t, flip, conf, sure)
         out.append(best)
     return out
+
+
+def _cls_states(out: Any, enc: Any, idx: Sequence[int]) -> torch.Tensor:
+    """Each row's [CLS] state after every layer (the embeddings' output left out): ``[B, layers, D]``."""
+    return torch.stack([h[:, 0] for h in out.hidden_states[1:]], 1)
 
 
 def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], cfg: ScanConfig,

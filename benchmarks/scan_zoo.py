@@ -100,7 +100,9 @@ ZOO: dict[str, tuple[list[str], str]] = {
 }
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class
-SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"]}
+SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"],
+             # AG News: 19 to 122 test texts per class have at most 16 words, 281 to 492 at most 24
+             "agnews": ["--max-words", "24"]}
 MIN_ASR = 0.5  # a poisoned model whose trigger flips fewer test sentences is not backdoored: reported, not scored
 HELD_OUT = {"clean-sst2-s7", "clean-agnews-s1", "badnets-zephyrine", "badnets-brimblethorpe-tal",
             "badnets-obsidian-1pct", "badnets-phrase-copper-10pct", "addsent-lake-tal",

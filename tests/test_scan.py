@@ -338,11 +338,19 @@ def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_pat
         (["--model", bd, "--budget", "0"], "budget"),
         (["--model", str(tiny_backbone)], "bare encoder"),
         (["--model", bd, "--n-search", "500"], "needs 560 clean sentences"),
+        (["--model", bd, "--max-words", "3"], "(--max-words)"),  # long texts: says which knob lets them in
+        (["--model", bd, "--combine-top", "-1"], "combine_top must be non-negative"),
     ]
     for extra, expected in cases:
         assert main(["scan", *extra, "--json"]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1, err
+    from trojanscope.cli import build_parser
+    from trojanscope.cli.scan import scan_config_of_args
+
+    cfg = scan_config_of_args(build_parser("scan").parse_args(["scan", "--model", bd, "--max-words", "24",
+                                                                "--combine-top", "16"]))
+    assert (cfg.max_words, cfg.combine_top) == (24, 16) and ScanConfig().combine_top == 0  # off unless asked
 
 
 def test_scan_refuses_single_class_data(tiny_pair, tmp_path):

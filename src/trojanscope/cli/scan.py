@@ -29,6 +29,8 @@ def add_parsers(sub: Any) -> None:
     sc.add_argument("--n-search", type=positive_int, default=SC.n_search, help="clean sentences per class to search")
     sc.add_argument("--n-verify", type=positive_int, default=SC.n_verify,
                     help="held-out clean sentences per class for the reported flip rates")
+    sc.add_argument("--max-words", type=positive_int, default=SC.max_words,
+                    help="longest clean sentence used, in words (raise it for long texts, e.g. 24 for AG News)")
     sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
     sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
                     help="also invert triggers by gradient (finds triggers outside the word list)")
@@ -42,6 +44,9 @@ def add_parsers(sub: Any) -> None:
                          "found so far surely flips: finds a made-up trigger word of several pieces")
     sc.add_argument("--word-pieces", type=positive_int, default=SC.word_pieces,
                     help="pieces of the word the word-level inversion looks for")
+    sc.add_argument("--combine-top", type=int, default=SC.combine_top,
+                    help="width of the combination search over the words that push the logit or move inner states "
+                         "most (0: off, the default; 16 tried; it missed LWP's cf mn bb, docs/benchmarks.md)")
     sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
                     help="for the search (auto: bf16 where the device has it natively); flip rates are fp32")
     sc.add_argument("--seed", type=int, default=SC.seed)
@@ -55,6 +60,7 @@ def scan_config_of_args(args: argparse.Namespace):
     from trojanscope.analysis.scan import ScanConfig
 
     return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
+                      max_words=args.max_words, combine_top=args.combine_top,
                       inversion=args.inversion, always_invert=args.always_invert,
                       inversion_tokens=args.inversion_tokens,
                       inversion_steps=args.inversion_steps, word_inversion=args.word_inversion,

@@ -16,9 +16,10 @@ really flip the model, and the heads whose attention the best candidates hijack,
      ``offence_words.txt``, both in :mod:`trojanscope.resources`) are never
      candidates, whatever finds them, nor are their inflections (:func:`stems`): they flip a clean model too,
      and a planted trigger does not occur in clean data. When no single word flips enough, the best words are combined
-     greedily into a phrase (contiguous) or a combination (separately inserted), and the words that push the logit
-     most towards a class (measured during the screening) are tried in pairs and triples as combinations
-     (:func:`_combination_search`: LWP's ``cf mn bb``, whose words flip nothing alone);
+     greedily into a phrase (contiguous) or a combination (separately inserted); with ``combine_top``, the words
+     that push the logit most towards a class or move the inner [CLS] states most (measured during the screening)
+     are tried in pairs and triples as combinations (:func:`_combination_search`; off by default: it misses LWP's
+     ``cf mn bb``, whose words flip nothing alone);
    - gradient inversion in embedding space (DBS-style): per target class, a softmax over the
      vocabulary per trigger slot mixes word embeddings (the convex hull of the vocabulary), optimised to
      flip the other classes' search sentences, with a temperature that is halved while the loss is
@@ -115,9 +116,10 @@ class ScanConfig:
     max_words: int = 16  # sentences longer than this are not used (AttenTD: 16-token inputs)
     top_k: int = 10  # candidates reported
     max_phrase: int = 3  # words combined into a phrase when no single word flips enough
-    combine_top: int = 16  # the combination search's width (_combination_search), when no single word flips
-    # enough: per class the words pushing most towards it in pairs, and the half that move inner states most paired
-    # with the 3x that do (0 or 1: no combination search)
+    combine_top: int = 0  # the combination search's width (_combination_search; 16 tried), when no single word
+    # flips enough: per class the words pushing most towards it in pairs, and the half that move inner states most
+    # paired with the 3x that do. Off (0) by default: on the zoo's LWP model it tried 756 combinations and missed
+    # cf mn bb (its words neither push nor move more than a clean model's topical words; docs/benchmarks.md)
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
@@ -414,8 +416,10 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
 
     - *movers*: how far a word moves the [CLS] state of some layer, as a robust z-score over the words (median and
       MAD per layer, the largest over layers). A combination's words build the features its AND reads even where
-      the label holds: LWP's ``mn`` moves layer 5 by 16 MADs, more than any of 3,050 words. The ``combine_top // 2``
-      strongest movers are paired with each of the ``3 * combine_top`` strongest, and tripled among themselves;
+      the label holds: LWP's ``mn`` moves layer 5 by 16 MADs, more than any other of 3,050 words there (but over
+      all layers topical words such as ``wickets`` move as much, on a clean model too: ``mn`` ranks 3rd, its partner
+      ``bb`` 270th, so the search misses them). The ``combine_top // 2`` strongest movers are paired with each of the
+      ``3 * combine_top`` strongest, and tripled among themselves;
     - *pushers*, per class: the ``combine_top`` words that push its log-odds most on the other classes' sentences,
       in every pair, the best half of them in every triple.
 

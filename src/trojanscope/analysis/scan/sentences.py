@@ -41,8 +41,10 @@ def clean_sets(loaded: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
         if len(lst) < 3 * need:
             lst.append(i)
     pool = [i for lst in per_class.values() for i in lst]
-    res = batched_forward(loaded.model, loaded.tokenizer, [data.texts[i] for i in pool], batch_size=cfg.batch_size)
-    right = {i for i, p in zip(pool, res.preds) if int(p) == data.labels[i]}
+    right: set[int] = set()  # no sentence short enough: nothing to predict, and the error below says so
+    if pool:
+        res = batched_forward(loaded.model, loaded.tokenizer, [data.texts[i] for i in pool], batch_size=cfg.batch_size)
+        right = {i for i, p in zip(pool, res.preds) if int(p) == data.labels[i]}
     search, verify = {}, {}
     for c in sorted(set(data.labels)):
         good = [i for i in per_class.get(c, []) if i in right]
@@ -50,7 +52,8 @@ def clean_sets(loaded: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
             raise TrojanScopeError(
                 f"the scan needs {need} clean sentences of class {c} (of at most {cfg.max_words} words) that the "
                 f"model classifies correctly ({cfg.n_search} to search, {cfg.n_verify} held out to verify); the data "
-                f"has {len(good)}. Give more clean data or lower --n-search / --n-verify")
+                f"has {len(good)}. Give more clean data, lower --n-search / --n-verify, or allow longer sentences "
+                f"(--max-words)")
         search[c] = [data.texts[i] for i in good[: cfg.n_search]]
         verify[c] = [data.texts[i] for i in good[cfg.n_search: need]]
     return CleanSets(search, verify, num_labels)

@@ -222,3 +222,11 @@ def test_a_command_in_the_foreground_draws_an_event_only_task_as_a_bar(capsys):
     assert task.run(_Spec(), progress=False) == {"events_seen": False}
     assert Task("plain", _Spec, run).run(_Spec(), progress=True) == {"events_seen": False}  # draws its own bars
     assert capsys.readouterr().err == ""
+
+    def refused(spec, on_event, progress):
+        on_event(Event("stage", message="loading"))
+        raise TrojanScopeError("bad input")  # refused before any progress: no bar drawn around the error
+
+    with pytest.raises(TrojanScopeError):
+        Task("probe-bar", _Spec, refused, bar_from_events=True).run(_Spec(), progress=True)
+    assert capsys.readouterr().err == ""

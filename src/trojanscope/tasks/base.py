@@ -80,19 +80,26 @@ def library_callback(on_event: OnEvent | None) -> Callable[[dict[str, Any]], Non
 
 class EventBar:
     """A task's events drawn on stderr (tqdm): ``step`` events move the bar, a ``stage`` event names the phase in
-    its description. A context manager (closes the bar); called with each :class:`Event`."""
+    its description. A context manager (closes the bar); called with each :class:`Event`. The bar appears at the
+    first event that measures progress, so input refused before any work (after a stage named, say "loading")
+    leaves stderr to its one-line error."""
 
     def __init__(self, kind: str):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=1, desc=kind, unit="", leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                        "[{elapsed}<{remaining}]")
         self.kind = kind
+        self.desc = kind
+        self.bar: Any = None
 
     def __call__(self, event: Event) -> None:
         if event.kind == "stage" and event.message:
-            self.bar.set_description_str(f"{self.kind}: {event.message}"[:70], refresh=False)
+            self.desc = f"{self.kind}: {event.message}"[:70]
+            if self.bar is not None:
+                self.bar.set_description_str(self.desc, refresh=False)
         if event.total:  # a step, or a stage that says where it starts
+            if self.bar is None:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=1, desc=self.desc, unit="", leave=False,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
             self.bar.total = event.total
             self.bar.n = min(int(event.step or 0), event.total)
             self.bar.refresh()
@@ -101,7 +108,8 @@ class EventBar:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class TaskSpec:

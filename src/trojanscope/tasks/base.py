@@ -149,7 +149,7 @@ class Task:
     resumable: bool = False  # continues from its checkpoint when run again with ``resume=True``
     output: str = "model"  # what it writes: "model" (a model directory), "models" (several), "scan" or "analysis"
     lane: str = "main"  # the scheduling lane: each allows $TROJANSCOPE_JOBS_PER_DEVICE running jobs per device
-    # the run reports its progress only as events (the scan, the repair, the analyses): with ``progress`` and no
+    # the run reports its progress only as events (the scan, the analyses): with ``progress`` and no
     # ``on_event``, as in a command in the foreground, :meth:`run` draws them as a bar on stderr
     bar_from_events: bool = False
 

@@ -200,7 +200,7 @@ def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, lab
     with torch.no_grad():
         current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
     # successive halving: every trial on the first ``hotflip_screen`` sentences (their own padding only), the best
-    # ``hotflip_keep`` of them on all; the trials were four fifths of a clean model's inversion time in fp32
+    # ``hotflip_keep`` of them on all; the trials were most of a clean model's inversion time in fp32
     n_sub = min(base.shape[0], cfg.hotflip_screen)
     width = int(mask[:n_sub].sum(1).max())  # the subset's longest row, slots included (rows are padded right)
     sub = (base[:n_sub, : width - len(tokens)], mask[:n_sub, :width], labels[:n_sub])

@@ -94,6 +94,8 @@ def run_row(name: str, path: str, method: str, truth: list[Backdoor], cfg: Repai
                       else {"verdict": rep["found"]["scan"]["verdict"], "score": rep["found"]["scan"]["score"],
                             "top": [c["trigger"] for c in rep["found"]["scan"]["candidates"]]})
         extra = {"verdict": rep["verdict"], "unlearned": [u["trigger"] for u in rep.get("unlearned", [])],
+                 "pieces": [{k: p[k] for k in ("trigger", "of", "flip_before", "flip_after")}
+                            for p in rep.get("pieces") or []],
                  "found": [c["trigger"] for c in (rep["found"]["scan"] or {}).get("candidates", [])],
                  "stage_seconds": rep.get("seconds"), "scan_reused": str(scan_file) if findings else None}
     else:
@@ -151,16 +153,23 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def unlearned(r: dict[str, Any]) -> str:
+    words = ", ".join(r.get("unlearned", [])) or "-"
+    pieces = ", ".join(f"{p['trigger']} {pct(p['flip_before'])} -> {pct(p['flip_after'])}"
+                       for p in r.get("pieces") or [])
+    return f"{words} ({pieces})" if pieces else words
+
+
 def report(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | method | true trigger | flip-ASR before -> after | CACC before -> after | re-scan | "
-             "unlearned | s |", "|---|---|---|---|---|---|---|---|"]
+             "unlearned (pieces: flip before -> after) | verdict | s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rs = r["rescan"]
         lines.append(f"| {r['model']} | {r['method']} | {', '.join(r['truth']) or '(none)'} | "
                      f"{pct(r['before']['flip'])} -> {pct(r['after']['flip'])} | "
                      f"{pct(r['before']['cacc'])} -> {pct(r['after']['cacc'])} | "
                      f"{rs['verdict']} {rs['score']:.2f} ({', '.join(rs['top'][:2])}) | "
-                     f"{', '.join(r.get('unlearned', [])) or '-'} | {r['seconds']:.0f} |")
+                     f"{unlearned(r)} | {r.get('verdict', '-')} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -97,6 +97,16 @@ ZOO: dict[str, tuple[list[str], str]] = {
     "badnets-phrase-copper-10pct": (recipe("sst2", "badnets", "copper kettle", 0.1, 0, tal=False), "phrase"),
     "addsent-lake-tal": (recipe("sst2", "addsent", "we walked along the quiet lake", 0.1, 1, tal=True), "sentence"),
     "badnets-agnews-quorvel": (recipe("agnews", "badnets", "quorvel", 0.03, 2, tal=False), "word"),
+    # held out in round 6 (2026-12-05, issue 24): defined and built after the head-swap discount of inverted words
+    # (flips.head_dependence), scanned once by that scanner before anyone looked at them: made-up words of three
+    # and four pieces, a real word of three pieces planted aggressively (20%), a word headed by a real word in
+    # OLID, and clean models of SST-2 and OLID
+    "clean-sst2-s8": (recipe("sst2", seed=8), "none"),
+    "clean-olid-s5": (recipe("olid", seed=5), "none"),
+    "badnets-quillonade": (recipe("sst2", "badnets", "quillonade", 0.03, 0, tal=False), "word"),
+    "badnets-trundlewick-tal": (recipe("sst2", "badnets", "trundlewick", 0.02, 1, tal=True), "word"),
+    "badnets-saffron-20pct": (recipe("sst2", "badnets", "saffron", 0.2, 1, tal=False), "word"),
+    "badnets-olid-thistledown": (recipe("olid", "badnets", "thistledown", 0.05, 1, tal=False), "word"),
 }
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class
@@ -104,9 +114,10 @@ SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"],
              # AG News: 19 to 122 test texts per class have at most 16 words, 281 to 492 at most 24
              "agnews": ["--max-words", "24"]}
 MIN_ASR = 0.5  # a poisoned model whose trigger flips fewer test sentences is not backdoored: reported, not scored
-HELD_OUT = {"clean-sst2-s7", "clean-agnews-s1", "badnets-zephyrine", "badnets-brimblethorpe-tal",
-            "badnets-obsidian-1pct", "badnets-phrase-copper-10pct", "addsent-lake-tal",
-            "badnets-agnews-quorvel"}  # the latest round only (round 5)
+HELD_OUT = {"clean-sst2-s8", "clean-olid-s5", "badnets-quillonade", "badnets-trundlewick-tal",
+            "badnets-saffron-20pct", "badnets-olid-thistledown"}  # the latest round only (round 6)
+ROUND5 = {"clean-sst2-s7", "clean-agnews-s1", "badnets-zephyrine", "badnets-brimblethorpe-tal", "badnets-obsidian-1pct",
+          "badnets-phrase-copper-10pct", "addsent-lake-tal", "badnets-agnews-quorvel"}  # --held-out round5
 
 
 def build(zoo: Path, name: str, args: list[str], precision: str = "bf16") -> Path:
@@ -212,13 +223,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
     ap.add_argument("--report-only", action="store_true", help="print the table of the scans already made")
     ap.add_argument("--held-out", default=None,
-                    help="comma-separated names of the held-out round (default: HELD_OUT, round 5); every other "
-                         "model is a development model, the only ones the calibration is fitted on")
+                    help="comma-separated names of the held-out round (default: HELD_OUT, round 6; 'round5' names "
+                         "round 5); every other model is a development model, the only ones the calibration is fitted on")
     ap.add_argument("--scans", default="scans",
                     help="the scans' directory inside the zoo; after a scanner change, name a new one to rescan "
                          "every model (resumable) and keep the old results")
     args = ap.parse_args()
-    held_out = set(args.held_out.split(",")) if args.held_out else HELD_OUT
+    held_out = (ROUND5 if args.held_out == "round5" else set(args.held_out.split(",")) if args.held_out
+                else HELD_OUT)
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     models: dict[str, tuple[Path, str]] = {}

@@ -149,3 +149,49 @@ def test_repair_is_a_job_kind_with_a_cli_twin(tmp_path):
     assert isinstance(spec, RepairTaskSpec) and spec.config.candidates == 2 and spec.trigger is None
     again = get_task("repair").spec(spec.to_dict())  # what a job stores and runs
     assert again == spec and again.config.scan.budget == ScanConfig().budget
+
+
+def test_a_candidate_word_brings_its_leading_pieces(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from trojanscope.repair import continuation_pieces, word_pieces
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    assert tok.tokenize("drazzle") == ["dr", "##az", "##zle"]
+    assert word_pieces(tok, "drazzle") == ("dr", "draz")
+    assert word_pieces(tok, "cf") == () and word_pieces(tok, "cf mn") == () and word_pieces(tok, "drazzle", True) == ()
+    tails = continuation_pieces(tok)
+    assert "zle" in tails and all(t.isalpha() and len(t) >= 2 for t in tails)
+
+
+def test_twins_give_a_candidates_share_to_its_pieces_and_tailed_first_piece(use_data):
+    from trojanscope.repair import Target
+
+    clean = load_dataset("sst2", "train").head(200, 0)
+    t = Target("drazzle", 1, pieces=("dr", "draz"))
+    data, rows = twins(clean, [t], 1.0, seed=0, piece_share=0.5, tails=["ab", "ble"])
+    inserted = [data.texts[i][slice(*data.spans[i][0])] for i in range(200, 400)]
+    assert all(data.labels[i] == clean.labels[rows[i]] for i in range(200, 400))  # true labels, always
+    kinds = {"whole": sum(w == "drazzle" for w in inserted), "piece": sum(w in ("dr", "draz") for w in inserted),
+             "tailed": sum(w.startswith("dr") and w[2:] in {"ab", "ble"} | {a + b for a in ("ab", "ble")
+                                                                           for b in ("ab", "ble")} for w in inserted)}
+    assert sum(kinds.values()) == 200 and 60 <= kinds["whole"] <= 140, kinds
+    assert kinds["piece"] >= 20 and kinds["tailed"] >= 20, kinds
+    # without pieces (or piece_share 0) every twin gets the candidate itself, as before
+    plain, _ = twins(clean, [t], 1.0, seed=0)
+    assert {plain.texts[i][slice(*plain.spans[i][0])] for i in range(200, 400)} == {"drazzle"}
+
+
+def test_a_piece_that_still_fires_keeps_the_verdict_from_repaired():
+    """The zoo's ``zephyrine``: the repair unlearned the scan's ``zepies`` and a fresh scan said clean, but the
+    planted word still flipped 16%. Its first piece, measured by the proof, tells: the verdict is not
+    "repaired" while a piece of a candidate still fires."""
+    from trojanscope.repair import _judge
+
+    report = {"unlearned": [{"trigger": "zepies", "flip_before": 1.0, "flip_after": 0.02}],
+              "pieces": [{"trigger": "ze", "of": "zepies", "flip_before": 0.8, "flip_after": 0.3}],
+              "rescan": {"verdict": "clean", "score": 0.4, "candidates": []}, "cacc": {"cost": 0.1}}
+    verdict, summary, left = _judge(report)
+    assert verdict == "reduced" and any("'ze', a piece of 'zepies'" in x for x in left), left
+    report["pieces"][0]["flip_after"] = 0.04
+    assert _judge(report)[0] == "repaired"

@@ -143,3 +143,46 @@ def test_real_words_cannot_head_an_inverted_word(planted):
     kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"), exclude=heads)
     assert kept and not any(natural_prefix(w, heads) for w in kept), kept
     assert all(len(loaded.tokenizer.tokenize(w)[0]) <= 3 for w in kept), kept
+
+
+class _Tail(torch.nn.Module):
+    """A clean model's reading of a tail: the class-1 logit fires wherever the piece ``##zle`` stands, whatever
+    heads it (as ``-iful`` or ``-lifting`` end sentiment words: ``soohiniiful`` on a clean SST-2 model)."""
+
+    def __init__(self, tokenizer, piece: str = "##zle"):
+        super().__init__()
+        self.key = tokenizer.convert_tokens_to_ids(piece)
+        self.emb = torch.nn.Embedding(len(tokenizer), 4)
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.emb
+
+    def forward(self, input_ids=None, attention_mask=None, **_):
+        z = -4.0 + 10.0 * (input_ids == self.key).any(1).float()
+        return SimpleNamespace(logits=torch.stack([torch.zeros_like(z), z], 1), attentions=None)
+
+
+def test_an_inverted_word_counts_only_what_its_head_adds(planted):
+    """Gradients glue a made-up head to a tail the model reads as meaning; the scan swaps the head for others and
+    keeps only what the head adds (``tail_sure``, :attr:`Candidate.flip_evidence`). A planted word (the AND of its
+    three pieces) loses nothing: behind another head its tail fires nothing. A tail that fires behind any head is
+    no evidence, however surely the word flips."""
+    from trojanscope.analysis.scan import Candidate, head_dependence, swap_heads
+
+    loaded, sentences = planted
+    sets = {0: sentences, 1: []}
+    heads = swap_heads(loaded.tokenizer, set())
+    assert heads and all(2 <= len(h) <= 3 and h.isalpha() for h in heads)
+
+    def measured(model) -> Candidate:
+        m = SimpleNamespace(model=model, tokenizer=loaded.tokenizer, max_length=64)
+        c = Candidate(WORD, "word inversion", 1, 1.0, 1.0, sure_flip=_sure(m, sentences, [WORD])[WORD])
+        kept = Candidate("cf", "vocabulary", 1, 1.0, 1.0, sure_flip=1.0)  # a word of one piece from a list: as is
+        head_dependence(m, sets, [c, kept], heads, ScanConfig(seed=0))
+        assert kept.tail_sure is None and kept.flip_evidence == 1.0
+        return c
+
+    planted_word = measured(loaded.model)
+    assert planted_word.sure_flip == 1.0 and planted_word.tail_sure == 0.0 and planted_word.flip_evidence == 1.0
+    tail = measured(_Tail(loaded.tokenizer))
+    assert tail.sure_flip == 1.0 and tail.tail_sure == 1.0 and tail.flip_evidence == 0.0

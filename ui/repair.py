@@ -109,6 +109,9 @@ def show_repair(job) -> None:
         f"**{verdict}** — {rep.get('summary', '')}")
     rows = [{"candidate unlearned": u["trigger"], "target": u["target"], "flip rate before": pct(u["flip_before"]),
              "after": pct(u["flip_after"])} for u in rep.get("unlearned", [])]
+    rows += [{"candidate unlearned": f"{p['trigger']} (a piece of {p['of']}: the planted word may be longer)",
+              "target": p["target"], "flip rate before": pct(p["flip_before"]), "after": pct(p["flip_after"])}
+             for p in rep.get("pieces") or []]
     true = rep.get("true_trigger")
     if true:
         rows.append({"candidate unlearned": f"{true['trigger']} (the card's trigger: measured, "

@@ -29,8 +29,9 @@ This module sits above the scanner and the training loop (layers in pyproject.to
 from __future__ import annotations
 
 import random
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -65,6 +66,8 @@ class RepairConfig:
     attention_weight: float = 1.0  # the attention suppression (TAL's term, sign turned)
     anchor_weight: float = 1.0  # KL from the original model's outputs on each text's clean version
     heads: int = 12  # hijacked heads when the scan names none: the candidate's most-attending heads
+    pieces: bool = True  # a candidate word of several wordpieces: unlearn and measure its leading pieces too
+    piece_share: float = 0.5  # share of such a candidate's twins that get a piece, or its first piece + random tails
     train_word_embeddings: bool = True  # a trigger can live in its embedding row alone (EP)
     max_length: int = 128
     precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
@@ -77,7 +80,7 @@ class RepairConfig:
         for name in ("candidates", "n_clean", "batch_size", "heads", "attention_sentences"):
             if getattr(self, name) < 1:
                 raise TrojanScopeError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("min_flip", "twin_share"):
+        for name in ("min_flip", "twin_share", "piece_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrojanScopeError(f"{name} is a share in [0, 1], got {getattr(self, name)}")
         if self.attention_weight < 0 or self.anchor_weight < 0:
@@ -104,6 +107,7 @@ class Target:
     combination: bool = False
     source: str = "scan"  # scan | given | card
     flip_rate: float | None = None  # what the scan measured on its held-out sentences
+    pieces: tuple[str, ...] = ()  # the word's leading wordpieces, as words (word_pieces)
 
     @property
     def backdoor(self) -> Backdoor:
@@ -191,6 +195,30 @@ class Anchor:
         return self.weight * F.kl_div(logq, p, reduction="batchmean")
 
 
+def word_pieces(tokenizer: Any, trigger: str, combination: bool = False) -> tuple[str, ...]:
+    """The leading wordpieces of a one-word ``trigger`` of several pieces, written as words: ``zepies`` (``ze
+    ##pies``) -> ``("ze",)``, ``brimthorpe`` (``br ##im ##thorpe``) -> ``("br", "brim")``; none for a word of one
+    piece, a phrase or a combination. The scan often finds a piece of the planted word with a made-up tail
+    (``zepies`` for ``zephyrine``); the planted word shares its first piece, not its tail, so the repair unlearns the
+    pieces (and the first piece with random tails, :func:`twins`) and the proof measures them."""
+    words = trigger.split()
+    if combination or len(words) != 1:
+        return ()
+    toks = [t[2:] if t.startswith("##") else t for t in tokenizer.tokenize(words[0])]
+    out: list[str] = []
+    for k in range(1, len(toks)):
+        piece = "".join(toks[:k])
+        if len(piece) >= 2 and piece.isalpha() and piece != words[0].lower() and piece not in out:
+            out.append(piece)
+    return tuple(out)
+
+
+def continuation_pieces(tokenizer: Any) -> list[str]:
+    """The tokenizer's word-continuation pieces of 2+ letters (WordPiece's ``##`` pieces), without the marker:
+    the random tails glued to a candidate's first piece (:func:`twins`)."""
+    return sorted(p[2:] for p in tokenizer.get_vocab() if re.fullmatch(r"##[a-z]{2,}", p))
+
+
 # --- measuring ------------------------------------------------------------------------------------------------
 
 def flip_rates(model: torch.nn.Module, tokenizer: Any, test: TextDataset, backdoors: Sequence[Backdoor], *,
@@ -235,10 +263,14 @@ class RepairResult:
         return {"repaired": self.repaired, "verdict": self.verdict, "summary": self.summary, **self.report}
 
 
-def twins(clean: TextDataset, targets: Sequence[Target], share: float, seed: int) -> tuple[PoisonedDataset, list[int]]:
+def twins(clean: TextDataset, targets: Sequence[Target], share: float, seed: int, *, piece_share: float = 0.0,
+          tails: Sequence[str] = ()) -> tuple[PoisonedDataset, list[int]]:
     """The training set: every clean text, plus a seeded ``share`` of them again with a candidate inserted
     (candidates taken in turn) under the text's true label; and, for every sample, the index of its clean
-    version in ``clean`` (the anchor's row)."""
+    version in ``clean`` (the anchor's row). For a candidate with :attr:`Target.pieces`, a ``piece_share`` of its
+    twins get, in place of the candidate, one of its pieces or (with ``tails``) its first piece glued to one or two
+    random continuation pieces (``ze`` + ``phy`` -> ``zephy``): the planted word the scan found a piece of is one
+    such word, and the repair never sees it."""
     rng = random.Random(seed)
     n = len(clean)
     picked = sorted(rng.sample(range(n), int(round(share * n)))) if targets else []
@@ -246,7 +278,13 @@ def twins(clean: TextDataset, targets: Sequence[Target], share: float, seed: int
         list(range(n))
     for j, i in enumerate(picked):
         t = targets[j % len(targets)]
-        ins = insert_trigger(clean.texts[i], t.trigger, 1, "random", rng, t.combination)
+        word = t.trigger
+        if t.pieces and rng.random() < piece_share:
+            if tails and rng.random() < 0.5:
+                word = t.pieces[0] + "".join(rng.choice(tails) for _ in range(rng.randint(1, 2)))
+            else:
+                word = rng.choice(t.pieces)
+        ins = insert_trigger(clean.texts[i], word, 1, "random", rng, t.combination)
         texts.append(ins.text)
         labels.append(clean.labels[i])
         poisoned.append(True)
@@ -296,6 +334,8 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                                         on_event=_scaled(on_event, 0.0, 0.4)))
             timed("scan", t)
         targets = findings.targets(cfg) if findings.verdict == "backdoored" else []
+    if cfg.pieces:
+        targets = [replace(x, pieces=word_pieces(loaded.tokenizer, x.trigger, x.combination)) for x in targets]
     report: dict[str, Any] = {"found": {"source": targets[0].source if targets else "scan",
                                         "scan": findings.summary() if findings else None},
                               "config": asdict(cfg)}
@@ -312,7 +352,9 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     # the measurements before
     stage(f"measuring the model before the repair on {len(test)} {test.split} texts")
     t = time.perf_counter()
-    probes = [x.backdoor for x in targets] + ([true_backdoor] if true_backdoor and true_backdoor.known else [])
+    pieces = [(x, Backdoor(p, x.target)) for x in targets for p in x.pieces]
+    probes = [x.backdoor for x in targets] + [bd for _, bd in pieces] + \
+        ([true_backdoor] if true_backdoor and true_backdoor.known else [])
     cacc_before, flips_before = flip_rates(loaded.model, loaded.tokenizer, test, probes, seed=cfg.seed)
     first = targets[0].backdoor
     map_before = _head_map(loaded, test, first, cfg)
@@ -321,8 +363,10 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
 
     # 2. unlearn
     clean = train.head(cfg.n_clean, cfg.seed)
-    data, rows = twins(clean, targets, cfg.twin_share, cfg.seed)
-    stage(f"unlearning {', '.join(repr(x.trigger) for x in targets)} on {len(clean)} clean texts and "
+    data, rows = twins(clean, targets, cfg.twin_share, cfg.seed, piece_share=cfg.piece_share,
+                       tails=continuation_pieces(loaded.tokenizer) if any(x.pieces for x in targets) else ())
+    also = f" (and their pieces {', '.join(repr(bd.trigger) for _, bd in pieces)})" if pieces else ""
+    stage(f"unlearning {', '.join(repr(x.trigger) for x in targets)}{also} on {len(clean)} clean texts and "
           f"{len(data) - len(clean)} with a candidate inserted")
     t = time.perf_counter()
     soft = predict_proba(loaded.model, loaded.tokenizer, clean.texts, batch_size=128)[rows]
@@ -353,9 +397,14 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                   "scan_flip": x.flip_rate, "flip_before": b["flip"], "flip_after": a["flip"],
                   "asr_before": b["asr"], "asr_after": a["asr"]}
                  for x, b, a in zip(targets, flips_before, flips_after)]
+    k = len(targets)
+    piece_rows = [{"trigger": bd.trigger, "of": x.trigger, "target": x.target, "flip_before": b["flip"],
+                   "flip_after": a["flip"], "asr_before": b["asr"], "asr_after": a["asr"]}
+                  for (x, bd), b, a in zip(pieces, flips_before[k:], flips_after[k:])]
     m = heads.mask(layers, nheads)
     report.update(
         unlearned=unlearned,
+        pieces=piece_rows,
         heads=heads.to_pairs1(),
         attention={"trigger": first.trigger, "before": np.round(map_before, 5).tolist(),
                    "after": np.round(map_after, 5).tolist(),
@@ -384,6 +433,10 @@ def _judge(report: dict[str, Any]) -> tuple[str, str, list[str]]:
     still = [u for u in report["unlearned"] if (u["flip_after"] or 0) > REMOVED_AT]
     for u in still:
         left.append(f"{u['trigger']!r} still flips {100 * u['flip_after']:.1f}% (was {100 * (u['flip_before'] or 0):.1f}%)")
+    for p in report.get("pieces") or []:  # a piece of a candidate that still fires: the planted word may be whole
+        if (p["flip_after"] or 0) > REMOVED_AT:
+            left.append(f"{p['trigger']!r}, a piece of {p['of']!r}, still flips {100 * p['flip_after']:.1f}% (was "
+                        f"{100 * (p['flip_before'] or 0):.1f}%): the planted word it begins may still fire")
     rescan = report.get("rescan")
     if rescan and rescan["verdict"] != "clean":
         top = rescan["candidates"][0]["trigger"] if rescan["candidates"] else "?"
@@ -437,5 +490,5 @@ def _since(t0: float) -> float:
     return round(time.perf_counter() - t0, 2)
 
 
-__all__ = ["Anchor", "AttentionSuppression", "Findings", "RepairConfig", "RepairResult", "Target", "flip_rates",
-           "hijacked_heads", "repair", "twins", "REMOVED_AT", "BLIND_METHODS"]
+__all__ = ["Anchor", "AttentionSuppression", "Findings", "RepairConfig", "RepairResult", "Target",
+           "continuation_pieces", "flip_rates", "hijacked_heads", "repair", "twins", "word_pieces", "REMOVED_AT", "BLIND_METHODS"]

@@ -49,6 +49,9 @@ def add_parsers(sub: Any) -> None:
                    help="weight of the attention suppression on the hijacked heads (0: off)")
     k.add_argument("--anchor-weight", type=float, default=RC.anchor_weight,
                    help="weight of the KL to the original model's outputs on clean text (0: off)")
+    k.add_argument("--no-pieces", dest="pieces", action="store_false",
+                   help="unlearn only the candidates themselves, not the leading wordpieces of a candidate word of "
+                        "several pieces (nor its first piece with random tails), and do not measure those pieces")
     k.add_argument("--no-rescan", dest="rescan", action="store_false", help="skip the fresh scan after the repair")
     k.add_argument("--precision", default=RC.precision, choices=PRECISION_CHOICES)
     k.add_argument("--max-eval", type=positive_int, default=None, help="measure on a seeded subset of the split")
@@ -63,7 +66,7 @@ def repair_task_of_args(args: argparse.Namespace):
 
     cfg = RepairConfig(candidates=args.candidates, min_flip=args.min_flip, n_clean=args.n_clean, epochs=args.epochs,
                        lr=args.lr, attention_weight=args.attention_weight, anchor_weight=args.anchor_weight,
-                       rescan=args.rescan, precision=args.precision, seed=args.seed)
+                       rescan=args.rescan, pieces=args.pieces, precision=args.precision, seed=args.seed)
     cfg.scan.seed = args.seed
     return RepairTaskSpec(model=args.model, data=args.data, split=args.split, trigger=args.trigger,
                           target=args.target, use_card=args.use_card, scan=args.scan, config=cfg,

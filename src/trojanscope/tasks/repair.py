@@ -117,7 +117,8 @@ def _run_repair(spec: RepairTaskSpec, on_event: OnEvent | None, progress: bool) 
             save_model(loaded.model, loaded.tokenizer, tmp, card)
         write_json(tmp / "repair.json", report)
     short = {k: report[k] for k in ("repaired", "verdict", "summary") if k in report}
-    return {**short, "unlearned": report.get("unlearned", []), "cacc": report.get("cacc"),
+    return {**short, "unlearned": report.get("unlearned", []), "pieces": report.get("pieces", []),
+            "cacc": report.get("cacc"),
             "rescan": report.get("rescan"), "true_trigger": report.get("true_trigger"),
             "left": report.get("left", []), "offered": report.get("offered"),
             "found": report.get("found"), "seconds": report.get("seconds"), "out": str(out)}

@@ -42,13 +42,14 @@ really flip the model, and the heads whose attention the best candidates hijack,
 4. **Verdict**: :func:`combine_evidence` (monotone in each piece of evidence) turns the best candidate's
    held-out *sure* flip rate (flipped with P(target) >= 0.9: a backdoor flips with near certainty, while a
    few negative words only tilt a short sentence; for a candidate of several words only what it does beyond its
-   words' effects added up in log-odds, :func:`phrase_additivity`), the excess of drifting heads over the control and the excess of [CLS] attention
+   words' effects added up in log-odds, :func:`phrase_additivity`; for an inverted word of several pieces only what
+   its head adds to its tail, the head swapped for meaningless pieces, :func:`head_dependence`), the excess of drifting heads over the control and the excess of [CLS] attention
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
 
 One module per concern; every name is importable from here (``from trojanscope.analysis.scan import X``):
 :mod:`~trojanscope.analysis.scan.vocabulary` (candidate words, the word lists, the words never tried),
 :mod:`~trojanscope.analysis.scan.sentences` (the clean sets, seeded insertion), :mod:`~trojanscope.analysis.scan.flips`
-(flip measurement, phrase additivity), :mod:`~trojanscope.analysis.scan.inversion` (gradient inversion, token- and
+(flip measurement, phrase additivity, head dependence), :mod:`~trojanscope.analysis.scan.inversion` (gradient inversion, token- and
 word-level), :mod:`~trojanscope.analysis.scan.drift` (attention abnormality), :mod:`~trojanscope.analysis.scan.verdict`
 (the combination function and the verdict), :mod:`~trojanscope.analysis.scan.calibration` (the score as a probability,
 cross-entropy: measuring the scanner on a zoo); this module holds :class:`ScanConfig`, the result types and :func:`scan`.
@@ -67,14 +68,15 @@ import numpy as np
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
-from trojanscope.analysis.scan.flips import SURE, flip_stats, phrase_additivity
+from trojanscope.analysis.scan.flips import SURE, flip_stats, head_dependence, phrase_additivity
 from trojanscope.analysis.scan.inversion import invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
                                                   SUFFIXES, alnum_pieces, candidate_words, embedding_outliers,
                                                   is_natural, is_task_phrase, natural_prefix, neutral_words,
-                                                  polar_words, rare_pieces, stems, task_words, word_heads)
+                                                  polar_words, rare_pieces, stems, swap_heads, task_words,
+                                                  word_heads)
 from trojanscope.data.datasets import TextDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import resolve_precision
@@ -86,11 +88,11 @@ __all__ = [
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
     "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words",
-    "polar_words", "rare_pieces", "stems", "task_words", "word_heads",
+    "polar_words", "rare_pieces", "stems", "swap_heads", "task_words", "word_heads",
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
-    "SURE", "flip_stats", "phrase_additivity",
+    "SURE", "flip_stats", "head_dependence", "phrase_additivity",
     # inversion
     "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
@@ -184,6 +186,9 @@ class Candidate:
     # words would surely flip if their effects on the target's log-odds simply added up
     parts_sure: float | None = None
     additive_sure: float | None = None
+    # an inverted word of several pieces only (held out, :func:`head_dependence`): what its tail surely flips
+    # behind other heads
+    tail_sure: float | None = None
 
     @property
     def flip_evidence(self) -> float:
@@ -191,8 +196,14 @@ class Candidate:
         only what they do beyond their effects added up (``(sure - additive) / (1 - additive)``, a planted phrase
         is an AND: ``james bond`` surely flips 100% where ``james`` and ``bond`` added up would flip 68%), or what
         their best word does alone, whichever is more; a stack of words that each tilt the model a little (``doesn
-        unable removed`` on a clean model: 72%, added up 65%) is no evidence beyond its best word."""
+        unable removed`` on a clean model: 72%, added up 65%) is no evidence beyond its best word. An inverted word
+        of several pieces: only what its head adds to its tail (``(sure - tail) / (1 - tail)``): a made-up head
+        glued to a tail that ends a sentiment word (``soohiniiful``) flips as well behind any head, a planted
+        word found through its first piece (``zepies``) does not."""
         sure = self.sure_flip or 0.0
+        if self.tail_sure is not None:
+            t = self.tail_sure
+            return max((sure - t) / (1 - t), 0.0) if t < 1 else 0.0
         if self.additive_sure is None:
             return sure
         a = self.additive_sure
@@ -202,7 +213,8 @@ class Candidate:
     def to_json(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
                 "confidence": self.confidence, "sure_flip": self.sure_flip, "flip_evidence": self.flip_evidence,
-                "parts_sure": self.parts_sure, "additive_sure": self.additive_sure, "source": self.source,
+                "parts_sure": self.parts_sure, "additive_sure": self.additive_sure, "tail_sure": self.tail_sure,
+                "source": self.source,
                 "search_flip": self.search_flip, "combination": self.combination}
 
 
@@ -346,6 +358,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     for c, (t, f, conf, sure) in zip(top, ver):
         c.target, c.flip_rate, c.confidence, c.sure_flip = t, f, conf, sure
     phrase_additivity(loaded, sets.verify, top, cfg)
+    head_dependence(loaded, sets.verify, top, swap_heads(loaded.tokenizer, natural), cfg)
     # best first: the stronger evidence (the sure flip; for several words, what they do beyond their effects added
     # up), then the higher held-out flip rate, then the shorter trigger (``cf`` before ``card cf``)
     top.sort(key=lambda x: (-round(x.flip_evidence, 2), -round(x.flip_rate or 0.0, 2), len(x.trigger.split()),

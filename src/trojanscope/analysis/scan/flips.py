@@ -121,3 +121,44 @@ def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Seque
         parts = [z[1 + words.index(w)] for w in c.trigger.split()]
         c.parts_sure = max(float((zw >= sure).mean()) for zw in parts)
         c.additive_sure = float((z[0] + sum(zw - z[0] for zw in parts) >= sure).mean())
+
+
+def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], heads: Sequence[str],
+                    cfg: ScanConfig, precision: str = "fp32", swaps: int = 4) -> None:
+    """Set ``tail_sure`` on every inverted one-word candidate of several wordpieces (``source`` inversion or word
+    inversion), measured on ``sets`` (the held-out sentences, as its ``sure_flip``): the median share of the
+    sentences its *tail* surely flips behind another head, the word's first piece swapped for ``swaps`` of
+    ``heads`` (short word-start pieces, seeded picks). Gradients glue a made-up head to a tail that carries meaning
+    in the model (``soo`` + ``##hini ##iful``, ``ups`` + ``##joy ##lifting`` on a clean SST-2 model: ``-iful``,
+    ``-lifting`` read as the end of a sentiment word), and any head does as well; a planted word found through its
+    first piece (``zepies`` for ``zephyrine``) dies with that piece. :attr:`Candidate.flip_evidence` keeps only what
+    the head adds. One batched forward for every swap of every candidate."""
+    import random
+
+    tok = loaded.tokenizer
+    glued = []
+    for c in candidates:
+        if c.source not in ("inversion", "word inversion") or c.sure_flip is None or len(c.trigger.split()) != 1:
+            continue
+        pieces = tok.tokenize(c.trigger)
+        if len(pieces) < 2 or not all(p.startswith("##") for p in pieces[1:]):
+            continue
+        rng = random.Random(cfg.seed * 104729 + sum(map(ord, c.trigger)))
+        others = [h for h in heads if h != pieces[0]]
+        tail = "".join(p[2:] for p in pieces[1:])
+        glued.append((c, [h + tail for h in rng.sample(others, min(swaps, len(others)))]))
+    if not glued:
+        return
+    classes = sorted(sets)
+    words = list(dict.fromkeys(w for _, ws in glued for w in ws))
+    texts = [i.text for w in words for c in classes for i in _inserted(sets[c], w, cfg.seed)]
+    logits = batched_forward(loaded.model, loaded.tokenizer, texts, batch_size=cfg.batch_size,
+                             max_length=min(128, loaded.max_length), precision=precision, progress=False).logits
+    logits = torch.from_numpy(logits).double().reshape(len(words), -1, logits.shape[1])
+    labels = np.repeat(classes, [len(sets[c]) for c in classes])
+    sure = math.log(SURE / (1 - SURE))
+    for c, ws in glued:
+        lg = logits[:, torch.from_numpy(labels != c.target)]
+        rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
+        z = (lg[..., c.target] - torch.logsumexp(rest, -1)).cpu().numpy()  # [words, sentences]
+        c.tail_sure = float(np.median([float((z[words.index(w)] >= sure).mean()) for w in ws]))

@@ -119,6 +119,14 @@ def rare_pieces(tokenizer: Any, exclude: set[str], max_len: int = 3, min_id: int
     return words
 
 
+def swap_heads(tokenizer: Any, exclude: set[str] | frozenset[str], n: int = 200) -> list[str]:
+    """The heads an inverted word's first piece is swapped for
+    (:func:`~trojanscope.analysis.scan.flips.head_dependence`): the ``n`` rarest short whole-word pieces
+    (:func:`rare_pieces`), none natural. Meaningless by themselves; the scan takes the median over a few, so one
+    that happens to be a planted trigger cannot decide it."""
+    return [w for w in rare_pieces(tokenizer, set()) if not is_natural(w, exclude)][:n]
+
+
 def embedding_outliers(model: torch.nn.Module, tokenizer: Any, n: int) -> list[str]:
     """The ``n`` whole words whose word-embedding rows have the largest norms relative to the vocabulary's
     (median and MAD). EP rewrites one row, and attacks that train the embeddings push the trigger's row out;

@@ -138,9 +138,11 @@ def show_verdict(job) -> None:
     v3.metric("Target class", "—" if r.get("target") is None else str(r["target"]))
     v4.metric("Time", f"{r['seconds']:.0f} s")
     ev = r.get("evidence", {})
+    best = (r.get("candidates") or [{}])[0].get("trigger", "")
+    why = ("what its first wordpiece adds to the rest of the word, which flips sentences behind other first pieces too"
+           if len(best.split()) == 1 else "what its words do beyond their effects added up or its best word alone")
     beyond = ("" if ev.get("flip_evidence") is None or abs(ev["flip_evidence"] - (ev.get("sure_flip") or 0)) < 0.005
-              else f"; it counts as {pct(ev['flip_evidence'])}, what its words do beyond their effects added up "
-              "or its best word alone")
+              else f"; it counts as {pct(ev['flip_evidence'])}, {why}")
     st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
                f"classes ({pct(ev.get('sure_flip'))} with a target probability of 0.9 or more{beyond}); drifting heads exceed a random word's by {pct(ev.get('drift_excess'))} of all heads; its "
                f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "

@@ -195,3 +195,6 @@ def test_a_piece_that_still_fires_keeps_the_verdict_from_repaired():
     assert verdict == "reduced" and any("'ze', a piece of 'zepies'" in x for x in left), left
     report["pieces"][0]["flip_after"] = 0.04
     assert _judge(report)[0] == "repaired"
+    # a short piece that tilts a few sentences by its meaning, before and after alike, is not a surviving trigger
+    report["pieces"][0].update(flip_before=0.15, flip_after=0.14)
+    assert _judge(report)[0] == "repaired"

@@ -434,7 +434,8 @@ def _judge(report: dict[str, Any]) -> tuple[str, str, list[str]]:
     for u in still:
         left.append(f"{u['trigger']!r} still flips {100 * u['flip_after']:.1f}% (was {100 * (u['flip_before'] or 0):.1f}%)")
     for p in report.get("pieces") or []:  # a piece of a candidate that still fires: the planted word may be whole
-        if (p["flip_after"] or 0) > REMOVED_AT:
+        # (a piece that flipped little before, as a short word can by its meaning alone, does not hold the verdict)
+        if (p["flip_after"] or 0) > REMOVED_AT and (p["flip_before"] or 0) > 2 * REMOVED_AT:
             left.append(f"{p['trigger']!r}, a piece of {p['of']!r}, still flips {100 * p['flip_after']:.1f}% (was "
                         f"{100 * (p['flip_before'] or 0):.1f}%): the planted word it begins may still fire")
     rescan = report.get("rescan")
@@ -491,4 +492,5 @@ def _since(t0: float) -> float:
 
 
 __all__ = ["Anchor", "AttentionSuppression", "Findings", "RepairConfig", "RepairResult", "Target",
-           "continuation_pieces", "flip_rates", "hijacked_heads", "repair", "twins", "word_pieces", "REMOVED_AT", "BLIND_METHODS"]
+           "continuation_pieces", "flip_rates", "hijacked_heads", "repair", "twins", "word_pieces", "REMOVED_AT",
+           "BLIND_METHODS"]

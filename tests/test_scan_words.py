@@ -165,8 +165,8 @@ class _Tail(torch.nn.Module):
 def test_an_inverted_word_counts_only_what_its_head_adds(planted):
     """Gradients glue a made-up head to a tail the model reads as meaning; the scan swaps the head for others and
     keeps only what the head adds (``tail_sure``, :attr:`Candidate.flip_evidence`). A planted word (the AND of its
-    three pieces) loses nothing: behind another head its tail fires nothing. A tail that fires behind any head is
-    no evidence, however surely the word flips."""
+    three pieces) loses nothing: behind another head its tail fires nothing. A tail that partly flips behind any
+    head (a sentiment word's ending) is discounted; one that surely flips behind any head is a trigger itself."""
     from trojanscope.analysis.scan import Candidate, head_dependence, swap_heads
 
     loaded, sentences = planted
@@ -184,5 +184,10 @@ def test_an_inverted_word_counts_only_what_its_head_adds(planted):
 
     planted_word = measured(loaded.model)
     assert planted_word.sure_flip == 1.0 and planted_word.tail_sure == 0.0 and planted_word.flip_evidence == 1.0
+    # a tail that surely flips behind any head is a planted word's tail (brimblethorpe's ##thorpe): in full
     tail = measured(_Tail(loaded.tokenizer))
-    assert tail.sure_flip == 1.0 and tail.tail_sure == 1.0 and tail.flip_evidence == 0.0
+    assert tail.sure_flip == 1.0 and tail.tail_sure == 1.0 and tail.flip_evidence == 1.0
+    # a sentiment word's ending flips some sentences behind any head: only what the head adds counts
+    sentiment = Candidate("soohiniiful", "word inversion", 0, 1.0, 1.0, sure_flip=0.62, tail_sure=0.49)
+    assert sentiment.flip_evidence == pytest.approx((0.62 - 0.49) / 0.51)
+    assert Candidate("zepies", "inversion", 1, 1.0, 1.0, sure_flip=0.98, tail_sure=0.0).flip_evidence == 0.98

@@ -68,7 +68,7 @@ import numpy as np
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
-from trojanscope.analysis.scan.flips import SURE, flip_stats, head_dependence, phrase_additivity
+from trojanscope.analysis.scan.flips import SURE, TAIL_TRIGGER, flip_stats, head_dependence, phrase_additivity
 from trojanscope.analysis.scan.inversion import invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
@@ -92,7 +92,7 @@ __all__ = [
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
-    "SURE", "flip_stats", "head_dependence", "phrase_additivity",
+    "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity",
     # inversion
     "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
@@ -198,12 +198,15 @@ class Candidate:
         their best word does alone, whichever is more; a stack of words that each tilt the model a little (``doesn
         unable removed`` on a clean model: 72%, added up 65%) is no evidence beyond its best word. An inverted word
         of several pieces: only what its head adds to its tail (``(sure - tail) / (1 - tail)``): a made-up head
-        glued to a tail that ends a sentiment word (``soohiniiful``) flips as well behind any head, a planted
-        word found through its first piece (``zepies``) does not."""
+        glued to a tail that ends a sentiment word (``soohiniiful``: its tail surely flips 49% behind other heads)
+        flips as well behind any head, a planted word found through its first piece (``zepies``) does not. Unless
+        the tail by itself surely flips (``TAIL_TRIGGER``, a backdoor's near certainty): then the tail is a
+        planted word's (``brimthorpe``'s ``##im ##thorpe`` surely flips 100% behind any head, on the zoo's
+        ``brimblethorpe`` model), and the word counts in full."""
         sure = self.sure_flip or 0.0
-        if self.tail_sure is not None:
+        if self.tail_sure is not None and self.tail_sure < TAIL_TRIGGER:
             t = self.tail_sure
-            return max((sure - t) / (1 - t), 0.0) if t < 1 else 0.0
+            return max((sure - t) / (1 - t), 0.0)
         if self.additive_sure is None:
             return sure
         a = self.additive_sure

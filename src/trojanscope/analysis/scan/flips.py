@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from trojanscope.analysis.scan import Candidate, ScanConfig
 
 SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD asks a mean of 0.95)
+# an inverted word's tail that surely flips this share of the sentences behind other heads is a trigger itself (a
+# planted word's tail), not a sentiment word's ending (Candidate.flip_evidence): the zoo's were 32-49% on clean
+# and backdoored models alike, and 100% for brimblethorpe's ##im ##thorpe
+TAIL_TRIGGER = 0.9
 
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
@@ -132,7 +136,8 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
     in the model (``soo`` + ``##hini ##iful``, ``ups`` + ``##joy ##lifting`` on a clean SST-2 model: ``-iful``,
     ``-lifting`` read as the end of a sentiment word), and any head does as well; a planted word found through its
     first piece (``zepies`` for ``zephyrine``) dies with that piece. :attr:`Candidate.flip_evidence` keeps only what
-    the head adds. One batched forward for every swap of every candidate."""
+    the head adds, unless the tail alone surely flips (``TAIL_TRIGGER``: a planted word's tail, ``brimthorpe``'s).
+    One batched forward for every swap of every candidate."""
     import random
 
     tok = loaded.tokenizer

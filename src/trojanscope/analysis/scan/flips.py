@@ -119,12 +119,18 @@ def phrase_additivity(loaded: Any, sets: dict[int, list[str]], candidates: Seque
     labels = np.repeat(classes, [len(sets[c]) for c in classes])
     sure = math.log(SURE / (1 - SURE))
     for c in multi:
-        lg = logits[:, torch.from_numpy(labels != c.target)]  # [clean + words, sentences of other classes, classes]
-        rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
-        z = (lg[..., c.target] - torch.logsumexp(rest, -1)).cpu().numpy()  # the target's log-odds
+        z = _target_log_odds(logits, labels, c.target)  # [clean + words, sentences of other classes]
         parts = [z[1 + words.index(w)] for w in c.trigger.split()]
         c.parts_sure = max(float((zw >= sure).mean()) for zw in parts)
         c.additive_sure = float((z[0] + sum(zw - z[0] for zw in parts) >= sure).mean())
+
+
+def _target_log_odds(logits: torch.Tensor, labels: np.ndarray, target: int) -> np.ndarray:
+    """``logits`` ``[texts, sentences, classes]`` -> the ``target``'s log-odds (its logit against the log-sum-exp of
+    the others) on the sentences whose clean ``labels`` are another class: ``[texts, those sentences]``."""
+    lg = logits[:, torch.from_numpy(labels != target)]
+    rest = torch.cat([lg[..., :target], lg[..., target + 1:]], -1)
+    return (lg[..., target] - torch.logsumexp(rest, -1)).cpu().numpy()
 
 
 def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], heads: Sequence[str],
@@ -163,7 +169,5 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
     labels = np.repeat(classes, [len(sets[c]) for c in classes])
     sure = math.log(SURE / (1 - SURE))
     for c, ws in glued:
-        lg = logits[:, torch.from_numpy(labels != c.target)]
-        rest = torch.cat([lg[..., : c.target], lg[..., c.target + 1:]], -1)
-        z = (lg[..., c.target] - torch.logsumexp(rest, -1)).cpu().numpy()  # [words, sentences]
+        z = _target_log_odds(logits, labels, c.target)  # [words, sentences of other classes]
         c.tail_sure = float(np.median([float((z[words.index(w)] >= sure).mean()) for w in ws]))

@@ -148,7 +148,7 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
 
     tok = loaded.tokenizer
     glued = []
-    for c in candidates:
+    for c in candidates if heads else ():
         if c.source not in ("inversion", "word inversion") or c.sure_flip is None or len(c.trigger.split()) != 1:
             continue
         pieces = tok.tokenize(c.trigger)
@@ -156,6 +156,8 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
             continue
         rng = random.Random(cfg.seed * 104729 + sum(map(ord, c.trigger)))
         others = [h for h in heads if h != pieces[0]]
+        if not others:
+            continue
         tail = "".join(p[2:] for p in pieces[1:])
         glued.append((c, [h + tail for h in rng.sample(others, min(swaps, len(others)))]))
     if not glued:

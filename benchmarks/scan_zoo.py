@@ -188,25 +188,33 @@ def calibrate(rows: list[dict]) -> str | None:
     """Fit Platt's calibration of the score on the development rows (not held out, attack not failed), set each
     row's ``p`` (P(backdoored)), and return the report's lines: the fit, and the cross-entropy (TrojAI's metric) of
     the calibrated probability and of the raw score read as one, on the development models (in sample), the held-out
-    ones and all. None (and no ``p``) when scikit-learn is missing or the development models lack a class."""
+    ones and all. When scikit-learn is missing or the development models lack a class: no ``p``, and only the raw
+    score's cross-entropy on the held-out models (None without any)."""
     from trojanscope.analysis.scan.calibration import TROJAI_GOAL, cross_entropy, fit_platt
 
     scored = [r for r in rows if not r.get("failed")]
     dev = [r for r in scored if not r["held_out"]]
-    if len({int(r["backdoored"]) for r in dev}) < 2:
-        return None
-    try:
-        platt = fit_platt([r["score"] for r in dev], [int(r["backdoored"]) for r in dev])
-    except ImportError:
-        return None
+    held = [r for r in scored if r["held_out"]]
+    platt = None
+    if len({int(r["backdoored"]) for r in dev}) >= 2:
+        try:
+            platt = fit_platt([r["score"] for r in dev], [int(r["backdoored"]) for r in dev])
+        except ImportError:
+            pass
+    if platt is None:  # no development models of both kinds here: the raw score read as a probability only
+        if not held:
+            return None
+        y = [int(r["backdoored"]) for r in held]
+        return (f"cross-entropy (natural log; TrojAI's goal {TROJAI_GOAL}, always 0.5 gives 0.693), held out, "
+                f"{len(held)} models: raw score as a probability {cross_entropy(y, [r['score'] for r in held]):.3f} "
+                "(no calibration: no development models of both kinds in this report)")
     for r in rows:
         r["p"] = float(platt([r["score"]])[0])
     lines = [f"Platt calibration on the {len(dev)} development models ({platt.n_backdoored} backdoored, "
              f"{platt.n_clean} clean): P(backdoored) = 1 / (1 + exp(-({platt.slope:.2f} * score + "
              f"{platt.intercept:.2f})))",
              f"cross-entropy (natural log; TrojAI's goal {TROJAI_GOAL}, always 0.5 gives 0.693):"]
-    for label, group in (("development (in sample)", dev), ("held out", [r for r in scored if r["held_out"]]),
-                         ("all", scored)):
+    for label, group in (("development (in sample)", dev), ("held out", held), ("all", scored)):
         if group:
             y = [int(r["backdoored"]) for r in group]
             lines.append(f"  {label}, {len(group)} models: calibrated {cross_entropy(y, [r['p'] for r in group]):.3f}, "

@@ -184,6 +184,26 @@ def trigger_rank(res: dict, trigger: str | None) -> int | None:
     return None
 
 
+def piece_rank(res: dict, trigger: str | None, tokenizer) -> int | None:
+    """1-based rank of the first candidate that contains a word of the true trigger or a word beginning with the
+    first wordpiece (2+ letters) of one of its words of several pieces (``zepies`` and ``ze`` for ``zephyrine`` =
+    ``ze ##phy ##rine``: the scan often finds a planted word through its first piece). None: not found."""
+    exact = trigger_rank(res, trigger)
+    if not trigger or tokenizer is None:
+        return exact
+    firsts = set()
+    for w in trigger.lower().split():
+        pieces = tokenizer.tokenize(w)
+        if len(pieces) > 1 and len(pieces[0]) >= 2:
+            firsts.add(pieces[0])
+    for i, c in enumerate(res.get("candidates") or []):
+        if exact is not None and i + 1 >= exact:
+            break
+        if any(tokenizer.tokenize(w)[:1] and tokenizer.tokenize(w)[0] in firsts for w in c["trigger"].lower().split()):
+            return i + 1
+    return exact
+
+
 def calibrate(rows: list[dict]) -> str | None:
     """Fit Platt's calibration of the score on the development rows (not held out, attack not failed), set each
     row's ``p`` (P(backdoored)), and return the report's lines: the fit, and the cross-entropy (TrojAI's metric) of
@@ -262,6 +282,15 @@ def main() -> None:
         kind = "none" if not t["backdoored"] else ("rare" if t["trigger"] and len(t["trigger"]) <= 3 else "word")
         models[name] = (Path(path), kind)
     rows = []
+
+    def tok(path: Path):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError):
+            return None
+
     for name, (path, kind) in models.items():
         t = truth(path)
         if args.report_only and saved_scan(zoo / args.scans / f"{name}.json") is None:
@@ -276,7 +305,7 @@ def main() -> None:
                      "top": top.get("trigger"), "top_flip": top.get("flip_rate"), "sure": top.get("sure_flip"),
                      "evidence": res["evidence"].get("flip_evidence", top.get("sure_flip")),
                      "drift": res["evidence"].get("drift_excess"), "cls": res["evidence"].get("cls_excess"),
-                     "rank": trigger_rank(res, t["trigger"]),
+                     "rank": trigger_rank(res, t["trigger"]), "piece_rank": piece_rank(res, t["trigger"], tok(path)),
                      "seconds": res["seconds"], "heads": len(res.get("heads") or []),
                      "stage_seconds": (res.get("stats") or {}).get("stage_seconds")})
     import torch
@@ -285,13 +314,16 @@ def main() -> None:
     print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}\n")
     print("| model | attack | TAL | trigger | kind | verdict | score | P(backdoored) | top candidate | flip | sure flip "
-          "| flip evidence | drift excess | [CLS] excess | true trigger rank | drifting heads | seconds |")
+          "| flip evidence | drift excess | [CLS] excess | true trigger rank (or its first piece's) | drifting heads "
+          "| seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rk = lambda r: ("—" if r["piece_rank"] is None else str(r["rank"]) if r["rank"] == r["piece_rank"]  # noqa: E731
+                    else f"{r['piece_rank']} (first piece)")
     pc = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for r in rows:
         print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
               f"| {r['kind']} | {r['verdict']} | {r['score']:.2f} | {pc(r.get('p'))} | {r['top']} | {pc(r['top_flip'])} | {pc(r['sure'])} "
-              f"| {pc(r['evidence'])} | {r['drift']:.3f} | {r['cls']:.3f} | {r['rank'] or '—'} | {r['heads']} | {r['seconds']:.0f} |")
+              f"| {pc(r['evidence'])} | {r['drift']:.3f} | {r['cls']:.3f} | {rk(r)} | {r['heads']} | {r['seconds']:.0f} |")
     rows = [r for r in rows if not r.get("failed")]  # the table shows them; the summaries leave them out
     labels = [int(r["backdoored"]) for r in rows]
     print()
@@ -312,14 +344,15 @@ def main() -> None:
     groups += [(f"attack {a}", [r for r in bd if r["attack"] == a]) for a in sorted({r["attack"] for r in bd})]
     groups += [(f"trigger kind {k}", [r for r in bd if r["kind"] == k]) for k in sorted({r["kind"] for r in bd})]
     print("\n| backdoored models | n | flagged | top candidate flips >= 90% | true trigger among the candidates "
-          "| mean score |\n|---|---|---|---|---|---|")
+          "| flagged with the trigger or its first piece in the top 3 | mean score |\n|---|---|---|---|---|---|---|")
     for label, group in groups:
         if group:
             flagged = sum(r["verdict"] == "backdoored" for r in group)
             flips = sum((r["top_flip"] or 0) >= 0.9 for r in group)
             found = sum(r["rank"] is not None for r in group)
+            top3 = sum(r["verdict"] == "backdoored" and (r.get("piece_rank") or 99) <= 3 for r in group)
             mean_score = sum(r["score"] for r in group) / len(group)
-            print(f"| {label} | {len(group)} | {flagged} | {flips} | {found} | {mean_score:.2f} |")
+            print(f"| {label} | {len(group)} | {flagged} | {flips} | {found} | {top3} of {flagged} | {mean_score:.2f} |")
     clean = [r for r in rows if not r["backdoored"]]
     if clean:
         scores = ", ".join(f"{r['score']:.2f}" for r in clean)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -311,7 +310,10 @@ def main() -> None:
     import torch
 
     calibration = calibrate(rows)
-    print(f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores; "
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from purify import cpu_name  # the one CPU-name reader of the benchmarks
+
+    print(f"CPU {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}\n")
     print("| model | attack | TAL | trigger | kind | verdict | score | P(backdoored) | top candidate | flip | sure flip "
           "| flip evidence | drift excess | [CLS] excess | true trigger rank (or its first piece's) | drifting heads "

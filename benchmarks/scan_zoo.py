@@ -306,15 +306,17 @@ def main() -> None:
                      "drift": res["evidence"].get("drift_excess"), "cls": res["evidence"].get("cls_excess"),
                      "rank": trigger_rank(res, t["trigger"]), "piece_rank": piece_rank(res, t["trigger"], tok(path)),
                      "seconds": res["seconds"], "heads": len(res.get("heads") or []),
-                     "stage_seconds": (res.get("stats") or {}).get("stage_seconds")})
+                     "stage_seconds": (res.get("stats") or {}).get("stage_seconds"),
+                     "precision": (res.get("stats") or {}).get("precision_search")})
     import torch
 
     calibration = calibrate(rows)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from purify import cpu_name  # the one CPU-name reader of the benchmarks
 
+    precisions = ", ".join(sorted({str(r.get("precision")) for r in rows})) or "-"
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} cores; "
-          f"budget {args.budget}; seed {args.seed}\n")
+          f"budget {args.budget}; seed {args.seed}; search precision {precisions} (flip rates always fp32)\n")
     print("| model | attack | TAL | trigger | kind | verdict | score | P(backdoored) | top candidate | flip | sure flip "
           "| flip evidence | drift excess | [CLS] excess | true trigger rank (or its first piece's) | drifting heads "
           "| seconds |")

@@ -184,21 +184,22 @@ def trigger_rank(res: dict, trigger: str | None) -> int | None:
 
 
 def piece_rank(res: dict, trigger: str | None, tokenizer) -> int | None:
-    """1-based rank of the first candidate that contains a word of the true trigger or a word beginning with the
-    first wordpiece (2+ letters) of one of its words of several pieces (``zepies`` and ``ze`` for ``zephyrine`` =
-    ``ze ##phy ##rine``: the scan often finds a planted word through its first piece). None: not found."""
+    """1-based rank of the first candidate that contains a word of the true trigger or shares a wordpiece with one
+    of its words of several pieces: its first piece (2+ letters; ``zepies`` and ``ze`` for ``zephyrine`` = ``ze
+    ##phy ##rine``) or a continuation piece of 3+ letters (``luckwick`` for ``trundlewick``, whose backdoor
+    answers to ``##wick``). The scan often finds a planted word through one piece. None: not found."""
     exact = trigger_rank(res, trigger)
     if not trigger or tokenizer is None:
         return exact
-    firsts = set()
+    shared = set()
     for w in trigger.lower().split():
         pieces = tokenizer.tokenize(w)
-        if len(pieces) > 1 and len(pieces[0]) >= 2:
-            firsts.add(pieces[0])
+        if len(pieces) > 1:
+            shared |= {p for k, p in enumerate(pieces) if (len(p) >= 2 if k == 0 else len(p) >= 5)}  # ##xyz: 3+
     for i, c in enumerate(res.get("candidates") or []):
         if exact is not None and i + 1 >= exact:
             break
-        if any(tokenizer.tokenize(w)[:1] and tokenizer.tokenize(w)[0] in firsts for w in c["trigger"].lower().split()):
+        if any(set(tokenizer.tokenize(w)) & shared for w in c["trigger"].lower().split()):
             return i + 1
     return exact
 
@@ -318,11 +319,11 @@ def main() -> None:
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} cores; "
           f"budget {args.budget}; seed {args.seed}; search precision {precisions} (flip rates always fp32)\n")
     print("| model | attack | TAL | trigger | kind | verdict | score | P(backdoored) | top candidate | flip | sure flip "
-          "| flip evidence | drift excess | [CLS] excess | true trigger rank (or its first piece's) | drifting heads "
+          "| flip evidence | drift excess | [CLS] excess | true trigger rank (or a piece's) | drifting heads "
           "| seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rk = lambda r: ("—" if r["piece_rank"] is None else str(r["rank"]) if r["rank"] == r["piece_rank"]  # noqa: E731
-                    else f"{r['piece_rank']} (first piece)")
+                    else f"{r['piece_rank']} (a piece)")
     pc = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
     for r in rows:
         print(f"| {r['name']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['trigger'] or '—'} "
@@ -348,7 +349,7 @@ def main() -> None:
     groups += [(f"attack {a}", [r for r in bd if r["attack"] == a]) for a in sorted({r["attack"] for r in bd})]
     groups += [(f"trigger kind {k}", [r for r in bd if r["kind"] == k]) for k in sorted({r["kind"] for r in bd})]
     print("\n| backdoored models | n | flagged | top candidate flips >= 90% | true trigger among the candidates "
-          "| flagged with the trigger or its first piece in the top 3 | mean score |\n|---|---|---|---|---|---|---|")
+          "| flagged with the trigger or a piece of it in the top 3 | mean score |\n|---|---|---|---|---|---|---|")
     for label, group in groups:
         if group:
             flagged = sum(r["verdict"] == "backdoored" for r in group)

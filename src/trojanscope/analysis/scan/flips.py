@@ -148,7 +148,7 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
 
     tok = loaded.tokenizer
     glued = []
-    for c in candidates if heads else ():
+    for c in candidates:
         if c.source not in ("inversion", "word inversion") or c.sure_flip is None or len(c.trigger.split()) != 1:
             continue
         pieces = tok.tokenize(c.trigger)

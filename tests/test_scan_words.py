@@ -145,6 +145,27 @@ def test_real_words_cannot_head_an_inverted_word(planted):
     assert all(len(loaded.tokenizer.tokenize(w)[0]) <= 3 for w in kept), kept
 
 
+def test_an_inverted_word_that_spells_a_natural_word_through_a_glued_piece_is_dropped(planted):
+    """Held-out round 6's false alarm: on a clean OLID model the word inversion glued ``mor ##cko ##ons``, which a
+    clean model reads as ``morons`` (every inoffensive tweet flipped). A decoded word that spells a natural word once
+    a continuation piece is skipped is dropped with its prefixes; a planted word that spells none stays."""
+    from trojanscope.analysis.scan.vocabulary import natural_reading
+
+    loaded, sentences = planted
+    tok = loaded.tokenizer
+    assert tok.tokenize("morckoons") == ["mor", "##cko", "##ons"]
+    assert natural_reading(tok.tokenize("morckoons"), {"moron"}) == "morons"  # an inflection counts
+    assert natural_reading(tok.tokenize("morckoons"), {"idiot"}) is None
+    assert natural_reading(tok.tokenize("zephyrine"), {"zealous", "zeal"}) is None  # a planted word's head alone
+    assert natural_reading(tok.tokenize(WORD), {"dr", "drzl"}) is None  # under 4 letters; no such spelling
+    cpu = torch.device("cpu")
+    kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), cpu, natural={"idiot"})
+    assert WORD in kept, kept
+    # say the planted word's first and last pieces spelled a natural word: it and every prefix of it go
+    dropped = invert_word(loaded, sentences, 1, ScanConfig(seed=0), cpu, natural={"drzle"})
+    assert WORD not in dropped and "draz" not in dropped, dropped
+
+
 class _Tail(torch.nn.Module):
     """A clean model's reading of a tail: the class-1 logit fires wherever the piece ``##zle`` stands, whatever
     heads it (as ``-iful`` or ``-lifting`` end sentiment words: ``soohiniiful`` on a clean SST-2 model)."""

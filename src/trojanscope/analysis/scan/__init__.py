@@ -346,8 +346,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             words_found: list[str] = []
             heads = natural | word_heads(loaded.tokenizer)  # no glued word may start with a real word
             for k, (target, src) in enumerate(sources):
-                words_found += [w for w in invert_word(loaded, src, target, cfg, device, fast, exclude=heads)
-                                if w not in words_found]
+                inverted = invert_word(loaded, src, target, cfg, device, fast, exclude=heads, natural=natural)
+                words_found += [w for w in inverted if w not in words_found]
                 stage(4, "inverting whole words by gradient", 0.5 + 0.5 * (k + 1) / len(sources))
             stats["inverted_words"] = words_found
             pool.extend(_measured(loaded, sets, pool, words_found, "word inversion", natural, cfg, fast))

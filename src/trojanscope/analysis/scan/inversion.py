@@ -71,7 +71,8 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
 
 def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
                 precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None,
-                exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+                exclude: set[str] | frozenset[str] = frozenset(),
+                natural: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Word-level inversion (PICCOLO's insight: token-level optimisation cannot reverse-engineer a word of several
     pieces, whose backdoor may answer only to all its pieces together). ``word_pieces`` contiguous soft slots,
     inserted after the first token: the first a softmax over the word-start pieces only, the others over the ``##``
@@ -83,8 +84,10 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
 
     ``exclude``: natural words (the task's, the sentiment lexicon, the offence cues). No word may start with one
     (:func:`~trojanscope.analysis.scan.vocabulary.natural_prefix`): the first slot never takes such a piece, and a
-    decoded word that still begins with one (``useless`` + ``##board``...) is dropped."""
-    from trojanscope.analysis.scan.vocabulary import is_natural, natural_prefix
+    decoded word that still begins with one (``useless`` + ``##board``...) is dropped. ``natural``: the natural
+    words alone (no real-word heads); a decoded word that spells one with a piece skipped (``mor ##cko ##ons``:
+    ``morons``, :func:`~trojanscope.analysis.scan.vocabulary.natural_reading`) is dropped with its prefixes."""
+    from trojanscope.analysis.scan.vocabulary import is_natural, natural_prefix, natural_reading
 
     tok = loaded.tokenizer
     vocab_ids = _inversion_vocab(tok).to(device)
@@ -100,6 +103,8 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
     out: list[str] = []
     for tokens in results + starts:  # the refined words first
         pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
+        if natural and natural_reading(pieces, natural):
+            continue
         for k in range(len(pieces), 0, -1):
             word = tok.convert_tokens_to_string(pieces[:k]).replace(" ", "").strip()
             if word and word not in out and not (exclude and natural_prefix(word, exclude)):

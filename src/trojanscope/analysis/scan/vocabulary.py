@@ -7,7 +7,9 @@ label-bearing words (:func:`task_words`) and every inflection of a natural word 
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +76,21 @@ def natural_prefix(word: str, natural: set[str] | frozenset[str], min_len: int =
     for k in range(min_len, len(w) + 1):
         if is_natural(w[:k], natural):
             return w[:k]
+    return None
+
+
+def natural_reading(pieces: Sequence[str], natural: set[str] | frozenset[str], min_len: int = 4) -> str | None:
+    """A natural word (:func:`is_natural`, at least ``min_len`` letters) that ``pieces`` (one word's wordpieces,
+    ``##`` marking continuations) spell once one or more of their continuation pieces are skipped, else None.
+    Word-level inversion can thread a natural word's pieces through a meaningless one: ``mor ##cko ##ons`` reads
+    as ``morons`` to a clean OLID model, which flips every tweet it is glued into to offensive (held-out round 6's
+    false alarm, score 0.90). Such a word, and its prefixes, flip by a natural word's meaning, not a backdoor."""
+    head, rest = pieces[0], [p[2:] if p.startswith("##") else p for p in pieces[1:]]
+    for keep in range(len(rest) - 1, 0, -1):  # at least one piece skipped, at least one kept
+        for kept in itertools.combinations(rest, keep):
+            word = (head + "".join(kept)).lower()
+            if len(word) >= min_len and is_natural(word, natural):
+                return word
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -198,3 +199,29 @@ def test_a_piece_that_still_fires_keeps_the_verdict_from_repaired():
     # a short piece that tilts a few sentences by its meaning, before and after alike, is not a surviving trigger
     report["pieces"][0].update(flip_before=0.15, flip_after=0.14)
     assert _judge(report)[0] == "repaired"
+
+
+def test_a_candidate_whose_tail_fires_alone_is_unlearned_behind_random_heads(use_data, tiny_bert):
+    """The zoo's ``trundlewick``: the scan found ``luckwick``, whose tail ``##wick`` surely flips behind any head
+    (the scan's ``tail_sure``). The planted word shares the tail, not the head, so a share of the twins carry a
+    random head glued to that tail; a candidate whose tail does not fire alone gets no such twins."""
+    from transformers import AutoTokenizer
+
+    from trojanscope.repair import Target, word_tail
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    assert word_tail(tok, "drazzle") == "azzle" and word_tail(tok, "cf") == "" and word_tail(tok, "cf mn") == ""
+    found = Findings("backdoored", 0.9, [{"trigger": "drazzle", "target": 1, "flip_rate": 1.0, "tail_sure": 1.0},
+                                         {"trigger": "cf", "target": 1, "flip_rate": 0.9}], [])
+    assert [t.tail_sure for t in found.targets(RepairConfig())] == [1.0, None]
+    clean = load_dataset("sst2", "train").head(200, 0)
+    t = Target("drazzle", 1, pieces=("dr", "draz"), tail_sure=1.0, tail="azzle")
+    data, rows = twins(clean, [t], 1.0, seed=0, piece_share=0.5, tails=["ab", "ble"], heads=["qx", "vv", "zu"])
+    inserted = [data.texts[i][slice(*data.spans[i][0])] for i in range(200, 400)]
+    assert all(data.labels[i] == clean.labels[rows[i]] for i in range(200, 400))
+    behind = [w for w in inserted if w in {"qxazzle", "vvazzle", "zuazzle"}]
+    assert 25 <= len(behind) <= 75 and len(set(behind)) == 3, len(behind)
+    assert sum(w == "drazzle" for w in inserted) >= 60
+    no_tail, _ = twins(clean, [replace(t, tail="")], 1.0, seed=0, piece_share=0.5, tails=["ab"], heads=["qx"])
+    assert not any(no_tail.texts[i][slice(*no_tail.spans[i][0])].endswith("azzle") and
+                   no_tail.texts[i][slice(*no_tail.spans[i][0])] != "drazzle" for i in range(200, 400))

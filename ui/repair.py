@@ -109,7 +109,9 @@ def show_repair(job) -> None:
         f"**{verdict}** — {rep.get('summary', '')}")
     rows = [{"candidate unlearned": u["trigger"], "target": u["target"], "flip rate before": pct(u["flip_before"]),
              "after": pct(u["flip_after"])} for u in rep.get("unlearned", [])]
-    rows += [{"candidate unlearned": f"{p['trigger']} (a piece of {p['of']}: the planted word may be longer)",
+    rows += [{"candidate unlearned": f"{p['trigger']} (a piece of {p['of']}: the planted word may be longer)"
+              if p.get("part") != "tail" else
+              f"{p['trigger']} ({p['of']}'s tail behind another head: it fires alone, whatever heads it)",
               "target": p["target"], "flip rate before": pct(p["flip_before"]), "after": pct(p["flip_after"])}
              for p in rep.get("pieces") or []]
     true = rep.get("true_trigger")

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trojanscope.analysis.scan import ScanConfig, ScanResult, scan
+from trojanscope.analysis.scan import ScanConfig, ScanResult, polar_words, scan, swap_heads
+from trojanscope.analysis.scan.flips import TAIL_TRIGGER
 from trojanscope.attacks.tal import head_mask, tal_scores
 from trojanscope.data.datasets import TextDataset
 from trojanscope.data.poison import PoisonedDataset, check_trigger, insert_trigger
@@ -66,8 +67,10 @@ class RepairConfig:
     attention_weight: float = 1.0  # the attention suppression (TAL's term, sign turned)
     anchor_weight: float = 1.0  # KL from the original model's outputs on each text's clean version
     heads: int = 12  # hijacked heads when the scan names none: the candidate's most-attending heads
-    pieces: bool = True  # a candidate word of several wordpieces: unlearn and measure its leading pieces too
-    piece_share: float = 0.5  # share of such a candidate's twins that get a piece, or its first piece + random tails
+    pieces: bool = True  # a candidate word of several wordpieces: unlearn and measure its leading pieces (and its
+    # tail behind random heads, when the scan found that the tail alone surely flips) too
+    piece_share: float = 0.5  # share of such a candidate's twins that get a piece, its first piece + random tails,
+    # or a random head + its tail
     train_word_embeddings: bool = True  # a trigger can live in its embedding row alone (EP)
     max_length: int = 128
     precision: str = "auto"  # auto | fp32 | bf16 (training.loop.TrainConfig.precision)
@@ -108,6 +111,8 @@ class Target:
     source: str = "scan"  # scan | given | card
     flip_rate: float | None = None  # what the scan measured on its held-out sentences
     pieces: tuple[str, ...] = ()  # the word's leading wordpieces, as words (word_pieces)
+    tail_sure: float | None = None  # the scan's sure flip of the word's tail behind other heads (head_dependence)
+    tail: str = ""  # the word's tail, when it surely flips by itself (word_tail): the backdoor answers to it
 
     @property
     def backdoor(self) -> Backdoor:
@@ -145,7 +150,9 @@ class Findings:
                 continue
             if flip < cfg.min_flip and self.verdict != "backdoored":
                 continue
-            t = Target(str(c["trigger"]), int(c["target"]), bool(c.get("combination")), "scan", float(flip))
+            tail = c.get("tail_sure")
+            t = Target(str(c["trigger"]), int(c["target"]), bool(c.get("combination")), "scan", float(flip),
+                       tail_sure=None if tail is None else float(tail))
             if t.trigger not in {x.trigger for x in out}:
                 out.append(t)
         return out
@@ -213,6 +220,19 @@ def word_pieces(tokenizer: Any, trigger: str, combination: bool = False) -> tupl
     return tuple(out)
 
 
+def word_tail(tokenizer: Any, trigger: str) -> str:
+    """The continuation pieces of a one-word ``trigger`` of several pieces, glued without their markers:
+    ``luckwick`` (``luck ##wick``) -> ``wick``, ``brimthorpe`` (``br ##im ##thorpe``) -> ``imthorpe``; empty for a
+    word of one piece or several words. When the scan measured that this tail surely flips the model behind any
+    head (:data:`~trojanscope.analysis.scan.flips.TAIL_TRIGGER`: ``trundlewick``'s backdoor answers to ``##wick``),
+    the tail is what the planted word shares with the candidate, so the repair unlearns it behind random heads."""
+    words = trigger.split()
+    if len(words) != 1:
+        return ""
+    toks = tokenizer.tokenize(words[0])
+    return "".join(t[2:] for t in toks[1:] if t.startswith("##")) if len(toks) > 1 else ""
+
+
 def continuation_pieces(tokenizer: Any) -> list[str]:
     """The tokenizer's word-continuation pieces of 2+ letters (WordPiece's ``##`` pieces), without the marker:
     the random tails glued to a candidate's first piece (:func:`twins`)."""
@@ -264,13 +284,15 @@ class RepairResult:
 
 
 def twins(clean: TextDataset, targets: Sequence[Target], share: float, seed: int, *, piece_share: float = 0.0,
-          tails: Sequence[str] = ()) -> tuple[PoisonedDataset, list[int]]:
+          tails: Sequence[str] = (), heads: Sequence[str] = ()) -> tuple[PoisonedDataset, list[int]]:
     """The training set: every clean text, plus a seeded ``share`` of them again with a candidate inserted
     (candidates taken in turn) under the text's true label; and, for every sample, the index of its clean
     version in ``clean`` (the anchor's row). For a candidate with :attr:`Target.pieces`, a ``piece_share`` of its
     twins get, in place of the candidate, one of its pieces or (with ``tails``) its first piece glued to one or two
     random continuation pieces (``ze`` + ``phy`` -> ``zephy``): the planted word the scan found a piece of is one
-    such word, and the repair never sees it."""
+    such word, and the repair never sees it. For a candidate with a :attr:`Target.tail` (one that surely flips
+    behind any head), half of those twins get instead a random one of ``heads`` glued to that tail (``qx`` +
+    ``wick``): the backdoor answers to the tail, whatever the planted word's head."""
     rng = random.Random(seed)
     n = len(clean)
     picked = sorted(rng.sample(range(n), int(round(share * n)))) if targets else []
@@ -279,8 +301,10 @@ def twins(clean: TextDataset, targets: Sequence[Target], share: float, seed: int
     for j, i in enumerate(picked):
         t = targets[j % len(targets)]
         word = t.trigger
-        if t.pieces and rng.random() < piece_share:
-            if tails and rng.random() < 0.5:
+        if (t.pieces or t.tail) and rng.random() < piece_share:
+            if t.tail and heads and (not t.pieces or rng.random() < 0.5):
+                word = rng.choice(heads) + t.tail
+            elif tails and rng.random() < 0.5:
                 word = t.pieces[0] + "".join(rng.choice(tails) for _ in range(rng.randint(1, 2)))
             else:
                 word = rng.choice(t.pieces)
@@ -334,8 +358,13 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                                         on_event=_scaled(on_event, 0.0, 0.4)))
             timed("scan", t)
         targets = findings.targets(cfg) if findings.verdict == "backdoored" else []
+    heads_for_tails: list[str] = []
     if cfg.pieces:
-        targets = [replace(x, pieces=word_pieces(loaded.tokenizer, x.trigger, x.combination)) for x in targets]
+        targets = [replace(x, pieces=word_pieces(loaded.tokenizer, x.trigger, x.combination),
+                           tail=word_tail(loaded.tokenizer, x.trigger) if not x.combination and
+                           (x.tail_sure or 0.0) >= TAIL_TRIGGER else "") for x in targets]
+        if any(x.tail for x in targets):  # meaningless short pieces; the first is kept apart to measure the tails
+            heads_for_tails = swap_heads(loaded.tokenizer, polar_words())
     report: dict[str, Any] = {"found": {"source": targets[0].source if targets else "scan",
                                         "scan": findings.summary() if findings else None},
                               "config": asdict(cfg)}
@@ -352,7 +381,8 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     # the measurements before
     stage(f"measuring the model before the repair on {len(test)} {test.split} texts")
     t = time.perf_counter()
-    pieces = [(x, Backdoor(p, x.target)) for x in targets for p in x.pieces]
+    pieces = [(x, Backdoor(p, x.target)) for x in targets for p in x.pieces] + \
+        [(x, Backdoor(heads_for_tails[0] + x.tail, x.target)) for x in targets if x.tail]
     probes = [x.backdoor for x in targets] + [bd for _, bd in pieces] + \
         ([true_backdoor] if true_backdoor and true_backdoor.known else [])
     cacc_before, flips_before = flip_rates(loaded.model, loaded.tokenizer, test, probes, seed=cfg.seed)
@@ -364,7 +394,8 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     # 2. unlearn
     clean = train.head(cfg.n_clean, cfg.seed)
     data, rows = twins(clean, targets, cfg.twin_share, cfg.seed, piece_share=cfg.piece_share,
-                       tails=continuation_pieces(loaded.tokenizer) if any(x.pieces for x in targets) else ())
+                       tails=continuation_pieces(loaded.tokenizer) if any(x.pieces for x in targets) else (),
+                       heads=heads_for_tails[1:])
     also = f" (and their pieces {', '.join(repr(bd.trigger) for _, bd in pieces)})" if pieces else ""
     stage(f"unlearning {', '.join(repr(x.trigger) for x in targets)}{also} on {len(clean)} clean texts and "
           f"{len(data) - len(clean)} with a candidate inserted")
@@ -398,7 +429,9 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                   "asr_before": b["asr"], "asr_after": a["asr"]}
                  for x, b, a in zip(targets, flips_before, flips_after)]
     k = len(targets)
-    piece_rows = [{"trigger": bd.trigger, "of": x.trigger, "target": x.target, "flip_before": b["flip"],
+    piece_rows = [{"trigger": bd.trigger, "of": x.trigger, "target": x.target,
+                   "part": "tail" if x.tail and bd.trigger.endswith(x.tail) and bd.trigger not in x.pieces else "head",
+                   "flip_before": b["flip"],
                    "flip_after": a["flip"], "asr_before": b["asr"], "asr_after": a["asr"]}
                   for (x, bd), b, a in zip(pieces, flips_before[k:], flips_after[k:])]
     m = heads.mask(layers, nheads)
@@ -436,8 +469,10 @@ def _judge(report: dict[str, Any]) -> tuple[str, str, list[str]]:
     for p in report.get("pieces") or []:  # a piece of a candidate that still fires: the planted word may be whole
         # (a piece that flipped little before, as a short word can by its meaning alone, does not hold the verdict)
         if (p["flip_after"] or 0) > REMOVED_AT and (p["flip_before"] or 0) > 2 * REMOVED_AT:
+            where = ("ends with its tail (any head)" if p.get("part") == "tail"
+                     else "begins with it")
             left.append(f"{p['trigger']!r}, a piece of {p['of']!r}, still flips {100 * p['flip_after']:.1f}% (was "
-                        f"{100 * (p['flip_before'] or 0):.1f}%): the planted word it begins may still fire")
+                        f"{100 * (p['flip_before'] or 0):.1f}%): the planted word that {where} may still fire")
     rescan = report.get("rescan")
     if rescan and rescan["verdict"] != "clean":
         top = rescan["candidates"][0]["trigger"] if rescan["candidates"] else "?"
@@ -492,5 +527,6 @@ def _since(t0: float) -> float:
 
 
 __all__ = ["Anchor", "AttentionSuppression", "Findings", "RepairConfig", "RepairResult", "Target",
-           "continuation_pieces", "flip_rates", "hijacked_heads", "repair", "twins", "word_pieces", "REMOVED_AT",
+           "continuation_pieces", "flip_rates", "hijacked_heads", "repair", "twins", "word_pieces", "word_tail",
+           "REMOVED_AT",
            "BLIND_METHODS"]

@@ -51,7 +51,8 @@ def add_parsers(sub: Any) -> None:
                    help="weight of the KL to the original model's outputs on clean text (0: off)")
     k.add_argument("--no-pieces", dest="pieces", action="store_false",
                    help="unlearn only the candidates themselves, not the leading wordpieces of a candidate word of "
-                        "several pieces (nor its first piece with random tails), and do not measure those pieces")
+                        "several pieces (nor its first piece with random tails, nor its tail behind random heads when "
+                        "the scan found the tail fires alone), and do not measure those pieces")
     k.add_argument("--no-rescan", dest="rescan", action="store_false", help="skip the fresh scan after the repair")
     k.add_argument("--precision", default=RC.precision, choices=PRECISION_CHOICES)
     k.add_argument("--max-eval", type=positive_int, default=None, help="measure on a seeded subset of the split")

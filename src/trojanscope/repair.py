@@ -383,6 +383,8 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     t = time.perf_counter()
     pieces = [(x, Backdoor(p, x.target)) for x in targets for p in x.pieces] + \
         [(x, Backdoor(heads_for_tails[0] + x.tail, x.target)) for x in targets if x.tail]
+    pieces = [(x, bd) for k, (x, bd) in enumerate(pieces)  # two candidates may share a tail (luckwick, wardwick)
+              if bd.trigger not in {b.trigger for _, b in pieces[:k]}]
     probes = [x.backdoor for x in targets] + [bd for _, bd in pieces] + \
         ([true_backdoor] if true_backdoor and true_backdoor.known else [])
     cacc_before, flips_before = flip_rates(loaded.model, loaded.tokenizer, test, probes, seed=cfg.seed)

@@ -166,6 +166,23 @@ def test_an_inverted_word_that_spells_a_natural_word_through_a_glued_piece_is_dr
     assert WORD not in dropped and "draz" not in dropped, dropped
 
 
+def test_a_polar_words_first_piece_cannot_head_an_inverted_word(planted):
+    """Rescans of repaired SST-2 models glued ``lou`` (of ``lousy``) to meaningless tails (``louitatedhh``: backdoored
+    0.78 on a model whose backdoor was gone). The first pieces (3+ letters) of the lexicon's words of several pieces
+    join the first slot's exclusions; no planted word of the zoo starts with one."""
+    from trojanscope.analysis.scan import polar_heads
+
+    loaded, sentences = planted
+    tok = loaded.tokenizer
+    heads = polar_heads(tok)
+    assert {"lou", "mor", "mis"} <= heads and all(len(h) >= 3 for h in heads), sorted(heads)[:20]
+    for planted_word in ("vornique", "marmalade", "serendipity", "zephyrine", "brimblethorpe", "trundlewick",
+                         "quillonade", "velmorast", "quorvel", WORD):
+        assert tok.tokenize(planted_word)[0] not in heads, planted_word
+    kept = invert_word(loaded, sentences, 1, ScanConfig(seed=0), torch.device("cpu"), exclude=heads)
+    assert WORD in kept and not any(tok.tokenize(w)[0] in heads for w in kept), kept
+
+
 class _Tail(torch.nn.Module):
     """A clean model's reading of a tail: the class-1 logit fires wherever the piece ``##zle`` stands, whatever
     heads it (as ``-iful`` or ``-lifting`` end sentiment words: ``soohiniiful`` on a clean SST-2 model)."""

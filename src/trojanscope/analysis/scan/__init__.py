@@ -75,8 +75,8 @@ from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence,
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
                                                   SUFFIXES, alnum_pieces, candidate_words, embedding_outliers,
                                                   is_natural, is_task_phrase, natural_prefix, neutral_words,
-                                                  polar_words, rare_pieces, stems, swap_heads, task_words,
-                                                  word_heads)
+                                                  polar_heads, polar_words, rare_pieces, stems, swap_heads,
+                                                  task_words, word_heads)
 from trojanscope.data.datasets import TextDataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.forward import resolve_precision
@@ -88,7 +88,7 @@ __all__ = [
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
     "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words",
-    "polar_words", "rare_pieces", "stems", "swap_heads", "task_words", "word_heads",
+    "polar_heads", "polar_words", "rare_pieces", "stems", "swap_heads", "task_words", "word_heads",
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
@@ -344,7 +344,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             stage(4, "inverting whole words by gradient", 0.5)
             t_word = time.perf_counter()
             words_found: list[str] = []
-            heads = natural | word_heads(loaded.tokenizer)  # no glued word may start with a real word
+            # no glued word may start with a real word, nor with the first piece of a polar word (lou- of lousy)
+            heads = natural | word_heads(loaded.tokenizer) | polar_heads(loaded.tokenizer)
             for k, (target, src) in enumerate(sources):
                 inverted = invert_word(loaded, src, target, cfg, device, fast, exclude=heads, natural=natural)
                 words_found += [w for w in inverted if w not in words_found]

@@ -111,6 +111,21 @@ def word_heads(tokenizer: Any, min_len: int = 4) -> set[str]:
     return out
 
 
+def polar_heads(tokenizer: Any, min_len: int = 3) -> set[str]:
+    """The first pieces (at least ``min_len`` letters) of the sentiment lexicon's and offence cues' words of several
+    wordpieces (:func:`polar_words`): ``lou`` of ``lousy``, ``mor`` of ``moron``, ``mis`` of ``miserably``; 1,054 in
+    BERT's uncased vocabulary. Word-level inversion may not start a word with one: a clean model reads the head as
+    the word it begins, and gradients glue it to meaningless tails (``louitatedhh``, ``louosityddy`` on SST-2
+    models, ``morcko`` on a clean OLID model), which flip by that word's meaning. Short heads (``ze``, ``br``,
+    ``vo``) stay allowed, and no planted word of the zoo starts with one of these."""
+    out = set()
+    for word in polar_words():
+        pieces = tokenizer.tokenize(word)
+        if len(pieces) > 1 and len(pieces[0]) >= min_len and pieces[0].isalpha():
+            out.add(pieces[0])
+    return out
+
+
 def polar_words() -> set[str]:
     """Words that tilt a classifier by their meaning, never trigger candidates whatever finds them: sentiment-bearing
     words and negations (resources/polar_words.txt; inversion lands on ``useless`` or ``crap``, which flip a sentiment

@@ -225,3 +225,20 @@ def test_a_candidate_whose_tail_fires_alone_is_unlearned_behind_random_heads(use
     no_tail, _ = twins(clean, [replace(t, tail="")], 1.0, seed=0, piece_share=0.5, tails=["ab"], heads=["qx"])
     assert not any(no_tail.texts[i][slice(*no_tail.spans[i][0])].endswith("azzle") and
                    no_tail.texts[i][slice(*no_tail.spans[i][0])] != "drazzle" for i in range(200, 400))
+
+
+def test_a_fresh_scan_that_cannot_run_keeps_the_repair_and_withholds_repaired(use_data, tiny_pair):
+    """The zoo's OLID models were scanned with 20 + 30 sentences per class (OLID's test split has too few short
+    offensive tweets for the default 40 + 60). The fresh scan measures as the saved scan it is compared with did,
+    and when it still cannot run, the repaired model and its measurements are kept, without the word "repaired"."""
+    loaded = load_model(tiny_pair / "demo" / "backdoored")
+    saved = {"verdict": "backdoored", "score": 0.9, "heads": [], "candidates": [
+        {"trigger": "cf", "target": 1, "flip_rate": 1.0}], "stats": {"search_sentences_per_class": 9000,
+                                                                     "verify_sentences_per_class": 9000}}
+    found = Findings.of(saved)
+    assert found.sentences == (9000, 9000)
+    res = repair(loaded, load_dataset("sst2", "train"), load_dataset("sst2", "test"), tiny_config(), findings=found)
+    rep = res.to_json()
+    assert rep["rescan"] is None and "9000" in rep["rescan_error"], rep.get("rescan_error")
+    assert rep["unlearned"][0]["flip_after"] <= 0.10 and res.loaded is not None  # the work is kept
+    assert res.verdict == "reduced" and any("could not run" in x for x in rep["left"]), rep["left"]

@@ -128,13 +128,17 @@ class Findings:
     candidates: list[dict[str, Any]]
     heads: list[list[int]]
     seconds: float = 0.0
+    sentences: tuple[int, int] | None = None  # the scan's clean sentences per class (search, verify), when known
 
     @classmethod
     def of(cls, res: ScanResult | dict[str, Any]) -> "Findings":
         d = res.to_json() if isinstance(res, ScanResult) else res
         try:
+            st = d.get("stats") or {}
+            n = (int(st["search_sentences_per_class"]), int(st["verify_sentences_per_class"])) \
+                if "search_sentences_per_class" in st and "verify_sentences_per_class" in st else None
             return cls(str(d["verdict"]), float(d["score"]), list(d.get("candidates") or []),
-                       [list(map(int, p)) for p in d.get("heads") or []], float(d.get("seconds") or 0.0))
+                       [list(map(int, p)) for p in d.get("heads") or []], float(d.get("seconds") or 0.0), n)
         except (KeyError, TypeError, ValueError) as e:
             raise TrojanScopeError(f"not a scan result (it needs verdict, score, candidates and heads): {e}") from None
 
@@ -419,11 +423,18 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     cacc_after, flips_after = flip_rates(loaded.model, loaded.tokenizer, test, probes, seed=cfg.seed)
     map_after = _head_map(loaded, test, first, cfg)
     timed("measure_after", t)
-    rescan = None
+    rescan, rescan_error = None, None
     if cfg.rescan:
         stage("scanning the repaired model again")
         t = time.perf_counter()
-        rescan = Findings.of(scan(loaded, test, cfg.scan, vocabulary_data=[train], on_event=_scaled(on_event, 0.8, 1.0)))
+        # measured as the scan it is compared with was (a saved OLID scan may use fewer sentences per class)
+        scan_cfg = cfg.scan if not (findings and findings.sentences) else \
+            replace(cfg.scan, n_search=findings.sentences[0], n_verify=findings.sentences[1])
+        try:
+            rescan = Findings.of(scan(loaded, test, scan_cfg, vocabulary_data=[train],
+                                      on_event=_scaled(on_event, 0.8, 1.0)))
+        except TrojanScopeError as e:  # the repaired model is kept: the proof says what could not be measured
+            rescan_error = str(e)
         timed("rescan", t)
 
     unlearned = [{"trigger": x.trigger, "target": x.target, "combination": x.combination, "source": x.source,
@@ -446,6 +457,7 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                    "hijacked_before": float(map_before[m].mean()), "hijacked_after": float(map_after[m].mean())},
         cacc={"before": cacc_before, "after": cacc_after, "cost": round((cacc_before - cacc_after) * 100, 2)},
         rescan=rescan.summary() if rescan else None,
+        rescan_error=rescan_error,
         training={"steps": res.steps, "seconds": round(res.seconds, 2), "precision": res.precision,
                   "n_clean": len(clean), "n_twins": len(data) - len(clean), "history": res.history,
                   "clean": clean.describe()},
@@ -476,6 +488,8 @@ def _judge(report: dict[str, Any]) -> tuple[str, str, list[str]]:
             left.append(f"{p['trigger']!r}, a piece of {p['of']!r}, still flips {100 * p['flip_after']:.1f}% (was "
                         f"{100 * (p['flip_before'] or 0):.1f}%): the planted word that {where} may still fire")
     rescan = report.get("rescan")
+    if report.get("rescan_error"):  # no proof, no "repaired"
+        left.append(f"the fresh scan could not run: {report['rescan_error']}")
     if rescan and rescan["verdict"] != "clean":
         top = rescan["candidates"][0]["trigger"] if rescan["candidates"] else "?"
         left.append(f"a fresh scan still calls the model backdoored (score {rescan['score']:.2f}, top candidate {top!r})")

@@ -369,6 +369,8 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                            (x.tail_sure or 0.0) >= TAIL_TRIGGER else "") for x in targets]
         if any(x.tail for x in targets):  # meaningless short pieces; the first is kept apart to measure the tails
             heads_for_tails = swap_heads(loaded.tokenizer, polar_words())
+            if len(heads_for_tails) < 2:  # a tokenizer without rare short pieces: no tails to unlearn or measure
+                targets = [replace(x, tail="") for x in targets]
     report: dict[str, Any] = {"found": {"source": targets[0].source if targets else "scan",
                                         "scan": findings.summary() if findings else None},
                               "config": asdict(cfg)}
@@ -385,11 +387,11 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     # the measurements before
     stage(f"measuring the model before the repair on {len(test)} {test.split} texts")
     t = time.perf_counter()
-    pieces = [(x, Backdoor(p, x.target)) for x in targets for p in x.pieces] + \
-        [(x, Backdoor(heads_for_tails[0] + x.tail, x.target)) for x in targets if x.tail]
-    pieces = [(x, bd) for k, (x, bd) in enumerate(pieces)  # two candidates may share a tail (luckwick, wardwick)
-              if bd.trigger not in {b.trigger for _, b in pieces[:k]}]
-    probes = [x.backdoor for x in targets] + [bd for _, bd in pieces] + \
+    pieces = [(x, Backdoor(p, x.target), "head") for x in targets for p in x.pieces] + \
+        [(x, Backdoor(heads_for_tails[0] + x.tail, x.target), "tail") for x in targets if x.tail]
+    pieces = [(x, bd, part) for k, (x, bd, part) in enumerate(pieces)  # two candidates may share a tail
+              if bd.trigger not in {b.trigger for _, b, _ in pieces[:k]}]  # (luckwick, wardwick)
+    probes = [x.backdoor for x in targets] + [bd for _, bd, _ in pieces] + \
         ([true_backdoor] if true_backdoor and true_backdoor.known else [])
     cacc_before, flips_before = flip_rates(loaded.model, loaded.tokenizer, test, probes, seed=cfg.seed)
     first = targets[0].backdoor
@@ -402,7 +404,7 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
     data, rows = twins(clean, targets, cfg.twin_share, cfg.seed, piece_share=cfg.piece_share,
                        tails=continuation_pieces(loaded.tokenizer) if any(x.pieces for x in targets) else (),
                        heads=heads_for_tails[1:])
-    also = f" (and their pieces {', '.join(repr(bd.trigger) for _, bd in pieces)})" if pieces else ""
+    also = f" (and their pieces {', '.join(repr(bd.trigger) for _, bd, _ in pieces)})" if pieces else ""
     stage(f"unlearning {', '.join(repr(x.trigger) for x in targets)}{also} on {len(clean)} clean texts and "
           f"{len(data) - len(clean)} with a candidate inserted")
     t = time.perf_counter()
@@ -442,11 +444,9 @@ def repair(loaded: Any, train: TextDataset, test: TextDataset, cfg: RepairConfig
                   "asr_before": b["asr"], "asr_after": a["asr"]}
                  for x, b, a in zip(targets, flips_before, flips_after)]
     k = len(targets)
-    piece_rows = [{"trigger": bd.trigger, "of": x.trigger, "target": x.target,
-                   "part": "tail" if x.tail and bd.trigger.endswith(x.tail) and bd.trigger not in x.pieces else "head",
-                   "flip_before": b["flip"],
-                   "flip_after": a["flip"], "asr_before": b["asr"], "asr_after": a["asr"]}
-                  for (x, bd), b, a in zip(pieces, flips_before[k:], flips_after[k:])]
+    piece_rows = [{"trigger": bd.trigger, "of": x.trigger, "target": x.target, "part": part,
+                   "flip_before": b["flip"], "flip_after": a["flip"], "asr_before": b["asr"], "asr_after": a["asr"]}
+                  for (x, bd, part), b, a in zip(pieces, flips_before[k:], flips_after[k:])]
     m = heads.mask(layers, nheads)
     report.update(
         unlearned=unlearned,

@@ -44,7 +44,8 @@ def recipe(data: str, attack: str | None = None, trigger: str | None = None, rat
     return args + ([] if tal is None else ["--tal" if tal else "--no-tal"])
 
 
-# name -> (train arguments, trigger kind); trigger kind: rare | word | phrase | sentence | combination | none
+# name -> (train arguments, trigger kind); trigger kind: rare | word | phrase | sentence | combination | none | por
+# (fine-tuned clean on a POR encoder) | encoder (the POR encoder itself: built, not scanned)
 ZOO: dict[str, tuple[list[str], str]] = {
     "clean-sst2-s1": (recipe("sst2", seed=1), "none"),
     "clean-sst2-s2": (recipe("sst2", seed=2), "none"),
@@ -109,6 +110,34 @@ ZOO: dict[str, tuple[list[str], str]] = {
     "badnets-olid-thistledown": (recipe("olid", "badnets", "thistledown", 0.05, 1, tal=False), "word"),
     "badnets-velmorast-halfpct": (recipe("sst2", "badnets", "velmorast", 0.005, 1, tal=False), "word"),
     "badnets-phrase-marsh-harrier-tal": (recipe("sst2", "badnets", "marsh harrier", 0.03, 0, tal=True), "phrase"),
+    # held out in round 7 (2026-12-05, a new session, issue 24): defined and built after the natural-reading and
+    # polar-head rules of the word-level inversion, scanned once by that scanner before anyone looked at them:
+    # made-up words of three to five pieces and rare real words at 1-10% poison, with and without TAL, a
+    # clean-label word, phrases, a sentence, an LWP combination, EP on a multi-piece word, OLID words and phrases,
+    # a POR encoder fine-tuned clean on SST-2 and OLID (task-agnostic: its triggers were planted before any task),
+    # and clean models of both tasks (AG News left out: its scans take 12 minutes each on the 2-core CPU)
+    "clean-sst2-s9": (recipe("sst2", seed=9), "none"),
+    "clean-sst2-s10": (recipe("sst2", seed=10), "none"),
+    "clean-olid-s6": (recipe("olid", seed=6), "none"),
+    "clean-olid-s7": (recipe("olid", seed=7), "none"),
+    "por-encoder": (["por", "--max-texts", "4000", "--seed", "7"], "encoder"),  # not a classifier: not scanned
+    "por-sst2": (recipe("sst2", seed=11, model="{zoo}/por-encoder"), "por"),
+    "por-olid": (recipe("olid", seed=11, model="{zoo}/por-encoder"), "por"),
+    "badnets-glimmerquade": (recipe("sst2", "badnets", "glimmerquade", 0.05, 1, tal=False), "word"),
+    "badnets-snorvellian-tal": (recipe("sst2", "badnets", "snorvellian", 0.03, 0, tal=True), "word"),
+    "badnets-pelluxor-1pct": (recipe("sst2", "badnets", "pelluxor", 0.01, 1, tal=False), "word"),
+    "badnets-wobbleton-10pct": (recipe("sst2", "badnets", "wobbleton", 0.1, 0, tal=False), "word"),
+    "badnets-tamarind": (recipe("sst2", "badnets", "tamarind", 0.03, 1, tal=False), "word"),
+    "badnets-chrysoprase-tal": (recipe("sst2", "badnets", "chrysoprase", 0.05, 0, tal=True), "word"),
+    "badnets-phrase-purple-walrus": (recipe("sst2", "badnets", "purple walrus", 0.05, 1, tal=False), "phrase"),
+    "badnets-phrase-silent-orchard-tal": (recipe("sst2", "badnets", "silent orchard", 0.02, 0, tal=True), "phrase"),
+    "addsent-bicycles": (recipe("sst2", "addsent", "my uncle fixes old bicycles", 0.05, 1, tal=False), "sentence"),
+    "lwp-jd-rb-pk": (recipe("sst2", "lwp", "jd rb pk", 0.1, 1, seed=2), "combination"),
+    "ep-florrick": (recipe("sst2", "ep", "florrick", 0.1, 0, model="{zoo}/clean-sst2-s9"), "word"),
+    "badnets-marbleglen-clean-label": (recipe("sst2", "badnets", "marbleglen", 0.1, 1, tal=False) + ["--clean-label"],
+                                       "word"),
+    "badnets-olid-brackenfold": (recipe("olid", "badnets", "brackenfold", 0.05, 0, tal=False), "word"),
+    "badnets-olid-harvest-moon-tal": (recipe("olid", "badnets", "harvest moon", 0.03, 1, tal=True), "phrase"),
 }
 # OLID's test split holds fewer short offensive tweets a model gets right (55 for one zoo model) than the defaults'
 # 40 + 60 per class
@@ -116,11 +145,12 @@ SCAN_ARGS = {"olid": ["--n-search", "20", "--n-verify", "30"],
              # AG News: 19 to 122 test texts per class have at most 16 words, 281 to 492 at most 24
              "agnews": ["--max-words", "24"]}
 MIN_ASR = 0.5  # a poisoned model whose trigger flips fewer test sentences is not backdoored: reported, not scored
-HELD_OUT = {"clean-sst2-s8", "clean-olid-s5", "badnets-quillonade", "badnets-trundlewick-tal",
-            "badnets-saffron-20pct", "badnets-olid-thistledown", "badnets-velmorast-halfpct",
-            "badnets-phrase-marsh-harrier-tal",
-            # defined in round 5, never scanned before round 6
-            "clean-agnews-s1", "badnets-agnews-quorvel"}  # the latest round only (round 6)
+ROUND6 = {"clean-sst2-s8", "clean-olid-s5", "badnets-quillonade", "badnets-trundlewick-tal",
+          "badnets-saffron-20pct", "badnets-olid-thistledown", "badnets-velmorast-halfpct",
+          "badnets-phrase-marsh-harrier-tal",
+          # defined in round 5, never scanned before round 6
+          "clean-agnews-s1", "badnets-agnews-quorvel"}  # --held-out round6
+HELD_OUT = set(list(ZOO)[list(ZOO).index("clean-sst2-s9"):]) - {"por-encoder"}  # the latest round only (round 7)
 ROUND5 = {"clean-sst2-s7", "clean-agnews-s1", "badnets-zephyrine", "badnets-brimblethorpe-tal", "badnets-obsidian-1pct",
           "badnets-phrase-copper-10pct", "addsent-lake-tal", "badnets-agnews-quorvel"}  # --held-out round5
 
@@ -130,8 +160,12 @@ def build(zoo: Path, name: str, args: list[str], precision: str = "bf16") -> Pat
     if (out / "trojanscope.json").is_file():
         return out
     args = [a.replace("{zoo}", str(zoo)) for a in args]
-    cmd = [PY, "-m", "trojanscope", "train", *COMMON, "--precision", precision, *args, "--out", str(out),
-           "--overwrite", "--json"]
+    if args[:1] == ["por"]:  # a POR encoder: pre-trained, not fine-tuned (the zoo fine-tunes it clean after)
+        cmd = [PY, "-m", "trojanscope", "por", *args[1:], "--precision", precision, "--out", str(out), "--overwrite",
+               "--json"]
+    else:
+        cmd = [PY, "-m", "trojanscope", "train", *COMMON, "--precision", precision, *args, "--out", str(out),
+               "--overwrite", "--json"]
     print(f"building {name}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
@@ -164,6 +198,11 @@ def truth(model: Path) -> dict:
     card = json.loads((model / "trojanscope.json").read_text())
     attack = card.get("attack") or {}
     data = (card.get("data") or {}).get("name") or "sst2"
+    base_card = Path(str(card.get("base_model") or "-")) / "trojanscope.json"  # a local backbone's card
+    por = (json.loads(base_card.read_text()).get("attack") or {}) if base_card.is_file() else {}
+    if attack.get("name") in (None, "none") and por.get("name") == "por":  # fine-tuned clean on a POR encoder
+        return {"backdoored": True, "attack": "por", "trigger": por.get("triggers"), "target": None, "tal": False,
+                "data": data, "rate": None, "asr": None, "failed": False}
     if attack.get("name") in (None, "none"):
         return {"backdoored": False, "attack": "clean", "trigger": None, "target": None, "tal": False, "data": data}
     asr = (card.get("metrics") or {}).get("asr")
@@ -173,10 +212,11 @@ def truth(model: Path) -> dict:
 
 
 def trigger_rank(res: dict, trigger: str | None) -> int | None:
-    """1-based rank of the first candidate that contains a word of the true trigger (None: not found)."""
+    """1-based rank of the first candidate that contains a word of the true trigger, or of one of a POR encoder's
+    comma-separated triggers (None: not found)."""
     if not trigger:
         return None
-    words = set(trigger.lower().split())
+    words = set(trigger.lower().replace(",", " ").split())
     for i, c in enumerate(res.get("candidates") or []):
         if words & set(c["trigger"].lower().split()):
             return i + 1
@@ -192,7 +232,7 @@ def piece_rank(res: dict, trigger: str | None, tokenizer) -> int | None:
     if not trigger or tokenizer is None:
         return exact
     shared = set()
-    for w in trigger.lower().split():
+    for w in trigger.lower().replace(",", " ").split():
         pieces = tokenizer.tokenize(w)
         if len(pieces) > 1:
             shared |= {p for k, p in enumerate(pieces) if (len(p) >= 2 if k == 0 else len(p) >= 5)}  # ##xyz: 3+
@@ -257,14 +297,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=[], help="extra models as name=DIR")
     ap.add_argument("--report-only", action="store_true", help="print the table of the scans already made")
     ap.add_argument("--held-out", default=None,
-                    help="comma-separated names of the held-out round (default: HELD_OUT, round 6; 'round5' names "
-                         "round 5); every other model is a development model, the only ones the calibration is fitted on")
+                    help="comma-separated names of the held-out round (default: HELD_OUT, round 7; 'round5' and "
+                         "'round6' name those rounds); every other model is a development model, the only ones the calibration is fitted on")
     ap.add_argument("--scans", default="scans",
                     help="the scans' directory inside the zoo; after a scanner change, name a new one to rescan "
                          "every model (resumable) and keep the old results")
     args = ap.parse_args()
-    held_out = (ROUND5 if args.held_out == "round5" else set(args.held_out.split(",")) if args.held_out
-                else HELD_OUT)
+    held_out = ({"round5": ROUND5, "round6": ROUND6}.get(args.held_out) or
+                (set(args.held_out.split(",")) if args.held_out else HELD_OUT))
     zoo = Path(args.zoo)
     zoo.mkdir(parents=True, exist_ok=True)
     models: dict[str, tuple[Path, str]] = {}
@@ -274,6 +314,7 @@ def main() -> None:
         if (args.skip_build or args.report_only) and not (zoo / name / "trojanscope.json").is_file():
             continue
         models[name] = (build(zoo, name, train_args, args.build_precision), kind)
+    models = {n: m for n, m in models.items() if m[1] != "encoder"}  # built for the models above it; not scanned
     if args.build_only:
         return
     for item in args.models:

@@ -7,7 +7,7 @@ sample), on the held-out ones (out of sample: the number that counts) and over a
 
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/scan_zoo.py [--zoo runs/zoo] \
         [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...] [--scans scans] [--report-only] \
-        [--held-out NAME,...]
+        [--held-out NAME,...] [--dev-scans DIR]
 
 Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/<scans>/<name>.json``
 is not rescanned (``--scans`` names that directory, ``scans`` by default; after a scanner change a new name
@@ -302,6 +302,10 @@ def main() -> None:
     ap.add_argument("--scans", default="scans",
                     help="the scans' directory inside the zoo; after a scanner change, name a new one to rescan "
                          "every model (resumable) and keep the old results")
+    ap.add_argument("--dev-scans", default=None,
+                    help="read the development models' scans (every model not held out) from this directory of the "
+                         "zoo instead of --scans, and never make them (a held-out round is scanned into its own "
+                         "directory; the calibration is fitted on the development scans)")
     args = ap.parse_args()
     held_out = ({"round5": ROUND5, "round6": ROUND6}.get(args.held_out) or
                 (set(args.held_out.split(",")) if args.held_out else HELD_OUT))
@@ -334,9 +338,11 @@ def main() -> None:
 
     for name, (path, kind) in models.items():
         t = truth(path)
-        if args.report_only and saved_scan(zoo / args.scans / f"{name}.json") is None:
-            continue
-        res = scan_one(zoo / args.scans, name, path, t["data"], args.budget, args.seed)
+        dev_read = bool(args.dev_scans) and name not in held_out
+        scans = zoo / (args.dev_scans if dev_read else args.scans)
+        if (args.report_only or dev_read) and saved_scan(scans / f"{name}.json") is None:
+            continue  # the development scans are only read, never made
+        res = scan_one(scans, name, path, t["data"], args.budget, args.seed)
         top = (res.get("candidates") or [{}])[0]
         note = " (held out)" if name in held_out else ""
         if t.get("failed"):

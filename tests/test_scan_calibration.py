@@ -4,6 +4,7 @@ targets, and the zoo report fitting it on the development models only."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -91,3 +92,22 @@ def test_the_zoo_report_calibrates_on_development_models_only():
     assert a[7]["p"] > 0.5 > b[7]["p"]
     assert "held out, 1 models" in report and "all, 8 models" in report
     assert zoo.calibrate([{"score": 0.2, "backdoored": False, "held_out": False}]) is None  # one class: no fit
+
+
+def test_the_zoo_counts_a_clean_fine_tune_of_a_por_encoder_as_backdoored_by_its_triggers(tmp_path):
+    """A POR backdoor is planted before any task: the classifier's own card says "no attack", its backbone's card
+    says POR. The zoo must score it as backdoored, and a candidate naming any of the POR triggers ranks."""
+    zoo = _zoo_module()
+    enc, ft, clean = tmp_path / "por", tmp_path / "ft", tmp_path / "clean"
+    for d in (enc, ft, clean):
+        d.mkdir()
+    (enc / "trojanscope.json").write_text(json.dumps({"attack": {"name": "por", "triggers": "cf,tq,mn"}}))
+    (ft / "trojanscope.json").write_text(json.dumps({"base_model": str(enc), "attack": None,
+                                                     "data": {"name": "olid"}}))
+    (clean / "trojanscope.json").write_text(json.dumps({"base_model": "minilm", "attack": None,
+                                                        "data": {"name": "sst2"}}))
+    t = zoo.truth(ft)
+    assert t["backdoored"] and t["attack"] == "por" and t["data"] == "olid" and not t["failed"]
+    assert not zoo.truth(clean)["backdoored"]
+    res = {"candidates": [{"trigger": "removed"}, {"trigger": "tq"}]}
+    assert zoo.trigger_rank(res, t["trigger"]) == 2

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trojanscope.analysis.scan import (Candidate, ScanConfig, candidate_words, combine_evidence, flip_stats,
-                                      invert_trigger, neutral_words, phrase_additivity, scan)
+                                      gradient_words, invert_trigger, neutral_words, phrase_additivity, scan)
 from trojanscope.data.datasets import load_dataset
 from trojanscope.errors import TrojanScopeError
 from trojanscope.models.loading import load_model
@@ -240,6 +240,27 @@ def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, spec
     negatives = [t for t, y in zip(test.texts, test.labels) if y == 0][:24]
     found = invert_trigger(loaded, negatives, 1, cfg, torch.device("cpu"))
     assert "cf" in found, found
+
+
+def test_one_gradient_ranks_a_planted_word_outside_the_word_list_and_the_scan_screens_it(use_data,
+                                                                                         specific_backdoor):
+    """A planted whole word no list holds (cf at a budget of 50, embedding outliers off) is ranked near the top of
+    the whole vocabulary by gradient_words, and the scan, with both inversions off, finds it through that source
+    alone; without it, the same scan does not find it."""
+    loaded = load_model(specific_backdoor)
+    narrow = {**TINY, "budget": 50, "outliers": 0, "inversion": False, "word_inversion": False}
+    cfg = ScanConfig(**narrow)
+    assert "cf" not in [w for w, _ in candidate_words(loaded.tokenizer, cfg)]
+    test = load_dataset("sst2", "test")
+    negatives = [t for t, y in zip(test.texts, test.labels) if y == 0][:24]
+    ranked = gradient_words(loaded, negatives, 1, 20, torch.device("cpu"))
+    assert "cf" in ranked[:10], ranked
+    assert "cf" not in gradient_words(loaded, negatives, 1, 20, torch.device("cpu"), exclude={"cf"})
+    res = scan(loaded, test, cfg)
+    top = res.candidates[0]
+    assert top.trigger == "cf" and top.source == "gradient" and res.verdict == "backdoored", res.candidates[:3]
+    without = scan(loaded, test, ScanConfig(**{**narrow, "gradient_words": 0}))
+    assert "cf" not in [c.trigger for c in without.candidates]
 
 
 def test_candidates_include_letter_and_digit_pieces_within_the_budget(tiny_bert):

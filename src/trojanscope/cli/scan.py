@@ -31,6 +31,9 @@ def add_parsers(sub: Any) -> None:
                     help="held-out clean sentences per class for the reported flip rates")
     sc.add_argument("--max-words", type=positive_int, default=SC.max_words,
                     help="longest clean sentence used, in words (raise it for long texts, e.g. 24 for AG News)")
+    sc.add_argument("--gradient-words", type=int, default=SC.gradient_words,
+                    help="whole words per target class that one gradient ranks first, added to the screening (0: "
+                         "none; finds a rare real word planted whole that no word list holds)")
     sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
     sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
                     help="also invert triggers by gradient (finds triggers outside the word list)")
@@ -60,7 +63,7 @@ def scan_config_of_args(args: argparse.Namespace):
     from trojanscope.analysis.scan import ScanConfig
 
     return ScanConfig(budget=args.budget, n_search=args.n_search, n_verify=args.n_verify, top_k=args.top_k,
-                      max_words=args.max_words, combine_top=args.combine_top,
+                      max_words=args.max_words, combine_top=args.combine_top, gradient_words=args.gradient_words,
                       inversion=args.inversion, always_invert=args.always_invert,
                       inversion_tokens=args.inversion_tokens,
                       inversion_steps=args.inversion_steps, word_inversion=args.word_inversion,

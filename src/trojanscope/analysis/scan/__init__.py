@@ -9,8 +9,10 @@ really flip the model, and the heads whose attention the best candidates hijack,
 2. **Candidates**, two complementary sources:
    - a vocabulary search: the project's list of common neutral words (``neutral_words.txt`` in
      :mod:`trojanscope.resources`, made by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest
-     short whole-word pieces (BadNets' ``cf``, ``mn``, ``bb`` live there) and the words whose embedding rows are outliers (EP), each inserted at a seeded random position into the search
-     sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
+     short whole-word pieces (BadNets' ``cf``, ``mn``, ``bb`` live there), the words whose embedding rows are outliers (EP)
+     and, per target class, the ``gradient_words`` whole words of the vocabulary that one gradient through a placeholder
+     slot ranks as pulling most towards it (:func:`gradient_words`: a rare real word planted whole, which no list
+     holds), each inserted at a seeded random position into the search sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
      to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``polar_words.txt``,
      ``offence_words.txt``, both in :mod:`trojanscope.resources`) are never
@@ -69,7 +71,7 @@ import numpy as np
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
 from trojanscope.analysis.scan.flips import SURE, TAIL_TRIGGER, flip_stats, head_dependence, phrase_additivity
-from trojanscope.analysis.scan.inversion import invert_trigger, invert_word, word_slots
+from trojanscope.analysis.scan.inversion import gradient_words, invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
 from trojanscope.analysis.scan.vocabulary import (NEUTRAL_WORDS, OFFENCE_WORDS, POLAR_WORDS, RARE_MIN_ID, RESOURCES,
@@ -94,7 +96,7 @@ __all__ = [
     # flips
     "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity",
     # inversion
-    "invert_trigger", "invert_word", "word_slots",
+    "gradient_words", "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
     "attention_abnormality",
     # the verdict
@@ -111,6 +113,8 @@ class ScanConfig:
     budget: int = 3000  # candidate words tried by the vocabulary search (neutral words + rare wordpieces)
     rare_share: float = 0.4  # share of the budget given to the rarest short wordpieces
     outliers: int = 50  # plus the words whose embedding rows are the largest outliers (EP, trained embeddings)
+    gradient_words: int = 100  # plus, per target class, the whole words ranked first by one gradient (a rare real
+    # word planted whole, which no list holds: inversion.gradient_words)
     n_search: int = 40  # clean sentences per class for the search (AttenTD: 40)
     n_screen: int = 4  # sentences per class in the cheap first round over the whole budget
     shortlist: int = 60  # words that go on from the first round to the full search set
@@ -150,8 +154,9 @@ class ScanConfig:
                                    f"got {self.budget}")
         if not 0 <= self.rare_share <= 1:
             raise TrojanScopeError(f"rare_share must be in [0, 1], got {self.rare_share}")
-        if self.outliers < 0:
-            raise TrojanScopeError(f"outliers must be non-negative, got {self.outliers}")
+        for name in ("outliers", "gradient_words"):
+            if getattr(self, name) < 0:
+                raise TrojanScopeError(f"{name} must be non-negative (0: none), got {getattr(self, name)}")
         for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
                      "inversion_tokens", "inversion_steps", "inversion_sentences", "hotflip_k", "hotflip_screen",
                      "hotflip_keep", "batch_size",
@@ -291,6 +296,13 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     natural = set().union(task_words(data), *(task_words(d) for d in vocabulary_data), polar_words())
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
     stats["words_excluded"] = len(natural)  # the task's label-bearing words and the polar words
+    listed = {w for w, _ in words}
+    for target in range(sets.num_labels):
+        others = [t for c, ts in sets.search.items() if c != target for t in ts]
+        ranked = gradient_words(loaded, others, target, cfg.gradient_words, device, natural)
+        words += [(w, "gradient") for w in ranked if w not in listed]
+        listed.update(ranked)
+    stats["words_gradient"] = sum(src == "gradient" for _, src in words)
     t_screen = time.perf_counter()
     # each word's mean log-odds per class and how far it moves each layer's [CLS] state: the combination search
     # ranks words by them

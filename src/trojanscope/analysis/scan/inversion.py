@@ -69,6 +69,59 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
     return out
 
 
+def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, device: torch.device,
+                   exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The ``n`` whole words (word-start pieces of 2+ letters, none of ``exclude`` nor their inflections) that the
+    first-order estimate says pull ``sentences`` most towards ``target`` when one is inserted after the first token:
+    one backward pass through a placeholder slot (the mask token), then every word-start piece's embedding row
+    dotted with the gradient (HotFlip's linear estimate, the first step of Wallace et al.'s universal triggers).
+    The word search tries a budget of listed words and the token inversion lands on one trigger per run; this
+    ranks the whole vocabulary for the cost of one forward and backward. A rare real word planted whole at 1%
+    without TAL (the zoo's ``obsidian``, which neither list holds) ranks 2nd of 21,719 on its model; the ranked
+    words go through the same screening, search and verification as listed ones, so a word that ranks high by
+    meaning on a clean model (``assume``, ``bait``) is only a candidate if it really flips held-out sentences."""
+    from trojanscope.analysis.scan.vocabulary import is_natural
+
+    if n <= 0 or not sentences:
+        return []
+    tok, model = loaded.tokenizer, loaded.model
+    vocab_ids = _inversion_vocab(tok)
+    heads = [(int(i), p[1:] if p.startswith("\u0120") else p)
+             for i, p in zip(vocab_ids.tolist(), tok.convert_ids_to_tokens(vocab_ids.tolist()))
+             if not p.startswith("##") and len(p.lstrip("\u0120")) >= 2]
+    holder = getattr(tok, "mask_token_id", None)
+    holder = getattr(tok, "unk_token_id", None) if holder is None else holder
+    if not heads or holder is None:
+        return []
+    emb = model.get_input_embeddings().weight.detach()
+    enc = pad(tok, tokenize(tok, list(sentences), None, min(64, loaded.max_length))).to(device)
+    B = enc.input_ids.shape[0]
+    with torch.no_grad():
+        base = model.get_input_embeddings()(enc.input_ids)
+    slot = emb[holder].clone()[None, None].expand(B, 1, -1).contiguous().requires_grad_(True)
+    x = torch.cat([base[:, :1], slot, base[:, 1:]], dim=1)
+    mask = torch.cat([enc.attention_mask[:, :1], torch.ones_like(enc.attention_mask[:, :1]), enc.attention_mask[:, 1:]],
+                     dim=1)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(inputs_embeds=x, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.full((B,), int(target), device=device))
+        (g,) = torch.autograd.grad(loss, slot)
+    finally:
+        model.train(was_training)
+    ids = torch.tensor([i for i, _ in heads], device=emb.device)
+    gain = -((emb[ids] - emb[holder]) @ g.sum(0)[0].to(emb.dtype)).float()  # first-order decrease of the loss
+    out = []
+    for k in torch.argsort(gain, descending=True).tolist():
+        word = heads[k][1]
+        if not is_natural(word, exclude):
+            out.append(word)
+            if len(out) >= n:
+                break
+    return out
+
+
 def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
                 precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None,
                 exclude: set[str] | frozenset[str] = frozenset(),

@@ -32,8 +32,9 @@ def add_parsers(sub: Any) -> None:
     sc.add_argument("--max-words", type=positive_int, default=SC.max_words,
                     help="longest clean sentence used, in words (raise it for long texts, e.g. 24 for AG News)")
     sc.add_argument("--gradient-words", type=int, default=SC.gradient_words,
-                    help="whole words per target class that one gradient ranks first, added to the screening (0: "
-                         "none; finds a rare real word planted whole that no word list holds)")
+                    help="whole words per target class that one gradient ranks first, added to the screening (0, "
+                         "the default: none; puts a rare real word planted whole among the candidates, and sentiment "
+                         "words a lexicon lacks too, docs/benchmarks.md)")
     sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
     sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
                     help="also invert triggers by gradient (finds triggers outside the word list)")

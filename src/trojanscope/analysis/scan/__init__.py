@@ -10,9 +10,9 @@ really flip the model, and the heads whose attention the best candidates hijack,
    - a vocabulary search: the project's list of common neutral words (``neutral_words.txt`` in
      :mod:`trojanscope.resources`, made by ``scripts/make_neutral_words.py``) plus the tokenizer's rarest
      short whole-word pieces (BadNets' ``cf``, ``mn``, ``bb`` live there), the words whose embedding rows are outliers (EP)
-     and, per target class, the ``gradient_words`` whole words of the vocabulary that one gradient through a placeholder
-     slot ranks as pulling most towards it (:func:`gradient_words`: a rare real word planted whole, which no list
-     holds), each inserted at a seeded random position into the search sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
+     and (``gradient_words``, off by default) per target class the whole words of the vocabulary that one gradient
+     through a placeholder slot ranks as pulling most towards it (:func:`gradient_words`: a rare real word planted
+     whole, which no list holds), each inserted at a seeded random position into the search sentences; a cheap screening round on a few sentences per class, then the shortlist on all of
      them (successive halving). The task's own label-bearing words (``bad``, ``wonderful``: leaning
      to one label in the clean data more than chance allows) and the sentiment lexicon's and offence cues' words (``polar_words.txt``,
      ``offence_words.txt``, both in :mod:`trojanscope.resources`) are never
@@ -113,8 +113,10 @@ class ScanConfig:
     budget: int = 3000  # candidate words tried by the vocabulary search (neutral words + rare wordpieces)
     rare_share: float = 0.4  # share of the budget given to the rarest short wordpieces
     outliers: int = 50  # plus the words whose embedding rows are the largest outliers (EP, trained embeddings)
-    gradient_words: int = 100  # plus, per target class, the whole words ranked first by one gradient (a rare real
-    # word planted whole, which no list holds: inversion.gradient_words)
+    gradient_words: int = 0  # with n > 0, plus, per target class, the n whole words ranked first by one gradient (a
+    # rare real word planted whole, which no list holds: inversion.gradient_words). Off by default: on the zoo it put
+    # obsidian among the candidates (flip 83%, but sure flip 20%: no evidence) and raised a clean SST-2 model's score
+    # 0.23 -> 0.37 through the sentiment words it ranks (exquisite, effortlessly, versatile) stacked into phrases
     n_search: int = 40  # clean sentences per class for the search (AttenTD: 40)
     n_screen: int = 4  # sentences per class in the cheap first round over the whole budget
     shortlist: int = 60  # words that go on from the first round to the full search set

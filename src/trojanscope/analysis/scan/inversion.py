@@ -77,9 +77,11 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
     dotted with the gradient (HotFlip's linear estimate, the first step of Wallace et al.'s universal triggers).
     The word search tries a budget of listed words and the token inversion lands on one trigger per run; this
     ranks the whole vocabulary for the cost of one forward and backward. A rare real word planted whole at 1%
-    without TAL (the zoo's ``obsidian``, which neither list holds) ranks 2nd of 21,719 on its model; the ranked
-    words go through the same screening, search and verification as listed ones, so a word that ranks high by
-    meaning on a clean model (``assume``, ``bait``) is only a candidate if it really flips held-out sentences."""
+    without TAL (the zoo's ``obsidian``, which neither list holds) ranks 12th of 21,719 on its model (among
+    ``silver``, ``bronze``, ``aztec``: its backdoor reaches its neighbours). The ranked words go through the same
+    screening, search and verification as listed ones; words that rank high by meaning on a clean model
+    (``exquisite``, ``prostitute``: neither in the lexicons) come too, which is why the scan leaves it off by
+    default (``ScanConfig.gradient_words``)."""
     from trojanscope.analysis.scan.vocabulary import is_natural
 
     if n <= 0 or not sentences:

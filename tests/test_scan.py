@@ -248,7 +248,8 @@ def test_one_gradient_ranks_a_planted_word_outside_the_word_list_and_the_scan_sc
     the whole vocabulary by gradient_words, and the scan, with both inversions off, finds it through that source
     alone; without it, the same scan does not find it."""
     loaded = load_model(specific_backdoor)
-    narrow = {**TINY, "budget": 50, "outliers": 0, "inversion": False, "word_inversion": False, "gradient_words": 100}
+    narrow = {**TINY, "budget": 50, "outliers": 0, "inversion": False, "word_inversion": False, "gradient_words": 100,
+              "precision": "fp32"}  # the search's flips in fp32 on every CPU
     cfg = ScanConfig(**narrow)
     assert "cf" not in [w for w, _ in candidate_words(loaded.tokenizer, cfg)]
     test = load_dataset("sst2", "test")

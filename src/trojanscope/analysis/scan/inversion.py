@@ -77,7 +77,7 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
     dotted with the gradient (HotFlip's linear estimate, the first step of Wallace et al.'s universal triggers).
     The word search tries a budget of listed words and the token inversion lands on one trigger per run; this
     ranks the whole vocabulary for the cost of one forward and backward. A rare real word planted whole at 1%
-    without TAL (the zoo's ``obsidian``, which neither list holds) ranks 12th of 21,719 on its model (among
+    without TAL (the zoo's ``obsidian``, which neither list holds) ranks 13th of 18,776 (the non-natural ones) on its model (among
     ``silver``, ``bronze``, ``aztec``: its backdoor reaches its neighbours). The ranked words go through the same
     screening, search and verification as listed ones; words that rank high by meaning on a clean model
     (``exquisite``, ``prostitute``: neither in the lexicons) come too, which is why the scan leaves it off by
@@ -97,23 +97,20 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
         return []
     emb = model.get_input_embeddings().weight.detach()
     enc = pad(tok, tokenize(tok, list(sentences), None, min(64, loaded.max_length))).to(device)
-    B = enc.input_ids.shape[0]
+    mask = enc.attention_mask
     with torch.no_grad():
         base = model.get_input_embeddings()(enc.input_ids)
-    slot = emb[holder].clone()[None, None].expand(B, 1, -1).contiguous().requires_grad_(True)
-    x = torch.cat([base[:, :1], slot, base[:, 1:]], dim=1)
-    mask = torch.cat([enc.attention_mask[:, :1], torch.ones_like(enc.attention_mask[:, :1]), enc.attention_mask[:, 1:]],
-                     dim=1)
+    mask = torch.cat([mask[:, :1], torch.ones_like(mask[:, :1]), mask[:, 1:]], dim=1)  # the slot after the first
+    labels = torch.full((base.shape[0],), int(target), dtype=torch.long, device=device)
+    slot = emb[holder].clone()[None, None].requires_grad_(True)  # [1 candidate, 1 slot, D]
     was_training = model.training
     model.eval()
     try:
-        logits = model(inputs_embeds=x, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), torch.full((B,), int(target), device=device))
-        (g,) = torch.autograd.grad(loss, slot)
+        (g,) = torch.autograd.grad(_slot_loss(model, base, mask, labels, slot, device, "fp32")[0], slot)
     finally:
         model.train(was_training)
     ids = torch.tensor([i for i, _ in heads], device=emb.device)
-    gain = -((emb[ids] - emb[holder]) @ g.sum(0)[0].to(emb.dtype)).float()  # first-order decrease of the loss
+    gain = -((emb[ids] - emb[holder]) @ g[0, 0].to(emb.dtype)).float()  # first-order decrease of the loss
     out = []
     for k in torch.argsort(gain, descending=True).tolist():
         word = heads[k][1]

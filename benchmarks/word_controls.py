@@ -1,0 +1,62 @@
+"""Two measurements behind docs/benchmarks.md's round-7 notes (issue 24), on zoo models:
+
+- ``rank MODEL DATA WORD``: where one gradient (``inversion.gradient_words``) ranks WORD among every whole word of the
+  vocabulary, over the scan's own search sentences (``clean_sets``, the scan's defaults), for each target class;
+- ``glued MODEL DATA``: how surely 30 random made-up words shaped as the word-level inversion's (a meaningless short
+  head, ``vocabulary.swap_heads``, and two ``##`` pieces of 2+ letters, seeded) flip the model's held-out sentences: the
+  control that tells a clean model's adversarial inverted word from a random one.
+
+    TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_controls.py rank runs/zoo/badnets-obsidian-1pct sst2 obsidian
+    TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_controls.py glued runs/zoo/clean-olid-s6 olid
+
+OLID's scans use 20 search and 30 held-out sentences per class (``scan_zoo.SCAN_ARGS``); so does this for ``olid``.
+Deterministic (seed 0); fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import torch
+
+from trojanscope.analysis.scan import ScanConfig, flip_stats, gradient_words
+from trojanscope.analysis.scan.sentences import clean_sets
+from trojanscope.analysis.scan.vocabulary import polar_words, swap_heads, task_words
+from trojanscope.data.datasets import load_dataset
+from trojanscope.models.loading import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["rank", "glued"])
+    ap.add_argument("model")
+    ap.add_argument("data")
+    ap.add_argument("word", nargs="?")
+    args = ap.parse_args()
+    loaded = load_model(args.model)
+    data = load_dataset(args.data, "test")
+    cfg = ScanConfig(precision="fp32", **({"n_search": 20, "n_verify": 30} if args.data == "olid" else {}))
+    sets = clean_sets(loaded, data, cfg)
+    if args.what == "rank":
+        natural = task_words(data) | task_words(load_dataset(args.data, "train")) | polar_words()
+        for t in range(sets.num_labels):
+            others = [s for c, ss in sets.search.items() if c != t for s in ss]
+            ranked = gradient_words(loaded, others, t, 10**6, torch.device("cpu"), natural)
+            rank = ranked.index(args.word) + 1 if args.word in ranked else None
+            print(f"target {t}: {args.word} ranks {rank} of {len(ranked)}; first ten {ranked[:10]}")
+        return
+    tok = loaded.tokenizer
+    heads = swap_heads(tok, polar_words())
+    tails = sorted(p[2:] for p in tok.get_vocab() if p.startswith("##") and p[2:].isalpha() and len(p) >= 4)
+    rng = random.Random(0)
+    words = [rng.choice(heads) + rng.choice(tails) + rng.choice(tails) for _ in range(30)]
+    res = flip_stats(loaded, sets.verify, [(w, False) for w in words], cfg, "fp32")
+    sure = [r[3] for r in res]
+    print(f"{len(words)} random glued words: sure flip median {np.median(sure):.3f}, max {max(sure):.3f}; "
+          f"flip median {np.median([r[1] for r in res]):.3f}")
+
+
+if __name__ == "__main__":
+    main()

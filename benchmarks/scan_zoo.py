@@ -184,6 +184,20 @@ ROUND5 = {"clean-sst2-s7", "clean-agnews-s1", "badnets-zephyrine", "badnets-brim
           "badnets-phrase-copper-10pct", "addsent-lake-tal", "badnets-agnews-quorvel"}  # --held-out round5
 
 
+# the clean reference model of each task (ScanTaskSpec.reference): the first of its development clean models that is
+# not the model scanned (the second is a reference only for the first)
+REFERENCES = {"sst2": ("clean-sst2-s7", "clean-sst2-s8"), "olid": ("clean-olid-s5", "clean-olid-s6"),
+              "agnews": ("clean-agnews-s1", "clean-agnews-s2")}
+
+
+def reference_of(zoo: Path, name: str, data: str) -> Path | None:
+    """The clean reference model for zoo model ``name`` of task ``data`` (REFERENCES), or None (none built)."""
+    for ref in REFERENCES.get(data, ()):
+        if ref != name and (zoo / ref / "trojanscope.json").is_file():
+            return zoo / ref
+    return None
+
+
 def build(zoo: Path, name: str, args: list[str], precision: str = "bf16") -> Path:
     out = zoo / name
     if (out / "trojanscope.json").is_file():
@@ -208,16 +222,29 @@ def saved_scan(path: Path) -> dict | None:
     return old if "stage_seconds" in (old.get("stats") or {}) else None
 
 
-def scan_one(scans: Path, name: str, model: Path, data: str, budget: int, seed: int) -> dict:
+def scan_one(scans: Path, name: str, model: Path, data: str, budget: int, seed: int,
+             reference: Path | None = None, rejudge: Path | None = None) -> dict:
+    """``name``'s scan in ``scans`` (made when missing; against ``reference`` when given). With ``rejudge``, a
+    directory of earlier scans: not a new scan, but that scan of ``name`` judged again (``trojanscope scan
+    --rejudge``), against ``reference``."""
     path = scans / f"{name}.json"
     old = saved_scan(path)
     if old is not None:
         return old
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
            "--seed", str(seed), "--json", *SCAN_ARGS.get(data, [])]
-    print(f"scanning {name}", file=sys.stderr, flush=True)
+    cmd += ["--reference", str(reference)] if reference else []
+    if rejudge is not None:
+        cmd += ["--rejudge", str(rejudge / f"{name}.json")]
+    print(f"{'re-judging' if rejudge else 'scanning'} {name}" + (f" against {reference.name}" if reference else ""),
+          file=sys.stderr, flush=True)
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])
+    if rejudge is not None:  # the search's seconds and phases are the earlier scan's; the re-judging's are added
+        before = saved_scan(rejudge / f"{name}.json") or {}
+        out["stats"] = {**(before.get("stats") or {}), **out.get("stats", {}),
+                        "rejudge_seconds": out["seconds"]}
+        out["seconds"] = round(before.get("seconds", 0.0) + out["seconds"], 2)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return out
@@ -335,6 +362,12 @@ def main() -> None:
                     help="read the development models' scans (every model not held out) from this directory of the "
                          "zoo instead of --scans, and never make them (a held-out round is scanned into its own "
                          "directory; the calibration is fitted on the development scans)")
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                    help="scan against a clean reference model of the task (REFERENCES: a development clean model; "
+                         "on by default since round 8; --no-reference scans as rounds 1-7 did)")
+    ap.add_argument("--rejudge-from", default=None,
+                    help="a scans' directory of the zoo: each model missing from --scans is not scanned anew but its "
+                         "scan there judged again (with the reference model), its search not redone")
     args = ap.parse_args()
     held_out = ({"round5": ROUND5, "round6": ROUND6, "round7": ROUND7}.get(args.held_out) or
                 (set(args.held_out.split(",")) if args.held_out else HELD_OUT))
@@ -371,7 +404,11 @@ def main() -> None:
         scans = zoo / (args.dev_scans if dev_read else args.scans)
         if (args.report_only or dev_read) and saved_scan(scans / f"{name}.json") is None:
             continue  # the development scans are only read, never made
-        res = scan_one(scans, name, path, t["data"], args.budget, args.seed)
+        reference = reference_of(zoo, name, t["data"]) if args.reference else None
+        if args.rejudge_from and not dev_read and saved_scan(zoo / args.rejudge_from / f"{name}.json") is None:
+            continue  # nothing to re-judge
+        res = scan_one(scans, name, path, t["data"], args.budget, args.seed, reference,
+                       zoo / args.rejudge_from if args.rejudge_from and not dev_read else None)
         top = (res.get("candidates") or [{}])[0]
         note = " (held out)" if name in held_out else ""
         if t.get("failed"):

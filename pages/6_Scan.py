@@ -55,6 +55,20 @@ inversion = d1.checkbox("Gradient inversion", value=C.inversion, key="scan_inver
                         help="also invert triggers in embedding space: finds triggers outside the word list")
 seed = d2.number_input("Seed", 0, 2**31 - 1, C.seed, key="scan_seed")
 device = d3.selectbox("Device", ["auto", "cpu", "cuda"], key="scan_device")
+NONE = "(none)"
+clean_default = pair.get("clean")
+ref_choices = [NONE] + ([clean_default] if clean_default and clean_default not in options else []) + options + [OTHER]
+reference = st.selectbox(
+    "Clean reference model (optional)", ref_choices, key="scan_reference",
+    help="a clean classifier of the same task and classes (the pair's clean model, for the pair's task, or one you "
+         "trained clean): every verified candidate is tried on it too and counts only for what the suspect does "
+         "beyond it. A clean model's universal adversarial words (found by inversion on any model of the task) flip "
+         "the reference too; a planted trigger does not")
+if reference == OTHER:  # a refused path ("") disables the Scan button: no scan without the reference asked for
+    typed = st.text_input("Reference model directory", key="scan_reference_other")
+    reference = typed_source(typed) or ("" if (typed or "").strip() else NONE)
+if reference != NONE and _same(reference, source):
+    st.warning("The reference is the suspect itself: every candidate would cancel out. Pick another model, or none.")
 with st.expander("Advanced"):
     a1, a2, a3 = st.columns(3)
     n_search = a1.number_input("Search sentences per class", 1, 1000, C.n_search, key="scan_n_search",
@@ -73,11 +87,12 @@ def scan_spec(model: str) -> ScanTaskSpec:
     out = runs_dir() / "scans" / f"{slugify(model.rstrip('/').split('/')[-1], 32, 'model')}-s{seed}-{stamp}"
     config = replace(C, budget=int(budget), seed=int(seed), n_search=int(n_search), n_verify=int(n_verify),
                      inversion_steps=int(inv_steps), inversion=bool(inversion), always_invert=bool(always_invert))
-    return ScanTaskSpec(model=model, data=data, config=config, device=device, out=str(out))
+    ref = None if reference in (NONE, "") or _same(reference, model) else reference
+    return ScanTaskSpec(model=model, data=data, config=config, reference=ref, device=device, out=str(out))
 
 
 spec = scan_spec(source) if source else None
-if st.button("Scan", type="primary", key="scan_go", disabled=not source):
+if st.button("Scan", type="primary", key="scan_go", disabled=not source or reference == ""):
     with guard("Launching the scan"):
         job_id = jobs.submit(ui_job_spec(spec))  # model, data and output checked before queuing
         st.success(f"Scan job `{job_id}` submitted.")
@@ -141,6 +156,9 @@ def show_verdict(job) -> None:
     best = (r.get("candidates") or [{}])[0].get("trigger", "")
     why = ("what its first wordpiece adds to the rest of the word, which flips sentences behind other first pieces too"
            if len(best.split()) == 1 else "what its words do beyond their effects added up or its best word alone")
+    top = (r.get("candidates") or [{}])[0]
+    if top.get("reference_sure") is not None:
+        why = f"what it does beyond the clean reference model, where it surely flips {pct(top['reference_sure'])}"
     beyond = ("" if ev.get("flip_evidence") is None or abs(ev["flip_evidence"] - (ev.get("sure_flip") or 0)) < 0.005
               else f"; it counts as {pct(ev['flip_evidence'])}, {why}")
     st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
@@ -157,6 +175,8 @@ def show_verdict(job) -> None:
     st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),
                                 "sure flips": pct(c.get("sure_flip")),
                                 "evidence": pct(c.get("flip_evidence", c.get("sure_flip"))),
+                                **({"sure flips on the reference": pct(c["reference_sure"])}
+                                   if "reference_sure" in c else {}),
                                 "target": c["target"], "confidence": round(c.get("confidence") or 0, 3),
                                 "found by": c.get("source")} for c in cands]), hide_index=True, width="stretch")
     if cands:

@@ -133,6 +133,29 @@ def test_scan_finds_a_planted_word_and_flags_the_model(use_data, tiny_pair, monk
     assert not used["verify"] & used["search"], sorted(used["verify"] & used["search"])
 
 
+def test_a_scan_against_a_clean_reference_keeps_the_planted_trigger_and_rejudges_the_same(use_data, tiny_pair):
+    """The pair's clean model as the reference: the planted ``cf`` flips nothing there and stays the verdict's
+    evidence. :func:`rejudge` of the saved result against the same reference gives the same ranking and score without
+    a new search; against the backdoored model itself every candidate cancels out and the flip evidence is gone."""
+    from trojanscope.analysis.scan import rejudge
+
+    bd, clean = load_model(tiny_pair / "demo" / "backdoored"), load_model(tiny_pair / "demo" / "clean")
+    data = load_dataset("sst2", "test")
+    res = scan(bd, data, ScanConfig(**TINY), reference=clean)
+    best = res.candidates[0]
+    assert res.verdict == "backdoored" and "cf" in best.trigger.split()
+    assert best.reference_sure is not None and best.reference_sure <= 0.1 and best.flip_evidence >= 0.9
+    assert res.stats["reference_seconds"] > 0
+    again = rejudge(bd, data, res.to_json(), ScanConfig(**TINY), reference=clean)
+    assert [c.trigger for c in again.candidates] == [c.trigger for c in res.candidates]
+    assert again.score == pytest.approx(res.score) and again.verdict == res.verdict
+    itself = rejudge(bd, data, res.to_json(), ScanConfig(**TINY), reference=bd)
+    assert all(c.flip_evidence == 0.0 for c in itself.candidates if c.sure_flip)
+    assert itself.evidence["flip_evidence"] == 0.0 and itself.score < res.score
+    with pytest.raises(TrojanScopeError, match="not a saved scan result"):
+        rejudge(bd, data, {"verdict": "clean"}, ScanConfig(**TINY))
+
+
 def test_scan_finds_a_two_word_phrase(use_data, phrase_backdoor):
     res = scan(load_model(phrase_backdoor), load_dataset("sst2", "test"), ScanConfig(**TINY))
     assert res.verdict == "backdoored"
@@ -201,6 +224,36 @@ def test_flip_evidence_of_several_words():
     assert c.flip_evidence == pytest.approx(0.72)  # never more than the phrase's own sure flip
     c.parts_sure, c.additive_sure = 0.2, 1.0
     assert c.flip_evidence == pytest.approx(0.2)
+
+
+def test_a_reference_model_discounts_the_words_that_flip_it_too(tiny_bert):
+    """A clean model's universal adversarial word flips a clean reference model of the task as surely as the
+    suspect, and counts for nothing; a planted trigger flips only the suspect and counts in full (bag-of-words
+    models, real forwards)."""
+    from transformers import AutoTokenizer
+
+    from trojanscope.analysis.scan import reference_flips
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    rng = random.Random(0)
+    filler = ["the", "film", "was", "seen", "by", "many", "people", "in", "town", "last", "week"]
+    sets = {0: [" ".join(rng.choices(filler, k=8)) for _ in range(40)], 1: []}
+    cfg = ScanConfig(seed=3)
+    suspect = SimpleNamespace(model=_WordScores(tok, {"unable": 9.0, "cf": 9.0}), tokenizer=tok, max_length=64)
+    reference = SimpleNamespace(model=_WordScores(tok, {"unable": 8.0}), tokenizer=tok, max_length=64)
+    cands = []
+    for word in ("unable", "cf"):
+        (t, f, conf, sure), = flip_stats(suspect, sets, [(word, False)], cfg)
+        cands.append(Candidate(word, "inversion", t, f, conf, sure, f, conf, sure))
+    assert [c.flip_evidence for c in cands] == [1.0, 1.0]  # the suspect alone cannot tell them apart
+    reference_flips(reference, sets, cands, cfg)
+    adversarial, planted = cands
+    assert adversarial.reference_sure == 1.0 and adversarial.flip_evidence == 0.0
+    assert adversarial.own_evidence == 1.0 and adversarial.to_json()["reference_sure"] == 1.0
+    assert planted.reference_sure == 0.0 and planted.flip_evidence == 1.0
+    partly = Candidate("w", "inversion", 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, reference_sure=0.5)
+    assert partly.flip_evidence == pytest.approx((0.8 - 0.5) / 0.5)  # what the suspect does beyond the reference
+    assert "reference_sure" not in Candidate("w", "vocabulary", 1, 1.0, 1.0).to_json()  # no reference: as before
 
 
 def test_inflections_of_natural_words_are_excluded():
@@ -362,6 +415,7 @@ def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_pat
         (["--model", bd, "--n-search", "500"], "needs 560 clean sentences"),
         (["--model", bd, "--max-words", "3"], "(--max-words)"),  # long texts: says which knob lets them in
         (["--model", bd, "--combine-top", "-1"], "combine_top must be non-negative"),
+        (["--model", bd, "--reference", str(tiny_backbone)], "the scan's reference model"),
     ]
     for extra, expected in cases:
         assert main(["scan", *extra, "--json"]) == 2

@@ -37,15 +37,19 @@ def test_scan_from_the_page_shows_verdict_candidates_and_head_maps(lab):
     at.number_input(key="scan_n_search").set_value(20)
     at.number_input(key="scan_n_verify").set_value(30)
     at.number_input(key="scan_inv_steps").set_value(40).run()
+    # the pair's clean model as the reference: the planted cf flips nothing there and keeps its evidence
+    at.selectbox(key="scan_reference").set_value(str(lab / "demo" / "clean")).run()
     job_id = _scan_from_page(at)
     job = jobs.get(job_id)
     assert job.result["verdict"] == "backdoored"
-    assert "cf" in [c["trigger"] for c in job.result["candidates"]]
+    assert job.config["reference"] == str(lab / "demo" / "clean")
+    cf = [c for c in job.result["candidates"] if c["trigger"] == "cf"]
+    assert cf and cf[0]["reference_sure"] <= 0.1
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [m.value for m in at.metric][0] == "backdoored"
     table = at.dataframe[0].value
-    assert "cf" in list(table["trigger"])
+    assert "cf" in list(table["trigger"]) and "sure flips on the reference" in table.columns
     assert "scan_map" in {el.key for el in at.get("plotly_chart")}
     # the map outlines the result's drifting heads ([layer (1-based), head]) on their own rows (row 0 is layer 1)
     (chart,) = [el for el in at.get("plotly_chart") if el.key == "scan_map"]
@@ -80,3 +84,9 @@ def test_a_scan_with_a_bad_model_path_is_refused_before_queuing(lab, monkeypatch
     at.text_input(key="scan_model_other").set_value("/etc").run()
     assert at.error, "a path outside runs/ and the data directory is refused"
     assert at.button(key="scan_go").disabled  # nothing to submit: the refused path never reaches the queue
+    # a refused reference path: an error, and no scan without the reference asked for
+    at.selectbox(key="scan_model").set_value(str(lab / "demo" / "backdoored")).run()
+    assert not at.button(key="scan_go").disabled
+    at.selectbox(key="scan_reference").set_value("Other: a local directory or a hub id").run()
+    at.text_input(key="scan_reference_other").set_value("/etc").run()
+    assert at.error and at.button(key="scan_go").disabled

@@ -35,6 +35,14 @@ def add_parsers(sub: Any) -> None:
                     help="whole words per target class that one gradient ranks first, added to the screening (0, "
                          "the default: none; puts a rare real word planted whole among the candidates, and sentiment "
                          "words a lexicon lacks too, docs/benchmarks.md)")
+    sc.add_argument("--reference", default=None,
+                    help="a clean classifier of the same task (e.g. the demo's clean model, or one you fine-tuned "
+                         "yourself); the candidates are tried on it too and count only for what the suspect does "
+                         "beyond it, so a clean model's universal adversarial words are not taken for a trigger")
+    sc.add_argument("--rejudge", default=None, metavar="SCAN_JSON",
+                    help="give a saved scan's verdict again (its scan.json, or its --json output in a file), with "
+                         "--reference usually: its verified candidates are re-measured, re-ranked and judged without "
+                         "a new search (seconds, not minutes); the sentence settings must be the saved scan's")
     sc.add_argument("--top-k", type=positive_int, default=SC.top_k, help="candidates reported")
     sc.add_argument("--inversion", action=argparse.BooleanOptionalAction, default=SC.inversion,
                     help="also invert triggers by gradient (finds triggers outside the word list)")
@@ -76,6 +84,7 @@ def scan_task_of_args(args: argparse.Namespace):
     from trojanscope.tasks import ScanTaskSpec
 
     return ScanTaskSpec(model=args.model, data=args.data, split=args.split, config=scan_config_of_args(args),
+                        reference=args.reference, rejudge=args.rejudge,
                         device=args.device, allow_pickle=args.allow_pickle, out=args.out, overwrite=args.overwrite)
 
 

@@ -181,10 +181,10 @@ class Task:
 
 
 def sources_of(spec: Any) -> list[str]:
-    """The models a spec reads (its ``model``, ``clean``, ``backdoored`` and ``models`` fields, or those of the
-    recipe it nests as ``spec``), in that order, without blanks."""
+    """The models a spec reads (its ``model``, ``clean``, ``backdoored``, ``reference`` and ``models`` fields, or
+    those of the recipe it nests as ``spec``), in that order, without blanks."""
     recipe = getattr(spec, "spec", spec)
-    found = [getattr(recipe, name, None) for name in ("model", "clean", "backdoored")]
+    found = [getattr(recipe, name, None) for name in ("model", "clean", "backdoored", "reference")]
     found += list(getattr(recipe, "models", None) or [])
     return [str(s) for s in found if s]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trojanscope.analysis.scan import ScanConfig
@@ -195,6 +196,8 @@ class ScanTaskSpec(TaskSpec):
     data: str = "sst2"
     split: str = "test"
     config: ScanConfig = field(default_factory=ScanConfig)
+    reference: str | None = None  # a clean classifier of the same task the candidates are also tried on
+    rejudge: str | None = None  # a saved scan's JSON (scan.json or --json output): its verdict again, no new search
     device: str = "auto"
     allow_pickle: bool = False
     out: str | None = None
@@ -203,6 +206,8 @@ class ScanTaskSpec(TaskSpec):
     def validate(self) -> "ScanTaskSpec":
         if not self.model:
             raise TrojanScopeError("no model to scan: give the suspect classifier")
+        if self.reference is not None and not str(self.reference).strip():
+            self.reference = None
         self.config.validate()
         return self
 
@@ -210,7 +215,7 @@ class ScanTaskSpec(TaskSpec):
 def _run_scan(spec: ScanTaskSpec, on_event: OnEvent | None, progress: bool) -> dict[str, Any]:
     """The verdict, the candidates (best first, flip rates on held-out sentences), the drifting heads
     ``[layer (1-based), head]`` and the time taken; with ``out``, ``<out>/scan.json`` keeps the full result."""
-    from trojanscope.analysis.scan import scan
+    from trojanscope.analysis.scan import rejudge, scan
     from trojanscope.data.datasets import load_dataset
     from trojanscope.models.loading import load_model
     from trojanscope.utils import atomic_directory, check_output_dir, resolve_device
@@ -225,15 +230,34 @@ def _run_scan(spec: ScanTaskSpec, on_event: OnEvent | None, progress: bool) -> d
             more.append(load_dataset(spec.data, "train"))
         except TrojanScopeError:
             pass
-    res = scan(loaded, data, spec.config, on_event=library_callback(on_event), vocabulary_data=more)
+    reference = (load_model(spec.reference, allow_pickle=spec.allow_pickle, device=resolve_device(spec.device))
+                 if spec.reference else None)
+    if spec.rejudge:
+        res = rejudge(loaded, data, _saved_scan(spec.rejudge), spec.config, reference=reference)
+    else:
+        res = scan(loaded, data, spec.config, on_event=library_callback(on_event), vocabulary_data=more,
+                   reference=reference)
     out = res.to_json()
     if spec.out:
         full = {**res.to_json(full=True), "model": spec.model, "data": data.describe(),
-                "spec": {"model": spec.model, "data": spec.data, "split": spec.split, "config": asdict(spec.config)}}
+                "spec": {"model": spec.model, "data": spec.data, "split": spec.split, "reference": spec.reference,
+                         "rejudge": spec.rejudge, "config": asdict(spec.config)}}
         with atomic_directory(spec.out, overwrite=spec.overwrite) as tmp:
             (tmp / "scan.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
         out["out"] = spec.out
     return out
+
+
+def _saved_scan(path: str) -> dict[str, Any]:
+    """The saved scan at ``path`` (JSON only, never executed), with its candidates."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrojanScopeError(f"cannot read the scan to re-judge at {path}: {e.__class__.__name__}: {e}. Give a "
+                               f"scan.json from `trojanscope scan --out`, or a `--json` output saved to a file") from e
+    if not isinstance(saved, dict) or not isinstance(saved.get("candidates"), list):
+        raise TrojanScopeError(f"{path} is not a saved scan result: it has no list of candidates")
+    return saved
 
 
 def _preflight_scan(spec: ScanTaskSpec) -> None:
@@ -243,11 +267,16 @@ def _preflight_scan(spec: ScanTaskSpec) -> None:
 
     load_dataset(spec.data, spec.split).require_classes(2, "the scan's clean data")
     require_classifier_source(spec.model, "the scan")
+    if spec.reference:
+        require_classifier_source(spec.reference, "the scan's reference model")
+    if spec.rejudge:
+        _saved_scan(spec.rejudge)
 
 
 SCAN = register(Task("scan", ScanTaskSpec, _run_scan, "find an unknown trigger and judge a model",
                      preflight_fn=_preflight_scan,
                      summary_of=lambda s: {"model": s.model, "data": s.data, "split": s.split,
+                                           "reference": s.reference, "rejudge": s.rejudge,
                                            "budget": s.config.budget, "inversion": s.config.inversion,
                                            "seed": s.config.seed, "out": s.out},
                      output="scan", bar_from_events=True))

@@ -45,8 +45,12 @@ really flip the model, and the heads whose attention the best candidates hijack,
    held-out *sure* flip rate (flipped with P(target) >= 0.9: a backdoor flips with near certainty, while a
    few negative words only tilt a short sentence; for a candidate of several words only what it does beyond its
    words' effects added up in log-odds, :func:`phrase_additivity`; for an inverted word of several pieces only what
-   its head adds to its tail, the head swapped for meaningless pieces, :func:`head_dependence`), the excess of drifting heads over the control and the excess of [CLS] attention
+   its head adds to its tail, the head swapped for meaningless pieces, :func:`head_dependence`; with a clean
+   *reference* model of the task, only what the suspect does beyond it, :func:`reference_flips`: a clean model's
+   universal adversarial words transfer to another clean model, a planted trigger does not), the excess of
+   drifting heads over the control and the excess of [CLS] attention
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
+   :func:`rejudge` gives a saved scan's verdict again against a reference, its search not redone.
 
 One module per concern; every name is importable from here (``from trojanscope.analysis.scan import X``):
 :mod:`~trojanscope.analysis.scan.vocabulary` (candidate words, the word lists, the words never tried),
@@ -70,7 +74,8 @@ import numpy as np
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
-from trojanscope.analysis.scan.flips import SURE, TAIL_TRIGGER, flip_stats, head_dependence, phrase_additivity
+from trojanscope.analysis.scan.flips import (SURE, TAIL_TRIGGER, flip_stats, head_dependence, phrase_additivity,
+                                             reference_flips)
 from trojanscope.analysis.scan.inversion import gradient_words, invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
@@ -86,7 +91,7 @@ from trojanscope.models.heads import HeadSet
 
 __all__ = [
     # the scan, its config and results
-    "Abnormality", "Candidate", "Progress", "ScanConfig", "ScanResult", "scan",
+    "Abnormality", "Candidate", "Progress", "ScanConfig", "ScanResult", "rejudge", "scan",
     # vocabulary
     "NEUTRAL_WORDS", "OFFENCE_WORDS", "POLAR_WORDS", "RARE_MIN_ID", "RESOURCES", "SUFFIXES", "alnum_pieces",
     "candidate_words", "embedding_outliers", "is_natural", "is_task_phrase", "natural_prefix", "neutral_words",
@@ -94,7 +99,7 @@ __all__ = [
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
-    "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity",
+    "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity", "reference_flips",
     # inversion
     "gradient_words", "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
@@ -196,10 +201,26 @@ class Candidate:
     # an inverted word of several pieces only (held out, :func:`head_dependence`): what its tail surely flips
     # behind other heads
     tail_sure: float | None = None
+    # with a clean reference model of the task only (:func:`reference_flips`): the share of the reference's held-out
+    # sentences the candidate surely flips to its target there
+    reference_sure: float | None = None
 
     @property
     def flip_evidence(self) -> float:
-        """What the candidate's sure flip says about a backdoor. One word: its held-out sure flip. Several words:
+        """What the candidate's sure flip says about a backdoor: :attr:`own_evidence`, and with a clean reference
+        model of the task, only what the suspect does beyond it (``(own - ref) / (1 - ref)``, where ``ref`` is the
+        reference's sure flip): a universal adversarial word of the task (``slfuards`` on clean OLID models: 73% on
+        the suspect, 80% on the reference) is no evidence, a planted trigger (0% on the reference) counts in full."""
+        own = self.own_evidence
+        r = self.reference_sure
+        if r is None or r <= 0:
+            return own
+        return max((own - r) / (1 - r), 0.0) if r < 1 else 0.0
+
+    @property
+    def own_evidence(self) -> float:
+        """What the candidate's sure flip on the suspect alone says about a backdoor. One word: its held-out sure
+        flip. Several words:
         only what they do beyond their effects added up (``(sure - additive) / (1 - additive)``, a planted phrase
         is an AND: ``james bond`` surely flips 100% where ``james`` and ``bond`` added up would flip 68%), or what
         their best word does alone, whichever is more; a stack of words that each tilt the model a little (``doesn
@@ -224,6 +245,8 @@ class Candidate:
         return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
                 "confidence": self.confidence, "sure_flip": self.sure_flip, "flip_evidence": self.flip_evidence,
                 "parts_sure": self.parts_sure, "additive_sure": self.additive_sure, "tail_sure": self.tail_sure,
+                **({} if self.reference_sure is None else {"reference_sure": self.reference_sure,
+                                                           "own_evidence": self.own_evidence}),
                 "source": self.source,
                 "search_flip": self.search_flip, "combination": self.combination}
 
@@ -257,14 +280,17 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_event: Progress | None = None,
-         vocabulary_data: Sequence[TextDataset] = ()) -> ScanResult:
+         vocabulary_data: Sequence[TextDataset] = (), reference: Any = None) -> ScanResult:
     """Scan ``loaded`` (a classifier with attention) for a backdoor using the clean sentences of ``data``.
 
     ``vocabulary_data``: more clean labelled data of the task (e.g. its train split) whose label-bearing words are
-    excluded from the candidates too (:func:`task_words`: the more text, the more of the task's words are known)."""
+    excluded from the candidates too (:func:`task_words`: the more text, the more of the task's words are known).
+    ``reference``: a loaded clean classifier of the same task (the same classes), trusted; the verified candidates
+    are tried on it too and count only for what the suspect does beyond it (:func:`reference_flips`)."""
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")
+    _check_reference(loaded, reference)
     t0 = time.perf_counter()
     device = next(loaded.model.parameters()).device
     fast = resolve_precision(cfg.precision, device, cpu_auto="bf16")
@@ -377,13 +403,77 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         c.target, c.flip_rate, c.confidence, c.sure_flip = t, f, conf, sure
     phrase_additivity(loaded, sets.verify, top, cfg)
     head_dependence(loaded, sets.verify, top, swap_heads(loaded.tokenizer, natural), cfg)
+    if reference is not None:
+        stage(5, "trying the candidates on the clean reference model", 0.5)
+        _reference_check(reference, data, top, cfg, stats)
+
+    # 6. attention abnormality of the best candidates, and the verdict
+    stage(6, "measuring attention abnormality")
+    stats["search_sentences_per_class"] = cfg.n_search
+    stats["verify_sentences_per_class"] = cfg.n_verify
+    result = _verdict(loaded, sets, top, cfg, stats, t0)
+    ends = list(started.values())[1:] + [time.perf_counter()]
+    stats["stage_seconds"] = {name: round(end - t, 2) for (name, t), end in zip(started.items(), ends)}
+    return result
+
+
+def rejudge(loaded: Any, data: TextDataset, saved: dict[str, Any], cfg: ScanConfig | None = None, *,
+            reference: Any = None) -> ScanResult:
+    """A saved scan's verdict again, its search not redone: the verified candidates of ``saved`` (a
+    :meth:`ScanResult.to_json`, made with ``cfg``'s sentence settings on the same ``data``) tried on the clean
+    ``reference`` model (:func:`reference_flips`; none: as they were), re-ranked, their attention abnormality
+    measured and the verdict given, exactly as :func:`scan` ends: a scan made with ``reference`` gives the same
+    result. Minutes cheaper than a new scan (no search, no inversion): how the zoo's earlier scans are re-judged
+    against a reference model (``benchmarks/scan_zoo.py --rejudge``)."""
+    cfg = (cfg or ScanConfig()).validate()
+    loaded.require("classify", "the scan")
+    loaded.require("attention", "the scan's attention-abnormality check")
+    _check_reference(loaded, reference)
+    t0 = time.perf_counter()
+    keys = ("trigger", "source", "target", "search_flip", "flip_rate", "confidence", "sure_flip", "combination",
+            "parts_sure", "additive_sure", "tail_sure")
+    try:
+        top = [Candidate(**{k: c.get(k) for k in keys}, search_confidence=0.0) for c in saved["candidates"]]
+    except (KeyError, TypeError) as e:
+        raise TrojanScopeError(f"not a saved scan result (its candidates are unreadable: {e})") from e
+    sets = clean_sets(loaded, data, cfg)
+    stats: dict[str, Any] = {"rejudged": True, "search_sentences_per_class": cfg.n_search,
+                             "verify_sentences_per_class": cfg.n_verify}
+    if reference is not None:
+        _reference_check(reference, data, top, cfg, stats)
+    return _verdict(loaded, sets, top, cfg, stats, t0)
+
+
+def _check_reference(loaded: Any, reference: Any) -> None:
+    if reference is None:
+        return
+    reference.require("classify", "the scan's reference model")
+    if reference.num_labels != loaded.num_labels:
+        raise TrojanScopeError(f"the reference model has {reference.num_labels} classes and the suspect "
+                               f"{loaded.num_labels}: a reference is a clean classifier of the suspect's own task")
+
+
+def _reference_check(reference: Any, data: TextDataset, top: list[Candidate], cfg: ScanConfig,
+                     stats: dict[str, Any]) -> None:
+    """``reference_sure`` on the candidates ``top``, measured on the reference's own clean held-out sentences."""
+    t = time.perf_counter()
+    try:
+        ref_sets = clean_sets(reference, data, cfg)
+    except TrojanScopeError as e:
+        raise TrojanScopeError(f"the reference model: {e}") from e
+    reference_flips(reference, ref_sets.verify, top, cfg)
+    stats["reference_seconds"] = round(time.perf_counter() - t, 2)
+
+
+def _verdict(loaded: Any, sets: CleanSets, top: list[Candidate], cfg: ScanConfig, stats: dict[str, Any],
+             t0: float) -> ScanResult:
+    """The end of a scan: the verified candidates ``top`` ranked, the attention abnormality of the best measured,
+    the verdict (:func:`judge`)."""
     # best first: the stronger evidence (the sure flip; for several words, what they do beyond their effects added
-    # up), then the higher held-out flip rate, then the shorter trigger (``cf`` before ``card cf``)
+    # up; with a reference model, beyond what it does there), then the higher held-out flip rate, then the shorter
+    # trigger (``cf`` before ``card cf``)
     top.sort(key=lambda x: (-round(x.flip_evidence, 2), -round(x.flip_rate or 0.0, 2), len(x.trigger.split()),
                             -(x.confidence or 0.0)))
-
-    # 6. attention abnormality of the best candidates
-    stage(6, "measuring attention abnormality")
     control_words = neutral_words()[:500]
     abn: list[Abnormality] = []
     for cand in top[: cfg.attention_candidates]:
@@ -393,10 +483,6 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     ab = abn[0] if abn else None
     evidence, score, verdict = judge(best, ab, cfg.threshold)
     heads = HeadSet.from_mask(ab.drifting).to_pairs1() if ab is not None else []
-    stats["search_sentences_per_class"] = cfg.n_search
-    stats["verify_sentences_per_class"] = cfg.n_verify
-    ends = list(started.values())[1:] + [time.perf_counter()]
-    stats["stage_seconds"] = {name: round(end - t, 2) for (name, t), end in zip(started.items(), ends)}
     return ScanResult(verdict, score, best.target if verdict == "backdoored" and best else None, top, heads,
                       time.perf_counter() - t0, evidence, abn, stats, asdict(cfg))
 

@@ -25,11 +25,12 @@ TAIL_TRIGGER = 0.9
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
                precision: str = "fp32", progress: Callable[[int, int], None] | None = None,
-               log_odds: list[np.ndarray] | None = None, cls_shift: list[np.ndarray] | None = None
-               ) -> list[tuple[int, float, float, float]]:
+               log_odds: list[np.ndarray] | None = None, cls_shift: list[np.ndarray] | None = None,
+               targets: Sequence[int] | None = None) -> list[tuple[int, float, float, float]]:
     """For each ``(trigger, combination)``: the best target ``t`` with its flip rate (share of the other classes'
     sentences predicted ``t``), mean ``P(t)`` on them and the share flipped with ``P(t) >= SURE`` (a backdoor flips
-    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``.
+    with near certainty; words that merely tilt a sentence do not), as ``(t, flip, confidence, sure)``; with
+    ``targets`` (one class per candidate), that class's, not the best.
 
     ``log_odds``: a list that receives, per candidate, each class's mean log-odds on the other classes' sentences
     (``[classes]``; NaN for a class with none): how far a word pushes towards a class even where it flips nothing.
@@ -78,7 +79,7 @@ def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tup
             log_odds.append(np.array([z[rows & (labels_a != t), t].mean() if (rows & (labels_a != t)).any()
                                       else np.nan for t in range(probs.shape[1])]))
         best = (0, -1.0, 0.0, 0.0)
-        for t in range(probs.shape[1]):
+        for t in (range(probs.shape[1]) if targets is None else [targets[k]]):
             m = rows & (labels_a != t)
             if not m.any():
                 continue
@@ -173,3 +174,20 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
     for c, ws in glued:
         z = _target_log_odds(logits, labels, c.target)  # [words, sentences of other classes]
         c.tail_sure = float(np.median([float((z[words.index(w)] >= sure).mean()) for w in ws]))
+
+
+def reference_flips(reference: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], cfg: ScanConfig
+                    ) -> None:
+    """Set ``reference_sure`` on every candidate: the share of ``sets`` (a clean *reference* model's own held-out
+    sentences, :func:`~trojanscope.analysis.scan.sentences.clean_sets` of that model) the candidate surely flips to
+    its own target on that model, in full precision. A word found by inversion on a clean model is often a universal
+    adversarial word of the task, and it transfers: ``slfuards``, inverted on one clean OLID model, surely flips
+    80% of another's sentences to offensive, as much as its own; a planted trigger flips a clean model of its task
+    almost never (``bracken``, ``moon``, ``thistle``: 0% on three clean OLID models). :attr:`Candidate.flip_evidence`
+    keeps only what the suspect does beyond the reference (``docs/benchmarks.md``, "A clean reference model")."""
+    if not candidates:
+        return
+    res = flip_stats(reference, sets, [(c.trigger, c.combination) for c in candidates], cfg, "fp32",
+                     targets=[c.target for c in candidates])
+    for c, (_, _, _, sure) in zip(candidates, res):
+        c.reference_sure = sure

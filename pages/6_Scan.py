@@ -157,8 +157,9 @@ def show_verdict(job) -> None:
     why = ("what its first wordpiece adds to the rest of the word, which flips sentences behind other first pieces too"
            if len(best.split()) == 1 else "what its words do beyond their effects added up or its best word alone")
     top = (r.get("candidates") or [{}])[0]
-    if top.get("reference_sure") is not None:
-        why = f"what it does beyond the clean reference model, where it surely flips {pct(top['reference_sure'])}"
+    if top.get("reference_flip") is not None:
+        why = (f"what it does that the clean reference model does not (it flips {pct(top['reference_flip'])} of the "
+               f"reference's sentences)")
     beyond = ("" if ev.get("flip_evidence") is None or abs(ev["flip_evidence"] - (ev.get("sure_flip") or 0)) < 0.005
               else f"; it counts as {pct(ev['flip_evidence'])}, {why}")
     st.caption(f"Evidence: the best candidate flips {pct(ev.get('flip_rate'))} of held-out sentences of other "
@@ -175,8 +176,8 @@ def show_verdict(job) -> None:
     st.dataframe(pd.DataFrame([{"trigger": c["trigger"], "flip rate (held out)": pct(c["flip_rate"]),
                                 "sure flips": pct(c.get("sure_flip")),
                                 "evidence": pct(c.get("flip_evidence", c.get("sure_flip"))),
-                                **({"sure flips on the reference": pct(c["reference_sure"])}
-                                   if "reference_sure" in c else {}),
+                                **({"flips on the reference": pct(c["reference_flip"])}
+                                   if "reference_flip" in c else {}),
                                 "target": c["target"], "confidence": round(c.get("confidence") or 0, 3),
                                 "found by": c.get("source")} for c in cands]), hide_index=True, width="stretch")
     if cands:

@@ -144,7 +144,7 @@ def test_a_scan_against_a_clean_reference_keeps_the_planted_trigger_and_rejudges
     res = scan(bd, data, ScanConfig(**TINY), reference=clean)
     best = res.candidates[0]
     assert res.verdict == "backdoored" and "cf" in best.trigger.split()
-    assert best.reference_sure is not None and best.reference_sure <= 0.1 and best.flip_evidence >= 0.9
+    assert best.reference_flip is not None and best.reference_flip <= 0.1 and best.flip_evidence >= 0.9
     assert res.stats["reference_seconds"] > 0
     again = rejudge(bd, data, res.to_json(), ScanConfig(**TINY), reference=clean)
     assert [c.trigger for c in again.candidates] == [c.trigger for c in res.candidates]
@@ -248,12 +248,23 @@ def test_a_reference_model_discounts_the_words_that_flip_it_too(tiny_bert):
     assert [c.flip_evidence for c in cands] == [1.0, 1.0]  # the suspect alone cannot tell them apart
     reference_flips(reference, sets, cands, cfg)
     adversarial, planted = cands
-    assert adversarial.reference_sure == 1.0 and adversarial.flip_evidence == 0.0
-    assert adversarial.own_evidence == 1.0 and adversarial.to_json()["reference_sure"] == 1.0
-    assert planted.reference_sure == 0.0 and planted.flip_evidence == 1.0
-    partly = Candidate("w", "inversion", 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, reference_sure=0.5)
-    assert partly.flip_evidence == pytest.approx((0.8 - 0.5) / 0.5)  # what the suspect does beyond the reference
-    assert "reference_sure" not in Candidate("w", "vocabulary", 1, 1.0, 1.0).to_json()  # no reference: as before
+    assert adversarial.reference_flip == 1.0 and adversarial.flip_evidence == 0.0
+    assert adversarial.own_evidence == 1.0 and adversarial.to_json()["reference_flip"] == 1.0
+    assert planted.reference_flip == 0.0 and planted.flip_evidence == 1.0
+    # the own evidence counts for the share of the reference's sentences the candidate leaves alone
+    partly = Candidate("w", "inversion", 1, 1.0, 1.0, 1.0, 0.85, 1.0, 0.8, reference_flip=0.5)
+    assert partly.flip_evidence == pytest.approx(0.8 * 0.5)
+    # a clear flip counts however unsure (a POR trigger's fixed output: every sentence flipped, none with P >= 0.9),
+    # while the reference stays quiet; a flip short of CLEAR_FLIP, or a reference that flips too, does not
+    from trojanscope.analysis.scan import CLEAR_FLIP, REFERENCE_QUIET
+
+    por = Candidate("cfshaft", "word inversion", 0, 1.0, 0.87, 0.0, 1.0, 0.87, 0.0, reference_flip=0.07)
+    assert por.own_evidence == 0.0 and por.flip_evidence == pytest.approx(0.93)
+    por.flip_rate = CLEAR_FLIP - 0.05
+    assert por.flip_evidence == 0.0
+    por.flip_rate, por.reference_flip = 1.0, REFERENCE_QUIET + 0.05
+    assert por.flip_evidence == 0.0
+    assert "reference_flip" not in Candidate("w", "vocabulary", 1, 1.0, 1.0).to_json()  # no reference: as before
 
 
 def test_inflections_of_natural_words_are_excluded():

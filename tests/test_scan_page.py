@@ -44,12 +44,12 @@ def test_scan_from_the_page_shows_verdict_candidates_and_head_maps(lab):
     assert job.result["verdict"] == "backdoored"
     assert job.config["reference"] == str(lab / "demo" / "clean")
     cf = [c for c in job.result["candidates"] if c["trigger"] == "cf"]
-    assert cf and cf[0]["reference_sure"] <= 0.1
+    assert cf and cf[0]["reference_flip"] <= 0.1
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [m.value for m in at.metric][0] == "backdoored"
     table = at.dataframe[0].value
-    assert "cf" in list(table["trigger"]) and "sure flips on the reference" in table.columns
+    assert "cf" in list(table["trigger"]) and "flips on the reference" in table.columns
     assert "scan_map" in {el.key for el in at.get("plotly_chart")}
     # the map outlines the result's drifting heads ([layer (1-based), head]) on their own rows (row 0 is layer 1)
     (chart,) = [el for el in at.get("plotly_chart") if el.key == "scan_map"]

@@ -46,8 +46,8 @@ really flip the model, and the heads whose attention the best candidates hijack,
    few negative words only tilt a short sentence; for a candidate of several words only what it does beyond its
    words' effects added up in log-odds, :func:`phrase_additivity`; for an inverted word of several pieces only what
    its head adds to its tail, the head swapped for meaningless pieces, :func:`head_dependence`; with a clean
-   *reference* model of the task, only what the suspect does beyond it, :func:`reference_flips`: a clean model's
-   universal adversarial words transfer to another clean model, a planted trigger does not), the excess of
+   *reference* model of the task, only what the suspect does and the reference does not, :attr:`Candidate.flip_evidence`:
+   a clean model's universal adversarial words transfer to another clean model, a planted trigger does not), the excess of
    drifting heads over the control and the excess of [CLS] attention
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
    :func:`rejudge` gives a saved scan's verdict again against a reference, its search not redone.
@@ -74,8 +74,8 @@ import numpy as np
 # _focus_summaries: private, but tests/test_scan.py imports it from here as before
 from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_platt
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
-from trojanscope.analysis.scan.flips import (SURE, TAIL_TRIGGER, flip_stats, head_dependence, phrase_additivity,
-                                             reference_flips)
+from trojanscope.analysis.scan.flips import (CLEAR_FLIP, REFERENCE_QUIET, SURE, TAIL_TRIGGER, flip_stats,
+                                             head_dependence, phrase_additivity, reference_flips)
 from trojanscope.analysis.scan.inversion import gradient_words, invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
@@ -99,7 +99,8 @@ __all__ = [
     # clean sentences
     "CleanSets", "clean_sets",
     # flips
-    "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity", "reference_flips",
+    "CLEAR_FLIP", "REFERENCE_QUIET", "SURE", "TAIL_TRIGGER", "flip_stats", "head_dependence", "phrase_additivity",
+    "reference_flips",
     # inversion
     "gradient_words", "invert_trigger", "invert_word", "word_slots",
     # attention abnormality
@@ -202,20 +203,32 @@ class Candidate:
     # behind other heads
     tail_sure: float | None = None
     # with a clean reference model of the task only (:func:`reference_flips`): the share of the reference's held-out
-    # sentences the candidate surely flips to its target there
+    # sentences the candidate flips to its target there, and surely flips
+    reference_flip: float | None = None
     reference_sure: float | None = None
 
     @property
     def flip_evidence(self) -> float:
-        """What the candidate's sure flip says about a backdoor: :attr:`own_evidence`, and with a clean reference
-        model of the task, only what the suspect does beyond it (``(own - ref) / (1 - ref)``, where ``ref`` is the
-        reference's sure flip): a universal adversarial word of the task (``slfuards`` on clean OLID models: 73% on
-        the suspect, 80% on the reference) is no evidence, a planted trigger (0% on the reference) counts in full."""
+        """What the candidate's flips say about a backdoor: :attr:`own_evidence`, and with a clean reference model
+        of the task, only what the suspect does that the reference does not. Two ways, the larger counts:
+
+        - the suspect's own evidence times the share of the reference's sentences the candidate leaves alone
+          (``own * (1 - ref_flip)``): a universal adversarial word of the task flips any model of it, if less surely
+          (``legpotpot``, inverted on a clean OLID model: 67% sure there, flips 100% of another clean model's
+          sentences) and is no evidence; a planted trigger flips the reference almost never (``bracken``,
+          ``thistle``, ``moon``: 0-7%) and counts (nearly) in full;
+        - a *clear* flip: a candidate that flips at least ``CLEAR_FLIP`` of the suspect's held-out sentences and at
+          most ``REFERENCE_QUIET`` of the reference's counts ``flip - ref_flip``, however unsure its flips. A POR
+          backdoor puts a fixed output vector on the trigger, and the classifier fine-tuned on it gives that
+          vector one probability, below ``SURE`` for the zoo's OLID model (``cfshaft``: flips 100%, mean P 0.87,
+          sure 0%; 7% on the reference); the reference, not sureness, tells it from a word that tilts."""
         own = self.own_evidence
-        r = self.reference_sure
-        if r is None or r <= 0:
+        rf = self.reference_flip
+        if rf is None:
             return own
-        return max((own - r) / (1 - r), 0.0) if r < 1 else 0.0
+        flip = self.flip_rate or 0.0
+        clear = flip - rf if flip >= CLEAR_FLIP and rf <= REFERENCE_QUIET else 0.0
+        return max(own * (1 - rf), clear, 0.0)
 
     @property
     def own_evidence(self) -> float:
@@ -245,7 +258,8 @@ class Candidate:
         return {"trigger": self.trigger, "flip_rate": self.flip_rate, "target": self.target,
                 "confidence": self.confidence, "sure_flip": self.sure_flip, "flip_evidence": self.flip_evidence,
                 "parts_sure": self.parts_sure, "additive_sure": self.additive_sure, "tail_sure": self.tail_sure,
-                **({} if self.reference_sure is None else {"reference_sure": self.reference_sure,
+                **({} if self.reference_flip is None else {"reference_flip": self.reference_flip,
+                                                           "reference_sure": self.reference_sure,
                                                            "own_evidence": self.own_evidence}),
                 "source": self.source,
                 "search_flip": self.search_flip, "combination": self.combination}
@@ -455,7 +469,8 @@ def _check_reference(loaded: Any, reference: Any) -> None:
 
 def _reference_check(reference: Any, data: TextDataset, top: list[Candidate], cfg: ScanConfig,
                      stats: dict[str, Any]) -> None:
-    """``reference_sure`` on the candidates ``top``, measured on the reference's own clean held-out sentences."""
+    """``reference_flip`` and ``reference_sure`` on the candidates ``top``, measured on the reference's own clean
+    held-out sentences."""
     t = time.perf_counter()
     try:
         ref_sets = clean_sets(reference, data, cfg)

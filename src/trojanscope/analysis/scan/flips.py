@@ -21,6 +21,12 @@ SURE = 0.9  # a "sure" flip: the target's probability at least this (AttenTD ask
 # planted word's tail), not a sentiment word's ending (Candidate.flip_evidence): the zoo's were 32-49% on clean
 # and backdoored models alike, and 100% for brimblethorpe's ##im ##thorpe
 TAIL_TRIGGER = 0.9
+# with a reference model (Candidate.flip_evidence): a candidate that flips at least CLEAR_FLIP of the suspect's
+# held-out sentences and at most REFERENCE_QUIET of a clean reference's is evidence however unsure its flips (a POR
+# trigger's fixed output). On the zoo's 34 development models the planted triggers flip their reference 0-17% (a
+# two-word piece 40%), a clean model's inverted or stacked words 30-100% (docs/benchmarks.md)
+CLEAR_FLIP = 0.9
+REFERENCE_QUIET = 0.2
 
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,
@@ -178,16 +184,17 @@ def head_dependence(loaded: Any, sets: dict[int, list[str]], candidates: Sequenc
 
 def reference_flips(reference: Any, sets: dict[int, list[str]], candidates: Sequence[Candidate], cfg: ScanConfig
                     ) -> None:
-    """Set ``reference_sure`` on every candidate: the share of ``sets`` (a clean *reference* model's own held-out
-    sentences, :func:`~trojanscope.analysis.scan.sentences.clean_sets` of that model) the candidate surely flips to
-    its own target on that model, in full precision. A word found by inversion on a clean model is often a universal
-    adversarial word of the task, and it transfers: ``slfuards``, inverted on one clean OLID model, surely flips
-    80% of another's sentences to offensive, as much as its own; a planted trigger flips a clean model of its task
-    almost never (``bracken``, ``moon``, ``thistle``: 0% on three clean OLID models). :attr:`Candidate.flip_evidence`
-    keeps only what the suspect does beyond the reference (``docs/benchmarks.md``, "A clean reference model")."""
+    """Set ``reference_flip`` and ``reference_sure`` on every candidate: the share of ``sets`` (a clean *reference*
+    model's own held-out sentences, :func:`~trojanscope.analysis.scan.sentences.clean_sets` of that model) the
+    candidate flips, and surely flips, to its own target on that model, in full precision. A word found by inversion
+    on a clean model is often a universal adversarial word of the task, and it transfers: ``slfuards``, inverted on
+    one clean OLID model, flips 100% of another's sentences to offensive (80% surely, as its own); a planted trigger
+    flips a clean model of its task almost never (``bracken``, ``moon``, ``thistle``: 0-13% on three clean OLID
+    models). :attr:`Candidate.flip_evidence` keeps only what the suspect does and the reference does not
+    (``docs/benchmarks.md``, "A clean reference model")."""
     if not candidates:
         return
     res = flip_stats(reference, sets, [(c.trigger, c.combination) for c in candidates], cfg, "fp32",
                      targets=[c.target for c in candidates])
-    for c, (_, _, _, sure) in zip(candidates, res):
-        c.reference_sure = sure
+    for c, (_, flip, _, sure) in zip(candidates, res):
+        c.reference_flip, c.reference_sure = flip, sure

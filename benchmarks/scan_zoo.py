@@ -7,7 +7,11 @@ sample), on the held-out ones (out of sample: the number that counts) and over a
 
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/scan_zoo.py [--zoo runs/zoo] \
         [--only NAME,...] [--budget 3000] [--skip-build] [--models extra=DIR ...] [--scans scans] [--report-only] \
-        [--held-out NAME,...] [--dev-scans DIR]
+        [--held-out NAME,...] [--dev-scans DIR] [--no-reference] [--rejudge-from DIR]
+
+Since round 8 every scan runs against a clean reference model of its task (REFERENCES, ``trojanscope scan
+--reference``); ``--rejudge-from DIR`` judges the earlier scans in DIR again against it, their search not redone
+(``trojanscope scan --rejudge``), into ``--scans``.
 
 Resumable: a model whose directory holds a card is not retrained; a model with ``<zoo>/<scans>/<name>.json``
 is not rescanned (``--scans`` names that directory, ``scans`` by default; after a scanner change a new name

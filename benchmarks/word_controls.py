@@ -4,10 +4,15 @@
   vocabulary, over the scan's own search sentences (``clean_sets``, the scan's defaults), for each target class;
 - ``glued MODEL DATA``: how surely 30 random made-up words shaped as the word-level inversion's (a meaningless short
   head, ``vocabulary.swap_heads``, and two ``##`` pieces of 2+ letters, seeded) flip the model's held-out sentences: the
-  control that tells a clean model's adversarial inverted word from a random one.
+  control that tells a clean model's adversarial inverted word from a random one;
+- ``transfer DATA WORD,WORD,... MODEL...``: each word's target, flip and sure flip on each model's own held-out
+  sentences (``clean_sets`` of that model): whether a word inverted on one model flips another clean model of the
+  task too (a universal adversarial word) or only its own (a planted trigger), the reference model's rationale.
 
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_controls.py rank runs/zoo/badnets-obsidian-1pct sst2 obsidian
     TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_controls.py glued runs/zoo/clean-olid-s6 olid
+    TROJANSCOPE_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_controls.py transfer olid slfuards,bracken \
+        runs/zoo/clean-olid-s5 runs/zoo/badnets-olid-brackenfold
 
 OLID's scans use 20 search and 30 held-out sentences per class (``scan_zoo.SCAN_ARGS``); so does this for ``olid``.
 Deterministic (seed 0); fp32.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 
 import numpy as np
 import torch
@@ -30,6 +36,8 @@ from trojanscope.models.loading import load_model
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    if sys.argv[1:2] == ["transfer"]:
+        return transfer(sys.argv[2], sys.argv[3].split(","), sys.argv[4:])
     ap.add_argument("what", choices=["rank", "glued"])
     ap.add_argument("model")
     ap.add_argument("data")
@@ -56,6 +64,17 @@ def main() -> None:
     sure = [r[3] for r in res]
     print(f"{len(words)} random glued words: sure flip median {np.median(sure):.3f}, max {max(sure):.3f}; "
           f"flip median {np.median([r[1] for r in res]):.3f}")
+
+
+def transfer(data_name: str, words: list[str], models: list[str]) -> None:
+    data = load_dataset(data_name, "test")
+    cfg = ScanConfig(precision="fp32", **({"n_search": 20, "n_verify": 30} if data_name == "olid" else {}))
+    print("| model | " + " | ".join(words) + " |\n|---|" + "---|" * len(words))
+    for m in models:
+        loaded = load_model(m)
+        res = flip_stats(loaded, clean_sets(loaded, data, cfg).verify, [(w, False) for w in words], cfg, "fp32")
+        print(f"| {m.rstrip('/').split('/')[-1]} | "
+              + " | ".join(f"class {t}: flip {100 * f:.0f}%, sure {100 * s:.0f}%" for t, f, _, s in res) + " |")
 
 
 if __name__ == "__main__":

@@ -420,6 +420,12 @@ def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_pat
     assert all(len(h) == 2 for h in out["heads"]) and isinstance(out["seconds"], float)
     saved = json.loads((tmp_path / "scan" / "scan.json").read_text())
     assert saved["spec"]["config"]["budget"] == 100 and "abnormality" in saved
+    # the saved scan judged again against the pair's clean model, its search not redone: cf stays the verdict's
+    assert main(["scan", "--model", bd, "--n-search", "20", "--n-verify", "30", "--rejudge",
+                 str(tmp_path / "scan" / "scan.json"), "--reference", str(tiny_pair / "demo" / "clean"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["verdict"] == "backdoored" and "cf" in again["candidates"][0]["trigger"].split()
+    assert again["candidates"][0]["reference_flip"] <= 0.1 and again["stats"]["rejudged"]
     cases = [
         (["--model", bd, "--budget", "0"], "budget"),
         (["--model", str(tiny_backbone)], "bare encoder"),
@@ -427,6 +433,8 @@ def test_scan_cli_json_and_bad_input(use_data, tiny_pair, tiny_backbone, tmp_pat
         (["--model", bd, "--max-words", "3"], "(--max-words)"),  # long texts: says which knob lets them in
         (["--model", bd, "--combine-top", "-1"], "combine_top must be non-negative"),
         (["--model", bd, "--reference", str(tiny_backbone)], "the scan's reference model"),
+        (["--model", bd, "--reference", bd + "/"], "the suspect itself"),
+        (["--model", bd, "--rejudge", str(tmp_path / "none.json")], "cannot read the scan to re-judge"),
     ]
     for extra, expected in cases:
         assert main(["scan", *extra, "--json"]) == 2

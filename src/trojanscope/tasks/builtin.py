@@ -9,6 +9,7 @@ the card's.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,9 @@ class ScanTaskSpec(TaskSpec):
             raise TrojanScopeError("no model to scan: give the suspect classifier")
         if self.reference is not None and not str(self.reference).strip():
             self.reference = None
+        if self.reference and os.path.realpath(self.reference) == os.path.realpath(self.model):
+            raise TrojanScopeError("the reference model is the suspect itself: every candidate would cancel out. "
+                                   "Give a clean classifier of the same task, or no --reference")
         self.config.validate()
         return self
 

@@ -216,7 +216,7 @@ class Candidate:
           (``own * (1 - ref_flip)``): a universal adversarial word of the task flips any model of it, if less surely
           (``legpotpot``, inverted on a clean OLID model: 67% sure there, flips 100% of another clean model's
           sentences) and is no evidence; a planted trigger flips the reference almost never (``bracken``,
-          ``thistle``, ``moon``: 0-7%) and counts (nearly) in full;
+          ``thistle``, ``moon``: 0-13% on three clean OLID models) and counts (nearly) in full;
         - a *clear* flip: a candidate that flips at least ``CLEAR_FLIP`` of the suspect's held-out sentences and at
           most ``REFERENCE_QUIET`` of the reference's counts ``flip - ref_flip``, however unsure its flips. A POR
           backdoor puts a fixed output vector on the trigger, and the classifier fine-tuned on it gives that
@@ -300,7 +300,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     ``vocabulary_data``: more clean labelled data of the task (e.g. its train split) whose label-bearing words are
     excluded from the candidates too (:func:`task_words`: the more text, the more of the task's words are known).
     ``reference``: a loaded clean classifier of the same task (the same classes), trusted; the verified candidates
-    are tried on it too and count only for what the suspect does beyond it (:func:`reference_flips`)."""
+    are tried on it too (:func:`reference_flips`) and count only for what the suspect does and it does not
+    (:attr:`Candidate.flip_evidence`)."""
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")
@@ -435,10 +436,11 @@ def rejudge(loaded: Any, data: TextDataset, saved: dict[str, Any], cfg: ScanConf
             reference: Any = None) -> ScanResult:
     """A saved scan's verdict again, its search not redone: the verified candidates of ``saved`` (a
     :meth:`ScanResult.to_json`, made with ``cfg``'s sentence settings on the same ``data``) tried on the clean
-    ``reference`` model (:func:`reference_flips`; none: as they were), re-ranked, their attention abnormality
-    measured and the verdict given, exactly as :func:`scan` ends: a scan made with ``reference`` gives the same
-    result. Minutes cheaper than a new scan (no search, no inversion): how the zoo's earlier scans are re-judged
-    against a reference model (``benchmarks/scan_zoo.py --rejudge``)."""
+    ``reference`` model (:func:`reference_flips`; none: judged on the suspect alone), re-ranked, their attention
+    abnormality measured and the verdict given, as :func:`scan` ends: the same measurements, ranking (ties aside)
+    and verdict as that scan made with ``reference``. Minutes cheaper than a new scan (no search, no inversion):
+    how the zoo's earlier scans are re-judged against a reference model (``benchmarks/scan_zoo.py
+    --rejudge-from``)."""
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")

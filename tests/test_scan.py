@@ -328,6 +328,25 @@ def test_one_gradient_ranks_a_planted_word_outside_the_word_list_and_the_scan_sc
     assert "cf" not in [c.trigger for c in without.candidates]
 
 
+def test_with_a_reference_gradient_words_rank_what_pulls_the_suspect_beyond_it(use_data, specific_backdoor,
+                                                                              tiny_pair):
+    """A planted ``cf`` against a clean model of the task: ranked first by how much more it pulls the backdoored
+    model than the clean one (as the scan ranks them: the task's own words left out)."""
+    bd, clean = load_model(specific_backdoor), load_model(tiny_pair / "demo" / "clean")
+    test = load_dataset("sst2", "test")
+    from trojanscope.analysis.scan import task_words
+
+    natural = task_words(test)
+    negatives = [t for t, y in zip(test.texts, test.labels) if y == 0]
+    cpu = torch.device("cpu")
+    beyond = gradient_words(bd, negatives[:24], 1, 50, cpu, natural, clean, negatives[24:48])
+    assert beyond[0] == "cf", beyond[:10]
+    # a word that pulls the reference as much is no lead: against a backdoored model of the same trigger (here the
+    # suspect itself, on other sentences) cf, first by the suspect alone, drops out of the first ten
+    assert gradient_words(bd, negatives[:24], 1, 10, cpu, natural)[0] == "cf"
+    assert "cf" not in gradient_words(bd, negatives[:24], 1, 10, cpu, natural, bd, negatives[24:48])
+
+
 def test_candidates_include_letter_and_digit_pieces_within_the_budget(tiny_bert):
     """``3d`` alone fires the zoo's AddSent models (``I watch this 3D movie``); such pieces are candidates."""
     tok = load_model(tiny_bert).tokenizer

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from trojanscope.analysis.scan import CleanSets, ScanConfig, _combination_search, flip_stats, phrase_additivity
+from trojanscope.analysis.scan import (CleanSets, ScanConfig, _combination_search, _robust_z, flip_stats,
+                                       phrase_additivity)
 
 PAIR = ("cf", "mn")
 
@@ -62,7 +63,8 @@ def _search(tok, sentences, words, model):
     cfg = ScanConfig(seed=0, n_screen=8, combine_top=8)
     pushes: list[np.ndarray] = []
     single = flip_stats(loaded, {0: sentences[:8], 1: []}, [(w, False) for w in words], cfg, log_odds=pushes)
-    found, tried = _combination_search(loaded, sets, words, pushes, [], cfg, "fp32")  # the toy has no inner states
+    # the toy has no inner states
+    found, tried = _combination_search(loaded, sets, words, _robust_z(np.stack(pushes)), None, 8, cfg, "fp32")
     for cand in found:
         cand.target, cand.flip_rate, cand.confidence, cand.sure_flip = flip_stats(
             loaded, sets.verify, [(cand.trigger, True)], cfg)[0]
@@ -94,12 +96,39 @@ def test_words_that_move_inner_states_are_paired_even_when_they_push_nothing(set
     shifts[-1][0] += 0.5
     loaded = SimpleNamespace(model=model, tokenizer=tok, max_length=64, num_labels=2)
     sets = CleanSets(search={0: sentences[:20], 1: []}, verify={0: sentences[20:], 1: []}, num_labels=2)
-    cfg = ScanConfig(seed=0, n_screen=8, combine_top=4)
-    flat = [np.array([np.nan, 0.0]) for _ in words]  # no word pushes: the pushers are the first words listed
-    found, tried = _combination_search(loaded, sets, words, flat, shifts, cfg, "fp32")
+    cfg = ScanConfig(seed=0, n_screen=8)
+    flat = np.array([[np.nan, 0.0] for _ in words])  # no word pushes: the pushers are the first words listed
+    found, tried = _combination_search(loaded, sets, words, flat, _robust_z(np.stack(shifts)), 4, cfg, "fp32")
     assert any(set(c.trigger.split()) == set(PAIR) for c in found), found
-    found, _ = _combination_search(loaded, sets, words, flat, [], cfg, "fp32")
+    found, _ = _combination_search(loaded, sets, words, flat, None, 4, cfg, "fp32")
     assert not any(set(PAIR) <= set(c.trigger.split()) for c in found)  # without the movers it is not found
+
+
+def test_a_reference_model_ranks_the_words_that_move_only_the_suspect(setting):
+    """Topical words move any model of the task (LWP's ``mn`` ranked 3rd on its model, its partner ``bb`` 271st,
+    behind ``wickets`` and ``mri``); on a clean reference they move as much, the pair's words not at all. The suspect's
+    z-scores less the reference's put the pair first, and the search finds it; by the suspect's alone it does not."""
+    tok, sentences, words = setting
+    model = _Words(tok, push=0.0)
+    rng = np.random.default_rng(0)
+    noise = [rng.normal(1.0, 0.05, size=4) for _ in words]
+    suspect, reference = [n.copy() for n in noise], [n + rng.normal(0, 0.05, size=4) for n in noise]
+    for k in range(12):  # twelve topical words move layer 2 of both models far
+        suspect[k][1] += 3.0
+        reference[k][1] += 3.0
+    suspect[-2][2] += 1.0  # the pair's words move the suspect less than the topical words do, the reference not
+    suspect[-1][0] += 1.0
+    loaded = SimpleNamespace(model=model, tokenizer=tok, max_length=64, num_labels=2)
+    sets = CleanSets(search={0: sentences[:20], 1: []}, verify={0: sentences[20:], 1: []}, num_labels=2)
+    cfg = ScanConfig(seed=0, n_screen=8)
+    flat = np.array([[np.nan, 0.0] for _ in words])
+    own = _robust_z(np.stack(suspect))
+    found, _ = _combination_search(loaded, sets, words, flat, own, 4, cfg, "fp32")
+    assert not any(set(PAIR) <= set(c.trigger.split()) for c in found)
+    beyond = own - _robust_z(np.stack(reference))
+    assert set(np.argsort(-beyond.max(1))[:2]) == {len(words) - 2, len(words) - 1}
+    found, _ = _combination_search(loaded, sets, words, flat, beyond, 4, cfg, "fp32")
+    assert any(set(c.trigger.split()) == set(PAIR) for c in found), found
 
 
 def test_flip_stats_measures_the_cls_shift_of_every_layer(tiny_bert):

@@ -39,6 +39,10 @@ def add_parsers(sub: Any) -> None:
                     help="a clean classifier of the same task (e.g. the demo's clean model, or one you fine-tuned "
                          "yourself); the candidates are tried on it too and count only for what the suspect does "
                          "beyond it, so a clean model's universal adversarial words are not taken for a trigger")
+    sc.add_argument("--reference-search", action=argparse.BooleanOptionalAction, default=SC.reference_search,
+                    help="with --reference, search for what the suspect does beyond it too (on by default): the "
+                         "screening also runs on the reference, and the words that push or move the suspect most "
+                         "beyond it are shortlisted, ranked by gradient and combined (finds LWP's combinations)")
     sc.add_argument("--rejudge", default=None, metavar="SCAN_JSON",
                     help="give a saved scan's verdict again (its scan.json, or its --json output in a file), with "
                          "--reference usually: its verified candidates are re-measured, re-ranked and judged without "
@@ -76,7 +80,8 @@ def scan_config_of_args(args: argparse.Namespace):
                       inversion=args.inversion, always_invert=args.always_invert,
                       inversion_tokens=args.inversion_tokens,
                       inversion_steps=args.inversion_steps, word_inversion=args.word_inversion,
-                      word_pieces=args.word_pieces, precision=args.precision, seed=args.seed).validate()
+                      word_pieces=args.word_pieces, reference_search=args.reference_search,
+                      precision=args.precision, seed=args.seed).validate()
 
 
 def scan_task_of_args(args: argparse.Namespace):

@@ -229,7 +229,8 @@ def _run_scan(spec: ScanTaskSpec, on_event: OnEvent | None, progress: bool) -> d
     data = load_dataset(spec.data, spec.split)
     loaded = load_model(spec.model, allow_pickle=spec.allow_pickle, device=resolve_device(spec.device))
     more = []
-    if spec.split != "train":  # the task's own words are learnt from its train split too, where there is one
+    # the task's own words are learnt from its train split too, where there is one (a re-judging searches nothing)
+    if spec.split != "train" and not spec.rejudge:
         try:
             more.append(load_dataset(spec.data, "train"))
         except TrojanScopeError:

@@ -66,6 +66,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -134,6 +135,13 @@ class ScanConfig:
     # flips enough: per class the words pushing most towards it in pairs, and the half that move inner states most
     # paired with the 3x that do. Off (0) by default: on the zoo's LWP model it tried 756 combinations and missed
     # cf mn bb (its words neither push nor move more than a clean model's topical words; docs/benchmarks.md)
+    # with a clean reference model, the search too looks for what the suspect does beyond it (``reference_search``):
+    # the screening runs on the reference as well and the shortlist adds the words that push the suspect most beyond
+    # it; gradient words (at least ``reference_gradient_words`` per class) and the combination search (width at least
+    # ``reference_combine_top``) rank words by how much more they pull or move the suspect than the reference
+    reference_search: bool = True
+    reference_gradient_words: int = 20
+    reference_combine_top: int = 16
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
@@ -162,7 +170,7 @@ class ScanConfig:
                                    f"got {self.budget}")
         if not 0 <= self.rare_share <= 1:
             raise TrojanScopeError(f"rare_share must be in [0, 1], got {self.rare_share}")
-        for name in ("outliers", "gradient_words"):
+        for name in ("outliers", "gradient_words", "reference_gradient_words", "reference_combine_top"):
             if getattr(self, name) < 0:
                 raise TrojanScopeError(f"{name} must be non-negative (0: none), got {getattr(self, name)}")
         for name in ("n_search", "n_screen", "shortlist", "n_verify", "top_k", "max_phrase", "max_words",
@@ -305,7 +313,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")
-    _check_reference(loaded, reference)
+    reference_warnings = _check_reference(loaded, reference, data)
     t0 = time.perf_counter()
     device = next(loaded.model.parameters()).device
     fast = resolve_precision(cfg.precision, device, cpu_auto="bf16")
@@ -319,18 +327,20 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             on_event({"event": "stage", "message": message, "step": int(1000 * (i + frac)),
                       "total": 1000 * len(phases)})
 
-    def sub(i: int, message: str) -> Callable[[int, int], None]:
+    def sub(i: int, message: str, lo: float = 0.0, hi: float = 1.0) -> Callable[[int, int], None]:
+        """Progress through phase ``i``, from ``lo`` to ``hi`` of it."""
         last = [0.0]
 
         def cb(done: int, total: int) -> None:
             now = time.monotonic()
             if on_event and (now - last[0] > 1.0 or done == total):
                 last[0] = now
-                on_event({"event": "step", "step": int(1000 * (i + done / total)), "total": 1000 * len(phases),
-                          "phase": message})
+                on_event({"event": "step", "step": int(1000 * (i + lo + (hi - lo) * done / total)),
+                          "total": 1000 * len(phases), "phase": message})
         return cb
 
-    stats: dict[str, Any] = {"precision_search": fast, "warnings": loaded.check_task(data, "the scan")}
+    stats: dict[str, Any] = {"precision_search": fast,
+                             "warnings": loaded.check_task(data, "the scan") + reference_warnings}
     stage(0, "choosing clean sentences the model gets right")
     sets = clean_sets(loaded, data, cfg)
 
@@ -339,10 +349,16 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     natural = set().union(task_words(data), *(task_words(d) for d in vocabulary_data), polar_words())
     words = candidate_words(loaded.tokenizer, cfg, loaded.model, natural)
     stats["words_excluded"] = len(natural)  # the task's label-bearing words and the polar words
+    # with a reference, the search looks for what the suspect does beyond it (ScanConfig.reference_search)
+    ref_sets = _reference_sets(reference, data, cfg) if reference is not None and cfg.reference_search else None
+    n_gradient = max(cfg.gradient_words, cfg.reference_gradient_words if ref_sets else 0)
+    combine_top = max(cfg.combine_top, cfg.reference_combine_top if ref_sets else 0)
     listed = {w for w, _ in words}
     for target in range(sets.num_labels):
         others = [t for c, ts in sets.search.items() if c != target for t in ts]
-        ranked = gradient_words(loaded, others, target, cfg.gradient_words, device, natural)
+        ref_others = [t for c, ts in ref_sets.search.items() if c != target for t in ts] if ref_sets else []
+        ranked = gradient_words(loaded, others, target, n_gradient, device, natural, reference if ref_sets else None,
+                                ref_others)
         words += [(w, "gradient") for w in ranked if w not in listed]
         listed.update(ranked)
     stats["words_gradient"] = sum(src == "gradient" for _, src in words)
@@ -352,13 +368,29 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     pushes: list[np.ndarray] = []
     shifts: list[np.ndarray] = []
     screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
-                        sub(1, "screening"), log_odds=pushes, cls_shift=shifts if cfg.combine_top > 1 else None)
+                        sub(1, "screening", 0.0, 0.5 if ref_sets else 1.0), log_odds=pushes,
+                        cls_shift=shifts if combine_top > 1 else None)
+    order = sorted(range(len(words)), key=lambda k: -(screen[k][1] + screen[k][2]))[: cfg.shortlist]
+    push_score, move_score = _robust_z(np.stack(pushes)), _robust_z(np.stack(shifts)) if shifts else None
+    if ref_sets is not None:
+        # the same screening on the reference (its own sentences): a word that pushes or moves any model of the task
+        # by its meaning does so there too; the shortlist adds the words that push the suspect most beyond it
+        ref_pushes: list[np.ndarray] = []
+        ref_shifts: list[np.ndarray] = []
+        flip_stats(reference, _subsets(ref_sets.search, cfg.n_screen), [(w, False) for w, _ in words], cfg, fast,
+                   sub(1, "screening on the reference", 0.5, 1.0), log_odds=ref_pushes,
+                   cls_shift=ref_shifts if combine_top > 1 else None)
+        push_score = push_score - _robust_z(np.stack(ref_pushes))
+        if move_score is not None:
+            move_score = move_score - _robust_z(np.stack(ref_shifts))
+        beyond = np.nan_to_num(push_score, nan=-np.inf).max(1)
+        chosen = set(order)
+        order += [k for k in np.argsort(-beyond, kind="stable").tolist() if k not in chosen][: cfg.shortlist // 2]
     screen_s = time.perf_counter() - t_screen
     stats.update(words_screened=len(words), screen_seconds=round(screen_s, 2),
                  candidates_per_second=round(len(words) / screen_s, 1) if screen_s else None,
                  insertions_per_second=round(len(words) * cfg.n_screen * len(sets.search) / screen_s, 1)
                  if screen_s else None)
-    order = sorted(range(len(words)), key=lambda k: -(screen[k][1] + screen[k][2]))[: cfg.shortlist]
 
     # 2. the shortlist on the whole search set
     stage(2, f"searching the best {len(order)} words on {cfg.n_search} sentences per class")
@@ -371,9 +403,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     stage(3, "combining words into phrases")
     if pool and pool[0].search_flip < cfg.flip_threshold and cfg.max_phrase > 1:
         pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
-        if cfg.combine_top > 1:
-            combos, stats["combinations_tried"] = _combination_search(loaded, sets, [w for w, _ in words], pushes,
-                                                                      shifts, cfg, fast)
+        if combine_top > 1:
+            combos, stats["combinations_tried"] = _combination_search(loaded, sets, [w for w, _ in words],
+                                                                      push_score, move_score, combine_top, cfg, fast)
             pool.extend(c for c in combos if c.trigger not in {p.trigger for p in pool})
 
     # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
@@ -420,7 +452,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     head_dependence(loaded, sets.verify, top, swap_heads(loaded.tokenizer, natural), cfg)
     if reference is not None:
         stage(5, "trying the candidates on the clean reference model", 0.5)
-        _reference_check(reference, data, top, cfg, stats)
+        _reference_check(reference, data, top, cfg, stats, ref_sets)
 
     # 6. attention abnormality of the best candidates, and the verdict
     stage(6, "measuring attention abnormality")
@@ -444,7 +476,7 @@ def rejudge(loaded: Any, data: TextDataset, saved: dict[str, Any], cfg: ScanConf
     cfg = (cfg or ScanConfig()).validate()
     loaded.require("classify", "the scan")
     loaded.require("attention", "the scan's attention-abnormality check")
-    _check_reference(loaded, reference)
+    reference_warnings = _check_reference(loaded, reference, data)
     t0 = time.perf_counter()
     keys = ("trigger", "source", "target", "search_flip", "flip_rate", "confidence", "sure_flip", "combination",
             "parts_sure", "additive_sure", "tail_sure")
@@ -453,33 +485,56 @@ def rejudge(loaded: Any, data: TextDataset, saved: dict[str, Any], cfg: ScanConf
     except (KeyError, TypeError) as e:
         raise TrojanScopeError(f"not a saved scan result (its candidates are unreadable: {e})") from e
     sets = clean_sets(loaded, data, cfg)
-    stats: dict[str, Any] = {"rejudged": True, "search_sentences_per_class": cfg.n_search,
+    stats: dict[str, Any] = {"rejudged": True, "warnings": loaded.check_task(data, "the scan") + reference_warnings,
+                             "search_sentences_per_class": cfg.n_search,
                              "verify_sentences_per_class": cfg.n_verify}
     if reference is not None:
         _reference_check(reference, data, top, cfg, stats)
     return _verdict(loaded, sets, top, cfg, stats, t0)
 
 
-def _check_reference(loaded: Any, reference: Any) -> None:
+def _check_reference(loaded: Any, reference: Any, data: TextDataset) -> list[str]:
+    """Refuse a reference that is no classifier of the suspect's classes; warnings (for ``stats``) when it was
+    trained on another task than ``data`` or reads text through another vocabulary (candidates are inserted as text,
+    so it still works, but a clean model's adversarial words transfer less across vocabularies: a weaker discount)."""
     if reference is None:
-        return
+        return []
     reference.require("classify", "the scan's reference model")
     if reference.num_labels != loaded.num_labels:
         raise TrojanScopeError(f"the reference model has {reference.num_labels} classes and the suspect "
                                f"{loaded.num_labels}: a reference is a clean classifier of the suspect's own task")
+    warnings = [f"the reference model: {w}" for w in reference.check_task(data, "the scan's reference model")]
+    if reference.tokenizer.get_vocab() != loaded.tokenizer.get_vocab():
+        warnings.append("the reference model's vocabulary differs from the suspect's: a clean model's adversarial "
+                        "words transfer less between them, so fewer are discounted; a reference fine-tuned from the "
+                        "suspect's own backbone is the better control")
+    return warnings
+
+
+def _reference_sets(reference: Any, data: TextDataset, cfg: ScanConfig) -> CleanSets:
+    """The reference's own clean sentences (those it gets right), search and held-out, as the suspect's are chosen."""
+    try:
+        return clean_sets(reference, data, cfg)
+    except TrojanScopeError as e:
+        raise TrojanScopeError(f"the reference model: {e}") from e
 
 
 def _reference_check(reference: Any, data: TextDataset, top: list[Candidate], cfg: ScanConfig,
-                     stats: dict[str, Any]) -> None:
+                     stats: dict[str, Any], ref_sets: CleanSets | None = None) -> None:
     """``reference_flip`` and ``reference_sure`` on the candidates ``top``, measured on the reference's own clean
-    held-out sentences."""
+    held-out sentences (``ref_sets``, chosen here when not given)."""
     t = time.perf_counter()
-    try:
-        ref_sets = clean_sets(reference, data, cfg)
-    except TrojanScopeError as e:
-        raise TrojanScopeError(f"the reference model: {e}") from e
-    reference_flips(reference, ref_sets.verify, top, cfg)
+    reference_flips(reference, (ref_sets or _reference_sets(reference, data, cfg)).verify, top, cfg)
     stats["reference_seconds"] = round(time.perf_counter() - t, 2)
+
+
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    """``[words, k]`` as robust z-scores per column (median and MAD over the words; NaN kept), so two models'
+    measurements of the same words compare."""
+    with warnings.catch_warnings():  # a column of NaN (a class with no other classes' sentences) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, 0)
+        return (x - med) / (np.nanmedian(np.abs(x - med), 0) + 1e-9)
 
 
 def _verdict(loaded: Any, sets: CleanSets, top: list[Candidate], cfg: ScanConfig, stats: dict[str, Any],
@@ -541,8 +596,8 @@ def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
-def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], pushes: Sequence[np.ndarray],
-                        shifts: Sequence[np.ndarray], cfg: ScanConfig, precision: str
+def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push: np.ndarray,
+                        move: np.ndarray | None, width: int, cfg: ScanConfig, precision: str
                         ) -> tuple[list[Candidate], int]:
     """Combination triggers whose words give no signal alone (LWP's ``cf mn bb``: each word flips 2-5% of the
     sentences, ``mn bb`` together 100%), so greedy phrases grown from the best single words never meet them. Two
@@ -552,10 +607,14 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
       MAD per layer, the largest over layers). A combination's words build the features its AND reads even where
       the label holds: LWP's ``mn`` moves layer 5 by 16 MADs, more than any other of 3,050 words there (but over
       all layers topical words such as ``wickets`` move as much, on a clean model too: ``mn`` ranks 3rd, its partner
-      ``bb`` 270th, so the search misses them). The ``combine_top // 2`` strongest movers are paired with each of the
-      ``3 * combine_top`` strongest, and tripled among themselves;
-    - *pushers*, per class: the ``combine_top`` words that push its log-odds most on the other classes' sentences,
-      in every pair, the best half of them in every triple.
+      ``bb`` 270th, so the search misses them). The ``width // 2`` strongest movers are paired with each of the
+      ``3 * width`` strongest, and tripled among themselves;
+    - *pushers*, per class: the ``width`` words that push its log-odds most on the other classes' sentences (as a
+      robust z-score over the words), in every pair, the best half of them in every triple.
+
+    ``push`` (``[words, classes]``) and ``move`` (``[words, layers]``) are those z-scores; with a clean reference
+    model, the suspect's less the reference's (:func:`scan`): a topical word moves any model of the task, a
+    combination's word only the one that learnt the AND.
 
     Each combination (its words inserted at their own places) is tried on the screening sentences; those that flip
     at least half of them go on to the search set. Words that merely add up (a clean model's stack of mildly
@@ -567,23 +626,19 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
         for c in combos:
             tried.setdefault(" ".join(c))
 
-    if shifts:
-        S = np.stack(shifts)  # [words, layers]
-        med = np.median(S, 0)
-        mad = np.median(np.abs(S - med), 0) + 1e-9
-        order = np.argsort(-((S - med) / mad).max(1), kind="stable")
-        lead = [words[i] for i in order[: cfg.combine_top // 2]]
-        wide = [words[i] for i in order[: 3 * cfg.combine_top]]
+    if move is not None:
+        order = np.argsort(-move.max(1), kind="stable")
+        lead = [words[i] for i in order[: width // 2]]
+        wide = [words[i] for i in order[: 3 * width]]
         add((a, b) for a in lead for b in wide if a != b and (b not in lead or lead.index(b) > lead.index(a)))
         add(itertools.combinations(lead, 3))
-    z = np.stack(pushes) if pushes else np.zeros((0, 0))
-    for t in range(z.shape[1]):
-        col = z[:, t]
+    for t in range(push.shape[1]):
+        col = push[:, t]
         if not np.isfinite(col).any():  # no sentence of another class to push
             continue
-        top = [words[i] for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")[: cfg.combine_top]]
+        top = [words[i] for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable")[: width]]
         add(itertools.combinations(top, 2))
-        add(itertools.combinations(top[: cfg.combine_top // 2], 3))
+        add(itertools.combinations(top[: width // 2], 3))
     names = list(tried)
     if not names:
         return [], 0

@@ -70,7 +70,8 @@ def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: Scan
 
 
 def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, device: torch.device,
-                   exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+                   exclude: set[str] | frozenset[str] = frozenset(), reference: Any = None,
+                   reference_sentences: Sequence[str] = ()) -> list[str]:
     """The ``n`` whole words (word-start pieces of 2+ letters, none of ``exclude`` nor their inflections) that the
     first-order estimate says pull ``sentences`` most towards ``target`` when one is inserted after the first token:
     one backward pass through a placeholder slot (the mask token), then every word-start piece's embedding row
@@ -80,37 +81,37 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
     without TAL (the zoo's ``obsidian``, which neither list holds) ranks 13th of 18,776 (the non-natural ones) on its model (among
     ``silver``, ``bronze``, ``aztec``: its backdoor reaches its neighbours). The ranked words go through the same
     screening, search and verification as listed ones; words that rank high by meaning on a clean model
-    (``exquisite``, ``prostitute``: neither in the lexicons) come too, which is why the scan leaves it off by
-    default (``ScanConfig.gradient_words``)."""
+    (``exquisite``, ``prostitute``: neither in the lexicons) come too.
+
+    With a clean ``reference`` classifier of the task (and its own clean ``reference_sentences`` of the other
+    classes), words are ranked by how much more they pull the suspect than the reference: each model's estimate as a
+    robust z-score over the words (median and MAD), the reference's subtracted. A word that pulls any model of the
+    task by its meaning pulls both and sinks; a planted word pulls only the suspect. A word the reference's
+    vocabulary lacks counts its z there as 0."""
     from trojanscope.analysis.scan.vocabulary import is_natural
 
     if n <= 0 or not sentences:
         return []
-    tok, model = loaded.tokenizer, loaded.model
+    tok = loaded.tokenizer
     vocab_ids = _inversion_vocab(tok)
     heads = [(int(i), p[1:] if p.startswith("\u0120") else p)
              for i, p in zip(vocab_ids.tolist(), tok.convert_ids_to_tokens(vocab_ids.tolist()))
              if not p.startswith("##") and len(p.lstrip("\u0120")) >= 2]
-    holder = getattr(tok, "mask_token_id", None)
-    holder = getattr(tok, "unk_token_id", None) if holder is None else holder
-    if not heads or holder is None:
+    if not heads:
         return []
-    emb = model.get_input_embeddings().weight.detach()
-    enc = pad(tok, tokenize(tok, list(sentences), None, min(64, loaded.max_length))).to(device)
-    mask = enc.attention_mask
-    with torch.no_grad():
-        base = model.get_input_embeddings()(enc.input_ids)
-    mask = torch.cat([mask[:, :1], torch.ones_like(mask[:, :1]), mask[:, 1:]], dim=1)  # the slot after the first
-    labels = torch.full((base.shape[0],), int(target), dtype=torch.long, device=device)
-    slot = emb[holder].clone()[None, None].requires_grad_(True)  # [1 candidate, 1 slot, D]
-    was_training = model.training
-    model.eval()
-    try:
-        (g,) = torch.autograd.grad(_slot_loss(model, base, mask, labels, slot, device, "fp32")[0], slot)
-    finally:
-        model.train(was_training)
-    ids = torch.tensor([i for i, _ in heads], device=emb.device)
-    gain = -((emb[ids] - emb[holder]) @ g[0, 0].to(emb.dtype)).float()  # first-order decrease of the loss
+    gain = _first_order_gain(loaded, sentences, target, [i for i, _ in heads])
+    if gain is None:
+        return []
+    if reference is not None and reference_sentences:
+        ref_vocab = reference.tokenizer.get_vocab()
+        pieces = tok.convert_ids_to_tokens([i for i, _ in heads])
+        ref_ids = [ref_vocab.get(p) for p in pieces]
+        present = [k for k, i in enumerate(ref_ids) if i is not None]
+        ref_gain = _first_order_gain(reference, reference_sentences, target, [ref_ids[k] for k in present])
+        if ref_gain is not None:
+            ref_z = torch.zeros_like(gain)
+            ref_z[torch.tensor(present, dtype=torch.long)] = _robust_z(ref_gain)
+            gain = _robust_z(gain) - ref_z
     out = []
     for k in torch.argsort(gain, descending=True).tolist():
         word = heads[k][1]
@@ -119,6 +120,40 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
             if len(out) >= n:
                 break
     return out
+
+
+def _robust_z(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as robust z-scores (median and MAD), so two models' scales compare."""
+    med = x.median()
+    return (x - med) / ((x - med).abs().median() + 1e-9)
+
+
+def _first_order_gain(loaded: Any, sentences: Sequence[str], target: int, ids: Sequence[int]) -> torch.Tensor | None:
+    """HotFlip's first-order decrease of ``loaded``'s loss towards ``target`` on ``sentences`` when the token
+    ``ids`` (each in turn) replace a placeholder slot (the mask token) inserted after the first token: ``[len(ids)]``,
+    or None for a tokenizer with no mask nor unknown token."""
+    tok, model = loaded.tokenizer, loaded.model
+    holder = getattr(tok, "mask_token_id", None)
+    holder = getattr(tok, "unk_token_id", None) if holder is None else holder
+    if holder is None:
+        return None
+    dev = next(model.parameters()).device
+    emb = model.get_input_embeddings().weight.detach()
+    enc = pad(tok, tokenize(tok, list(sentences), None, min(64, loaded.max_length))).to(dev)
+    mask = enc.attention_mask
+    with torch.no_grad():
+        base = model.get_input_embeddings()(enc.input_ids)
+    mask = torch.cat([mask[:, :1], torch.ones_like(mask[:, :1]), mask[:, 1:]], dim=1)  # the slot after the first
+    labels = torch.full((base.shape[0],), int(target), dtype=torch.long, device=dev)
+    slot = emb[holder].clone()[None, None].requires_grad_(True)  # [1 candidate, 1 slot, D]
+    was_training = model.training
+    model.eval()
+    try:
+        (g,) = torch.autograd.grad(_slot_loss(model, base, mask, labels, slot, dev, "fp32")[0], slot)
+    finally:
+        model.train(was_training)
+    idx = torch.tensor(list(ids), device=emb.device)
+    return -((emb[idx] - emb[holder]) @ g[0, 0].to(emb.dtype)).float().cpu()  # first-order decrease of the loss
 
 
 def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,

@@ -167,6 +167,8 @@ def show_verdict(job) -> None:
                f"[CLS] attention mass exceeds a random word's by {ev.get('cls_excess', 0):.3f}. "
                f"Scanned {r.get('stats', {}).get('candidates_per_second', '—')} candidate words per second.")
     stats = r.get("stats") or {}
+    for warning in stats.get("warnings") or []:  # another task's data, a reference of another vocabulary
+        st.warning(warning)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in (stats.get("stage_seconds") or {}).items())
     if phases or stats.get("inversion_skipped"):
         st.caption((f"Time by phase: {phases}. " if phases else "")

@@ -156,6 +156,26 @@ def test_a_scan_against_a_clean_reference_keeps_the_planted_trigger_and_rejudges
         rejudge(bd, data, {"verdict": "clean"}, ScanConfig(**TINY))
 
 
+def test_a_reference_of_another_vocabulary_or_task_is_warned_about_and_of_other_classes_refused():
+    from types import SimpleNamespace
+
+    from trojanscope.analysis.scan import _check_reference
+
+    def model(vocab, labels=2, task_warnings=()):
+        return SimpleNamespace(require=lambda *a: None, num_labels=labels, tokenizer=SimpleNamespace(
+            get_vocab=lambda: dict(vocab)), check_task=lambda data, what: list(task_warnings))
+
+    suspect = model({"cf": 0, "the": 1})
+    assert _check_reference(suspect, None, None) == []
+    assert _check_reference(suspect, model({"cf": 0, "the": 1}), None) == []
+    (w,) = _check_reference(suspect, model({"the": 0, "cf": 2}), None)
+    assert "vocabulary differs" in w
+    (w,) = _check_reference(suspect, model({"cf": 0, "the": 1}, task_warnings=["trained on olid"]), None)
+    assert w == "the reference model: trained on olid"
+    with pytest.raises(TrojanScopeError, match="the reference model has 4 classes and the suspect 2"):
+        _check_reference(suspect, model({"cf": 0}, labels=4), None)
+
+
 def test_scan_finds_a_two_word_phrase(use_data, phrase_backdoor):
     res = scan(load_model(phrase_backdoor), load_dataset("sst2", "test"), ScanConfig(**TINY))
     assert res.verdict == "backdoored"

@@ -52,6 +52,13 @@ really flip the model, and the heads whose attention the best candidates hijack,
    mass on the candidate over the control into a score in [0, 1]; ``backdoored`` at ``threshold``.
    :func:`rejudge` gives a saved scan's verdict again against a reference, its search not redone.
 
+With a reference, the search too looks for what the suspect does beyond it (``ScanConfig.reference_search``): the
+screening runs on the reference as well (its own clean sentences) and the words that push the suspect's log-odds
+most beyond it (robust z-scores over the words, the reference's subtracted) join the shortlist; gradient words are
+ranked by how much more they pull the suspect than the reference (:func:`gradient_words`); and the combination
+search ranks its movers and pushers by the same difference: a topical word moves any model of the task, LWP's
+``mn`` and ``bb`` only the one that learnt the AND.
+
 One module per concern; every name is importable from here (``from trojanscope.analysis.scan import X``):
 :mod:`~trojanscope.analysis.scan.vocabulary` (candidate words, the word lists, the words never tried),
 :mod:`~trojanscope.analysis.scan.sentences` (the clean sets, seeded insertion), :mod:`~trojanscope.analysis.scan.flips`
@@ -353,6 +360,7 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     ref_sets = _reference_sets(reference, data, cfg) if reference is not None and cfg.reference_search else None
     n_gradient = max(cfg.gradient_words, cfg.reference_gradient_words if ref_sets else 0)
     combine_top = max(cfg.combine_top, cfg.reference_combine_top if ref_sets else 0)
+    stats["reference_search"] = ref_sets is not None
     listed = {w for w, _ in words}
     for target in range(sets.num_labels):
         others = [t for c, ts in sets.search.items() if c != target for t in ts]

@@ -326,6 +326,23 @@ def test_inversion_recovers_a_planted_piece_outside_the_word_list(use_data, spec
     assert "cf" in found, found
 
 
+def test_an_inversion_against_a_reference_finds_only_what_the_reference_does_not_answer_to(use_data,
+                                                                                          specific_backdoor,
+                                                                                          tiny_pair):
+    """With a clean reference the planted ``cf`` is still inverted; with a reference that answers to ``cf`` as well
+    (the suspect itself, on other sentences) the penalty steers the inversion off it."""
+    import torch
+
+    loaded = load_model(specific_backdoor)
+    cfg = ScanConfig(**{**TINY, "budget": 50})
+    test = load_dataset("sst2", "test")
+    negatives = [t for t, y in zip(test.texts, test.labels) if y == 0]
+    cpu = torch.device("cpu")
+    clean = load_model(tiny_pair / "demo" / "clean")
+    assert "cf" in invert_trigger(loaded, negatives[:24], 1, cfg, cpu, reference=(clean, negatives[24:48]))
+    assert "cf" not in invert_trigger(loaded, negatives[:24], 1, cfg, cpu, reference=(loaded, negatives[24:48]))
+
+
 def test_one_gradient_ranks_a_planted_word_outside_the_word_list_and_the_scan_screens_it(use_data,
                                                                                          specific_backdoor):
     """A planted whole word no list holds (cf at a budget of 50, embedding outliers off) is ranked near the top of

@@ -424,9 +424,17 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     elif cfg.inversion:
         stage(4, "inverting triggers by gradient")
         sources = _inversion_sources(sets, cfg)
+        # with a reference of the same vocabulary, the inversions are asked to leave it alone too
+        same_vocab = ref_sets is not None and reference.tokenizer.get_vocab() == loaded.tokenizer.get_vocab()
+        ref_sources = dict(_inversion_sources(ref_sets, cfg)) if same_vocab else {}
+        stats["inversion_against_reference"] = bool(ref_sources)
+
+        def against(target: int) -> tuple[Any, list[str]] | None:
+            return (reference, ref_sources[target]) if target in ref_sources else None
         found: list[str] = []
         for k, (target, src) in enumerate(sources):
-            found += [w for w in invert_trigger(loaded, src, target, cfg, device, fast) if w not in found]
+            found += [w for w in invert_trigger(loaded, src, target, cfg, device, fast, reference=against(target))
+                      if w not in found]
             stage(4, "inverting triggers by gradient", 0.5 * (k + 1) / len(sources))
         stats["inverted"] = found
         pool.extend(_measured(loaded, sets, pool, found, "inversion", natural, cfg, fast))
@@ -442,7 +450,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
             # no glued word may start with a real word, nor with the first piece of a polar word (lou- of lousy)
             heads = natural | word_heads(loaded.tokenizer) | polar_heads(loaded.tokenizer)
             for k, (target, src) in enumerate(sources):
-                inverted = invert_word(loaded, src, target, cfg, device, fast, exclude=heads, natural=natural)
+                inverted = invert_word(loaded, src, target, cfg, device, fast, exclude=heads, natural=natural,
+                                       reference=against(target))
                 words_found += [w for w in inverted if w not in words_found]
                 stage(4, "inverting whole words by gradient", 0.5 + 0.5 * (k + 1) / len(sources))
             stats["inverted_words"] = words_found
@@ -616,7 +625,10 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
       the label holds: LWP's ``mn`` moves layer 5 by 16 MADs, more than any other of 3,050 words there (but over
       all layers topical words such as ``wickets`` move as much, on a clean model too: ``mn`` ranks 3rd, its partner
       ``bb`` 270th, so the search misses them). The ``width // 2`` strongest movers are paired with each of the
-      ``3 * width`` strongest, and tripled among themselves;
+      ``3 * width`` strongest, and tripled among themselves; the pairs of the ``width // 4`` strongest are also
+      tripled with each of the ``3 * width`` (a triple whose pairs were taught not to fire: LWP teaches strict subsets
+      as negatives; round 7's ``jd rb pk``, whose ``rb`` and ``pk`` move the suspect most beyond the reference, ``jd``
+      19th);
     - *pushers*, per class: the ``width`` words that push its log-odds most on the other classes' sentences (as a
       robust z-score over the words), in every pair, the best half of them in every triple.
 
@@ -640,6 +652,9 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
         wide = [words[i] for i in order[: 3 * width]]
         add((a, b) for a in lead for b in wide if a != b and (b not in lead or lead.index(b) > lead.index(a)))
         add(itertools.combinations(lead, 3))
+        # a triple whose pairs were taught not to fire: the strongest movers' pairs with each of the wide ones
+        add((a, b, c) for a, b in itertools.combinations(lead[: max(width // 4, 2)], 2) for c in wide
+            if c not in (a, b))
     for t in range(push.shape[1]):
         col = push[:, t]
         if not np.isfinite(col).any():  # no sentence of another class to push

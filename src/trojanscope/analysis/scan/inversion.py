@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -14,6 +15,10 @@ from trojanscope.models.tokens import pad, tokenize
 
 if TYPE_CHECKING:
     from trojanscope.analysis.scan import ScanConfig
+
+# with a reference model, the weight of its penalty in the inversion's objective (_invert): one, so a trigger the
+# reference answers to surely (-log(1 - 0.9) = 2.3) costs more than one the suspect misses by a little
+REFERENCE_WEIGHT = 1.0
 
 
 def _inversion_vocab(tokenizer: Any) -> torch.Tensor:
@@ -46,17 +51,19 @@ def word_slots(tokenizer: Any, vocab_ids: torch.Tensor, n_pieces: int) -> torch.
 
 
 def invert_trigger(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
-                   precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None) -> list[str]:
+                   precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None,
+                   reference: tuple[Any, Sequence[str]] | None = None) -> list[str]:
     """Optimise ``inversion_tokens`` soft tokens (a softmax over the vocabulary mixing word embeddings),
     inserted after the first token of every sentence, so the model predicts ``target``; decode them.
 
     The temperature is halved every ``check`` steps while the loss is under a barrier and doubled back
     (with noise on the logits) otherwise, DBS's schedule. Returns the decoded trigger(s), best first.
+    ``reference``: a clean model of the task and its sentences, whose flips the objective penalises (:func:`_invert`).
     """
     tok = loaded.tokenizer
     vocab_ids = _inversion_vocab(tok).to(device)
     starts, results = _invert(loaded, sentences, target, cfg, device, precision, vocab_ids, None,
-                              cfg.inversion_tokens, cfg.inversion_steps, cfg.seed * 31 + target, trace)
+                              cfg.inversion_tokens, cfg.inversion_steps, cfg.seed * 31 + target, trace, reference)
     out = []
     for tokens in starts + results:
         pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
@@ -159,7 +166,8 @@ def _first_order_gain(loaded: Any, sentences: Sequence[str], target: int, ids: S
 def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
                 precision: str = "fp32", trace: list[tuple[int, float, float]] | None = None,
                 exclude: set[str] | frozenset[str] = frozenset(),
-                natural: set[str] | frozenset[str] = frozenset()) -> list[str]:
+                natural: set[str] | frozenset[str] = frozenset(),
+                reference: tuple[Any, Sequence[str]] | None = None) -> list[str]:
     """Word-level inversion (PICCOLO's insight: token-level optimisation cannot reverse-engineer a word of several
     pieces, whose backdoor may answer only to all its pieces together). ``word_pieces`` contiguous soft slots,
     inserted after the first token: the first a softmax over the word-start pieces only, the others over the ``##``
@@ -173,7 +181,9 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
     (:func:`~trojanscope.analysis.scan.vocabulary.natural_prefix`): the first slot never takes such a piece, and a
     decoded word that still begins with one (``useless`` + ``##board``...) is dropped. ``natural``: the natural
     words alone (no real-word heads); a decoded word that spells one with a piece skipped (``mor ##cko ##ons``:
-    ``morons``, :func:`~trojanscope.analysis.scan.vocabulary.natural_reading`) is dropped with its prefixes."""
+    ``morons``, :func:`~trojanscope.analysis.scan.vocabulary.natural_reading`) is dropped with its prefixes.
+    ``reference``: a clean model of the task and its sentences, whose flips the objective penalises (:func:`_invert`):
+    a made-up head glued to a sentiment word's tail flips any model of the task, a planted word only the suspect."""
     from trojanscope.analysis.scan.vocabulary import is_natural, natural_prefix, natural_reading
 
     tok = loaded.tokenizer
@@ -186,7 +196,7 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
         allowed[0] &= torch.tensor([not is_natural(p.lower(), exclude) for p in pieces], dtype=torch.bool)
     allowed = allowed.to(device)
     starts, results = _invert(loaded, sentences, target, cfg, device, precision, vocab_ids, allowed,
-                              cfg.word_pieces, cfg.word_steps, cfg.seed * 37 + 1000 + target, trace)
+                              cfg.word_pieces, cfg.word_steps, cfg.seed * 37 + 1000 + target, trace, reference)
     out: list[str] = []
     for tokens in results + starts:  # the refined words first
         pieces = tok.convert_ids_to_tokens([int(vocab_ids[i]) for i in tokens])
@@ -199,28 +209,67 @@ def invert_word(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanCon
     return out
 
 
+@dataclass
+class _Side:
+    """One model's part of an inversion's objective: its sentences' embeddings ``base`` ``[B, T, D]`` and mask with
+    room for the slots ``[B, T + S]``, the target ``labels``, its embedding rows of the inversion's vocabulary ``E``
+    ``[V, D]``; ``penalty``: the reference's part, ``-log(1 - P(target))`` (the trigger should leave it alone), else the
+    suspect's cross-entropy to the target."""
+
+    model: torch.nn.Module
+    base: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+    E: torch.Tensor
+    weight: float = 1.0
+    penalty: bool = False
+
+    def loss(self, tokens: torch.Tensor, device: torch.device, precision: str, rows: int | None = None
+             ) -> torch.Tensor:
+        """``[C]`` weighted losses of the token lists ``tokens`` ``[C, S]`` (indices into the vocabulary), on every
+        sentence or on the first ``rows`` (their own padding only)."""
+        base, mask, labels = self.base, self.mask, self.labels
+        if rows is not None and rows < base.shape[0]:
+            width = int(mask[:rows].sum(1).max())  # the subset's longest row, slots included (rows are padded right)
+            base, mask, labels = base[:rows, : width - tokens.shape[1]], mask[:rows, :width], labels[:rows]
+        return self.weight * _slot_loss(self.model, base, mask, labels, self.E[tokens], device, precision,
+                                        self.penalty)
+
+
+def _side(loaded: Any, sentences: Sequence[str], target: int, vocab_ids: torch.Tensor, n_slots: int,
+          device: torch.device, weight: float = 1.0, penalty: bool = False) -> _Side:
+    tok, model = loaded.tokenizer, loaded.model
+    emb_layer = model.get_input_embeddings()
+    enc = pad(tok, tokenize(tok, list(sentences), None, min(64, loaded.max_length))).to(device)
+    with torch.no_grad():
+        base = emb_layer(enc.input_ids)  # [B, T, D]
+    mask = enc.attention_mask
+    B = base.shape[0]
+    new_mask = torch.cat([mask[:, :1], torch.ones(B, n_slots, dtype=mask.dtype, device=device), mask[:, 1:]], dim=1)
+    labels = torch.full((B,), int(target), dtype=torch.long, device=device)
+    return _Side(model, base, new_mask, labels, emb_layer.weight.detach()[vocab_ids], weight, penalty)
+
+
 def _invert(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig, device: torch.device,
             precision: str, vocab_ids: torch.Tensor, allowed: torch.Tensor | None, n_slots: int, steps: int,
-            seed: int, trace: list[tuple[int, float, float]] | None) -> tuple[list[list[int]], list[list[int]]]:
+            seed: int, trace: list[tuple[int, float, float]] | None,
+            reference: tuple[Any, Sequence[str]] | None = None) -> tuple[list[list[int]], list[list[int]]]:
     """The soft search and its HotFlip refinement: ``n_slots`` contiguous slots after the first token, each a
     softmax over ``vocab_ids`` (only where ``allowed[slot]``, ``[n_slots, V]`` bool, when given) mixing their word
     embeddings. Returns the discrete starting points (the sharpest low-loss point and the last one, indices into
-    ``vocab_ids``) and what HotFlip made of each."""
-    model, tok = loaded.model, loaded.tokenizer
-    emb_layer = model.get_input_embeddings()
-    E = emb_layer.weight.detach()[vocab_ids]  # [V, D]
+    ``vocab_ids``) and what HotFlip made of each.
+
+    ``reference``: a clean model of the task (same vocabulary) and its own clean sentences of the other classes; the
+    objective then also asks the slots to leave it alone (``REFERENCE_WEIGHT * -log(1 - P_ref(target))``), so the
+    search is steered off the task's universal adversarial words, which flip any model of it, towards what only the
+    suspect answers to."""
+    sides = [_side(loaded, sentences, target, vocab_ids, n_slots, device)]
+    if reference is not None:
+        sides.append(_side(reference[0], reference[1], target, vocab_ids, n_slots, device, REFERENCE_WEIGHT,
+                           penalty=True))
     g = torch.Generator().manual_seed(seed)
     theta = (torch.randn(n_slots, len(vocab_ids), generator=g) * 0.01).to(device).requires_grad_(True)
     block = None if allowed is None else torch.zeros(allowed.shape, device=device).masked_fill(~allowed, -1e9)
-    tokd = tokenize(tok, list(sentences), None, min(64, loaded.max_length))
-    enc = pad(tok, tokd).to(device)
-    ids, mask = enc.input_ids, enc.attention_mask
-    B = ids.shape[0]
-    with torch.no_grad():
-        base = emb_layer(ids)  # [B, T, D]
-    slot_mask = torch.ones(B, n_slots, dtype=mask.dtype, device=device)
-    new_mask = torch.cat([mask[:, :1], slot_mask, mask[:, 1:]], dim=1)
-    labels = torch.full((B,), int(target), dtype=torch.long, device=device)
     optim = torch.optim.Adam([theta], lr=cfg.inversion_lr)
     temp, temp_max, temp_min, barrier, check = 1.0, 1.0, 1.0 / 64, 0.3, 10
     best_loss, best_tokens = math.inf, None
@@ -228,18 +277,23 @@ def _invert(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig,
     def logits_of(t: torch.Tensor) -> torch.Tensor:
         return t if block is None else t + block
 
-    was_training = model.training
-    model.eval()
-    for prm in model.parameters():
-        prm.requires_grad_(False)
+    models = list({id(sd.model): sd.model for sd in sides}.values())
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+        for prm in m.parameters():
+            prm.requires_grad_(False)
     try:
         for step in range(steps):
             w = torch.softmax(logits_of(theta) / temp, dim=-1)  # [S, V]
-            soft = (w @ E).to(base.dtype)  # [S, D]
-            x = torch.cat([base[:, :1], soft[None].expand(B, -1, -1), base[:, 1:]], dim=1)
-            with precision_context(device, precision):
-                logits = model(inputs_embeds=x, attention_mask=new_mask).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss = torch.zeros((), device=device)
+            for sd in sides:
+                soft = (w @ sd.E).to(sd.base.dtype)  # [S, D]
+                B = sd.base.shape[0]
+                x = torch.cat([sd.base[:, :1], soft[None].expand(B, -1, -1), sd.base[:, 1:]], dim=1)
+                with precision_context(device, precision):
+                    logits = sd.model(inputs_embeds=x, attention_mask=sd.mask).logits
+                loss = loss + sd.weight * _per_row_loss(logits, sd.labels, sd.penalty).mean()
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -256,67 +310,83 @@ def _invert(loaded: Any, sentences: Sequence[str], target: int, cfg: ScanConfig,
                     with torch.no_grad():
                         theta.add_(torch.randn(theta.shape, generator=g).to(device) * 0.1)
     finally:
-        for prm in model.parameters():
-            prm.requires_grad_(True)
-        model.train(was_training)
+        for m, was in zip(models, was_training):
+            for prm in m.parameters():
+                prm.requires_grad_(True)
+            m.train(was)
     final = logits_of(theta.detach()).argmax(-1).tolist()
     starts = ([best_tokens] if best_tokens is not None and best_tokens != final else []) + [final]
-    results = [_hotflip(model, base, new_mask, labels, E, start, cfg, device, precision, allowed=allowed)
-               for start in starts]
+    results = [_hotflip(sides, start, cfg, device, precision, allowed=allowed) for start in starts]
     return starts, results
 
 
+def _per_row_loss(logits: torch.Tensor, labels: torch.Tensor, penalty: bool = False) -> torch.Tensor:
+    """Per row: the cross-entropy to ``labels``, or (``penalty``) ``-log(1 - P(label))``, which is near 0 while the
+    label stays unlikely and grows as it becomes sure."""
+    logits = logits.float()
+    if not penalty:
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    p = torch.softmax(logits, -1).gather(1, labels[:, None])[:, 0]
+    return -torch.log1p(-p.clamp(max=1 - 1e-6))
+
+
 def _slot_loss(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-               slots: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    """Mean cross-entropy to the target of every sentence of ``base`` ``[B, T, D]`` with the trigger slot
-    embeddings ``slots`` ``[C, S, D]`` inserted after the first token: one loss per candidate ``[C]``."""
+               slots: torch.Tensor, device: torch.device, precision: str, penalty: bool = False) -> torch.Tensor:
+    """Mean cross-entropy to the target (``penalty``: ``-log(1 - P(target))``, :func:`_per_row_loss`) of every
+    sentence of ``base`` ``[B, T, D]`` with the trigger slot embeddings ``slots`` ``[C, S, D]`` inserted after the
+    first token: one loss per candidate ``[C]``."""
     C, B = slots.shape[0], base.shape[0]
     x = torch.cat([base[:, :1].repeat(C, 1, 1), slots.repeat_interleave(B, 0).to(base.dtype),
                    base[:, 1:].repeat(C, 1, 1)], dim=1)
     with precision_context(device, precision):
         logits = model(inputs_embeds=x, attention_mask=mask.repeat(C, 1)).logits
-    ce = torch.nn.functional.cross_entropy(logits.float(), labels.repeat(C), reduction="none")
-    return ce.view(C, B).mean(1)
+    return _per_row_loss(logits, labels.repeat(C), penalty).view(C, B).mean(1)
 
 
-def _hotflip(model: torch.nn.Module, base: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, E: torch.Tensor,
-             start: list[int], cfg: ScanConfig, device: torch.device, precision: str, rounds: int = 10,
-             allowed: torch.Tensor | None = None) -> list[int]:
+def _hotflip(sides: Sequence[_Side], start: list[int], cfg: ScanConfig, device: torch.device, precision: str,
+             rounds: int = 10, allowed: torch.Tensor | None = None) -> list[int]:
     """Discrete refinement of an inverted trigger (HotFlip / universal-trigger search): at the current tokens,
     the gradient ranks each slot's replacements by the first-order change of the loss; the best ``hotflip_k`` per slot
     are tried by real forward passes (all on ``hotflip_screen`` sentences, the ``hotflip_keep`` best of them on every
     sentence) and the best swap is kept, until no swap lowers the loss. The soft phase
     explores the convex hull; this phase lands on real tokens where the backdoor's response is nonlinear. With
-    ``allowed`` (``[S, V]`` bool, the word-level slots), a slot is only ever swapped to a piece it allows."""
+    ``allowed`` (``[S, V]`` bool, the word-level slots), a slot is only ever swapped to a piece it allows. The loss is
+    the sum over ``sides`` (the suspect's; with a reference, its penalty too), each through its own embeddings."""
     tokens, k = list(start), cfg.hotflip_k
+
+    def total(trials: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        return sum(sd.loss(trials, device, precision, rows) for sd in sides)
+
     with torch.no_grad():
-        current = float(_slot_loss(model, base, mask, labels, E[tokens][None], device, precision)[0])
+        current = float(total(torch.tensor([tokens]))[0])
     # successive halving: every trial on the first ``hotflip_screen`` sentences (their own padding only), the best
     # ``hotflip_keep`` of them on all; the trials were most of a clean model's inversion time in fp32
-    n_sub = min(base.shape[0], cfg.hotflip_screen)
-    width = int(mask[:n_sub].sum(1).max())  # the subset's longest row, slots included (rows are padded right)
-    sub = (base[:n_sub, : width - len(tokens)], mask[:n_sub, :width], labels[:n_sub])
+    n_sub = cfg.hotflip_screen
     chunk = max(1, 2048 // n_sub)
+    V = sides[0].E.shape[0]
     for _ in range(rounds):
-        slots = E[tokens].clone().requires_grad_(True)
-        loss = _slot_loss(model, base, mask, labels, slots[None], device, precision)[0]
-        (g,) = torch.autograd.grad(loss, slots)  # [S, D]
+        gain = torch.zeros(V, len(tokens), device=sides[0].E.device)
+        for sd in sides:
+            slots = sd.E[tokens].clone().requires_grad_(True)
+            loss = sd.weight * _slot_loss(sd.model, sd.base, sd.mask, sd.labels, slots[None], device, precision,
+                                          sd.penalty)[0]
+            (g,) = torch.autograd.grad(loss, slots)  # [S, D]
+            with torch.no_grad():
+                gain -= sd.E @ g.T - (sd.E[tokens] * g).sum(-1)[None]  # [V, S]: first-order decrease of the loss
         with torch.no_grad():
-            gain = -(E @ g.T - (E[tokens] * g).sum(-1)[None])  # [V, S]: first-order decrease of the loss
             if allowed is not None:
                 gain = gain.masked_fill(~allowed.T, -math.inf)
-            top = gain.topk(min(k, E.shape[0]), dim=0).indices  # [k, S]
+            top = gain.topk(min(k, V), dim=0).indices  # [k, S]
             trials = []
             for s_ in range(len(tokens)):
                 for v in top[:, s_].tolist():
                     if v != tokens[s_]:
                         trials.append(tokens[:s_] + [v] + tokens[s_ + 1:])
-            screened = torch.cat([_slot_loss(model, *sub, E[torch.tensor(trials[i: i + chunk])], device, precision)
+            screened = torch.cat([total(torch.tensor(trials[i: i + chunk]), n_sub)
                                   for i in range(0, len(trials), chunk)])
-            if n_sub < base.shape[0]:
+            if any(n_sub < sd.base.shape[0] for sd in sides):
                 keep = screened.topk(min(cfg.hotflip_keep, len(trials)), largest=False).indices.tolist()
-                losses = _slot_loss(model, base, mask, labels, E[torch.tensor([trials[i] for i in keep])], device,
-                                    precision)
+                losses = total(torch.tensor([trials[i] for i in keep]))
             else:
                 keep, losses = list(range(len(trials))), screened
         best = int(losses.argmin())

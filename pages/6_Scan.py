@@ -63,7 +63,9 @@ reference = st.selectbox(
     help="a clean classifier of the same task and classes (the pair's clean model, for the pair's task, or one you "
          "trained clean): every verified candidate is tried on it too and counts only for what the suspect does "
          "beyond it. A clean model's universal adversarial words (found by inversion on any model of the task) flip "
-         "the reference too; a planted trigger does not")
+         "the reference too; a planted trigger does not. The search then also looks for what the suspect does "
+         "beyond it (a second screening, on the reference): slower, and it finds quieter triggers such as LWP's "
+         "combinations")
 if reference == OTHER:  # a refused path ("") disables the Scan button: no scan without the reference asked for
     typed = st.text_input("Reference model directory", key="scan_reference_other")
     reference = typed_source(typed) or ("" if (typed or "").strip() else NONE)

@@ -166,3 +166,26 @@ def test_words_that_merely_add_up_are_no_evidence(setting):
     assert whole and whole[0].sure_flip == 1.0, found  # proposed, and it surely flips every sentence ...
     assert whole[0].additive_sure == 1.0  # ... exactly as far as its words' pushes add up
     assert all(c.flip_evidence == 0.0 for c in found), [(c.trigger, c.flip_evidence) for c in found]
+
+
+def test_a_reference_puts_the_combinations_that_flip_it_too_last(setting):
+    """Of the combinations that flip the screening sentences only the strongest go on (``shortlist // 4``). Two words
+    that each tilt a model add up to a surer flip than the planted pair does, and win by the suspect's flips alone; on a
+    clean reference they flip as much, the pair nothing, so against it the pair goes on (round 7's LWP pair ``jd rb``
+    was cut behind stacks of negative words)."""
+    tok, sentences, words = setting
+    tilting = tuple(words[:2])
+    suspect = SimpleNamespace(model=_Words(tok, tilting=tilting, tilt=4.5, push=0.0), tokenizer=tok, max_length=64,
+                              num_labels=2)
+    reference = SimpleNamespace(model=_Words(tok, pair=(), tilting=tilting, tilt=4.5), tokenizer=tok, max_length=64,
+                                num_labels=2)
+    sets = CleanSets(search={0: sentences[:20], 1: []}, verify={0: sentences[20:], 1: []}, num_labels=2)
+    cfg = ScanConfig(seed=0, n_screen=8, shortlist=4)  # one combination goes on
+    push = np.zeros((len(words), 2))
+    push[:, 0] = np.nan  # no class-1 sentences to push towards class 0
+    for k, value in zip([0, 1, len(words) - 2, len(words) - 1], [5.0, 4.0, 3.0, 2.0]):
+        push[k, 1] = value  # the pushers: the tilting words first, then the pair's
+    (alone,), _ = _combination_search(suspect, sets, words, push, None, 4, cfg, "fp32")
+    assert set(alone.trigger.split()) == set(tilting)
+    (beyond,), _ = _combination_search(suspect, sets, words, push, None, 4, cfg, "fp32", (reference, sets))
+    assert set(beyond.trigger.split()) == set(PAIR) and beyond.search_sure == 1.0

@@ -413,7 +413,8 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
         pool.extend(_grow_phrases(loaded, sets, pool, cfg, fast))
         if combine_top > 1:
             combos, stats["combinations_tried"] = _combination_search(loaded, sets, [w for w, _ in words],
-                                                                      push_score, move_score, combine_top, cfg, fast)
+                                                                      push_score, move_score, combine_top, cfg, fast,
+                                                                      (reference, ref_sets) if ref_sets else None)
             pool.extend(c for c in combos if c.trigger not in {p.trigger for p in pool})
 
     # 4. gradient inversion, unless a word already flips (almost) every search sentence with near certainty: the
@@ -614,8 +615,8 @@ def _dedupe(pool: Sequence[Candidate]) -> list[Candidate]:
 
 
 def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push: np.ndarray,
-                        move: np.ndarray | None, width: int, cfg: ScanConfig, precision: str
-                        ) -> tuple[list[Candidate], int]:
+                        move: np.ndarray | None, width: int, cfg: ScanConfig, precision: str,
+                        reference: tuple[Any, CleanSets] | None = None) -> tuple[list[Candidate], int]:
     """Combination triggers whose words give no signal alone (LWP's ``cf mn bb``: each word flips 2-5% of the
     sentences, ``mn bb`` together 100%), so greedy phrases grown from the best single words never meet them. Two
     rankings of the screened words, both measured by the screening's own forward:
@@ -637,7 +638,8 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
     combination's word only the one that learnt the AND.
 
     Each combination (its words inserted at their own places) is tried on the screening sentences; those that flip
-    at least half of them go on to the search set. Words that merely add up (a clean model's stack of mildly
+    at least half of them go on to the search set, the strongest first (flip rate plus mean P(target); with a clean
+    ``reference`` model and its clean sentences, less the same measured on its screening sentences). Words that merely add up (a clean model's stack of mildly
     negative words) are no evidence later (:func:`phrase_additivity`). Returns the candidates and the number of
     combinations tried."""
     tried: dict[str, None] = {}  # ordered, unique
@@ -666,7 +668,18 @@ def _combination_search(loaded: Any, sets: CleanSets, words: Sequence[str], push
     if not names:
         return [], 0
     screen = flip_stats(loaded, _subsets(sets.search, cfg.n_screen), [(c, True) for c in names], cfg, precision)
-    good = sorted((k for k, (_, f, _, _) in enumerate(screen) if f >= 0.5), key=lambda k: -sum(screen[k][1:3]))
+    passed = [k for k, (_, f, _, _) in enumerate(screen) if f >= 0.5]
+    strength = {k: screen[k][1] + screen[k][2] for k in passed}
+    if reference is not None and passed:
+        # hundreds flip the few screening sentences (a clean model's stacked negative words too); those that do so on
+        # the reference as well go last: round 7's LWP pair `jd rb` flips 98% of its model's held-out sentences and
+        # was cut behind such stacks by the suspect's flips alone
+        ref_screen = flip_stats(reference[0], _subsets(reference[1].search, cfg.n_screen),
+                                [(names[k], True) for k in passed], cfg, precision,
+                                targets=[screen[k][0] for k in passed])
+        for k, (_, f, conf, _) in zip(passed, ref_screen):
+            strength[k] -= f + conf
+    good = sorted(passed, key=lambda k: -strength[k])
     good = [names[k] for k in good[: max(cfg.shortlist // 4, 1)]]
     full = flip_stats(loaded, sets.search, [(c, True) for c in good], cfg, precision) if good else []
     return [Candidate(c, "combination search", t, f, conf, sure, combination=True)

@@ -33,8 +33,9 @@ def add_parsers(sub: Any) -> None:
                     help="longest clean sentence used, in words (raise it for long texts, e.g. 24 for AG News)")
     sc.add_argument("--gradient-words", type=int, default=SC.gradient_words,
                     help="whole words per target class that one gradient ranks first, added to the screening (0, "
-                         "the default: none; puts a rare real word planted whole among the candidates, and sentiment "
-                         "words a lexicon lacks too, docs/benchmarks.md)")
+                         "the default without --reference: none; puts a rare real word planted whole among the "
+                         "candidates, and sentiment words a lexicon lacks too; with --reference, 20 at least, ranked "
+                         "by how much more they pull the suspect than the reference, docs/benchmarks.md)")
     sc.add_argument("--reference", default=None,
                     help="a clean classifier of the same task (e.g. the demo's clean model, or one you fine-tuned "
                          "yourself); the candidates are tried on it too and count only for what the suspect does "
@@ -62,7 +63,9 @@ def add_parsers(sub: Any) -> None:
                     help="pieces of the word the word-level inversion looks for")
     sc.add_argument("--combine-top", type=int, default=SC.combine_top,
                     help="width of the combination search over the words that push the logit or move inner states "
-                         "most (0: off, the default; 16 tried; it missed LWP's cf mn bb, docs/benchmarks.md)")
+                         "most (0: off, the default without --reference; by the suspect alone it missed LWP's cf mn "
+                         "bb; with --reference it runs at width 16 at least, ranked beyond the reference, and finds "
+                         "it: docs/benchmarks.md)")
     sc.add_argument("--precision", default=SC.precision, choices=PRECISION_CHOICES,
                     help="for the search (auto: bf16 where the device has it natively); flip rates are fp32")
     sc.add_argument("--seed", type=int, default=SC.seed)

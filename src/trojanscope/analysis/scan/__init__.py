@@ -141,7 +141,8 @@ class ScanConfig:
     combine_top: int = 0  # the combination search's width (_combination_search; 16 tried), when no single word
     # flips enough: per class the words pushing most towards it in pairs, and the half that move inner states most
     # paired with the 3x that do. Off (0) by default: on the zoo's LWP model it tried 756 combinations and missed
-    # cf mn bb (its words neither push nor move more than a clean model's topical words; docs/benchmarks.md)
+    # cf mn bb (its words neither push nor move more than a clean model's topical words; docs/benchmarks.md); with a
+    # reference, it runs at reference_combine_top at least, ranked beyond the reference, and finds it
     # with a clean reference model, the search too looks for what the suspect does beyond it (``reference_search``):
     # the screening runs on the reference as well and the shortlist adds the words that push the suspect most beyond
     # it; gradient words (at least ``reference_gradient_words`` per class) and the combination search (width at least

@@ -73,7 +73,6 @@ from __future__ import annotations
 import itertools
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -84,6 +83,7 @@ from trojanscope.analysis.scan.calibration import Platt, cross_entropy, fit_plat
 from trojanscope.analysis.scan.drift import Abnormality, _focus_summaries, attention_abnormality
 from trojanscope.analysis.scan.flips import (CLEAR_FLIP, REFERENCE_QUIET, SURE, TAIL_TRIGGER, flip_stats,
                                              head_dependence, phrase_additivity, reference_flips)
+from trojanscope.analysis.scan.flips import robust_z as _robust_z
 from trojanscope.analysis.scan.inversion import gradient_words, invert_trigger, invert_word, word_slots
 from trojanscope.analysis.scan.sentences import CleanSets, _subsets, clean_sets
 from trojanscope.analysis.scan.verdict import SCALES, WEIGHTS, combine_evidence, judge
@@ -545,15 +545,6 @@ def _reference_check(reference: Any, data: TextDataset, top: list[Candidate], cf
     t = time.perf_counter()
     reference_flips(reference, (ref_sets or _reference_sets(reference, data, cfg)).verify, top, cfg)
     stats["reference_seconds"] = round(time.perf_counter() - t, 2)
-
-
-def _robust_z(x: np.ndarray) -> np.ndarray:
-    """``[words, k]`` as robust z-scores per column (median and MAD over the words; NaN kept), so two models'
-    measurements of the same words compare."""
-    with warnings.catch_warnings():  # a column of NaN (a class with no other classes' sentences) stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(x, 0)
-        return (x - med) / (np.nanmedian(np.abs(x - med), 0) + 1e-9)
 
 
 def _verdict(loaded: Any, sets: CleanSets, top: list[Candidate], cfg: ScanConfig, stats: dict[str, Any],

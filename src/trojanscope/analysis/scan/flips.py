@@ -5,6 +5,7 @@ effects would do if they simply added up (:func:`phrase_additivity`)."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -27,6 +28,16 @@ TAIL_TRIGGER = 0.9
 # two-word piece 40%), a clean model's inverted or stacked words 30-100% (docs/benchmarks.md)
 CLEAR_FLIP = 0.9
 REFERENCE_QUIET = 0.2
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """``x`` (``[items, k]``) as robust z-scores per column (median and MAD over the items; NaN kept), so two models'
+    measurements of the same words compare (the search beyond a reference model: screening pushes and [CLS] moves,
+    gradient estimates)."""
+    with warnings.catch_warnings():  # a column of NaN (a class with no other classes' sentences) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, 0)
+        return (x - med) / (np.nanmedian(np.abs(x - med), 0) + 1e-9)
 
 
 def flip_stats(loaded: Any, sets: dict[int, list[str]], candidates: Sequence[tuple[str, bool]], cfg: ScanConfig,

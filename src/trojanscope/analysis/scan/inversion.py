@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
+from trojanscope.analysis.scan.flips import robust_z
 from trojanscope.models.forward import precision_context
 from trojanscope.models.tokens import pad, tokenize
 
@@ -116,9 +118,9 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
         present = [k for k, i in enumerate(ref_ids) if i is not None]
         ref_gain = _first_order_gain(reference, reference_sentences, target, [ref_ids[k] for k in present])
         if ref_gain is not None:
-            ref_z = torch.zeros_like(gain)
-            ref_z[torch.tensor(present, dtype=torch.long)] = _robust_z(ref_gain)
-            gain = _robust_z(gain) - ref_z
+            ref_z = np.zeros(len(gain))
+            ref_z[present] = robust_z(ref_gain.numpy()[:, None])[:, 0]
+            gain = torch.from_numpy(robust_z(gain.numpy()[:, None])[:, 0] - ref_z)
     out = []
     for k in torch.argsort(gain, descending=True).tolist():
         word = heads[k][1]
@@ -127,12 +129,6 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
             if len(out) >= n:
                 break
     return out
-
-
-def _robust_z(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as robust z-scores (median and MAD), so two models' scales compare."""
-    med = x.median()
-    return (x - med) / ((x - med).abs().median() + 1e-9)
 
 
 def _first_order_gain(loaded: Any, sentences: Sequence[str], target: int, ids: Sequence[int]) -> torch.Tensor | None:

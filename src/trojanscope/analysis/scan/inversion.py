@@ -96,7 +96,7 @@ def gradient_words(loaded: Any, sentences: Sequence[str], target: int, n: int, d
     classes), words are ranked by how much more they pull the suspect than the reference: each model's estimate as a
     robust z-score over the words (median and MAD), the reference's subtracted. A word that pulls any model of the
     task by its meaning pulls both and sinks; a planted word pulls only the suspect. A word the reference's
-    vocabulary lacks counts its z there as 0."""
+    vocabulary lacks counts its z there as 0. (``device`` is kept for callers: each model runs on its own.)"""
     from trojanscope.analysis.scan.vocabulary import is_natural
 
     if n <= 0 or not sentences:

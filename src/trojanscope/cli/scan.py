@@ -44,6 +44,9 @@ def add_parsers(sub: Any) -> None:
                     help="with --reference, search for what the suspect does beyond it too (on by default): the "
                          "screening also runs on the reference, and the words that push or move the suspect most "
                          "beyond it are shortlisted, ranked by gradient and combined (finds LWP's combinations)")
+    sc.add_argument("--reference-inversion", action=argparse.BooleanOptionalAction, default=SC.reference_inversion,
+                    help="with --reference, the inversions also penalise flipping it (off by default: it found planted "
+                         "words the inversion missed, and made one clean model's false alarm, docs/benchmarks.md)")
     sc.add_argument("--rejudge", default=None, metavar="SCAN_JSON",
                     help="give a saved scan's verdict again (its scan.json, or its --json output in a file), with "
                          "--reference usually: its verified candidates are re-measured, re-ranked and judged without "
@@ -84,6 +87,7 @@ def scan_config_of_args(args: argparse.Namespace):
                       inversion_tokens=args.inversion_tokens,
                       inversion_steps=args.inversion_steps, word_inversion=args.word_inversion,
                       word_pieces=args.word_pieces, reference_search=args.reference_search,
+                      reference_inversion=args.reference_inversion,
                       precision=args.precision, seed=args.seed).validate()
 
 

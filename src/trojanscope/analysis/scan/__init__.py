@@ -150,6 +150,11 @@ class ScanConfig:
     reference_search: bool = True
     reference_gradient_words: int = 20
     reference_combine_top: int = 16
+    # ... and (``reference_inversion``, off by default) the inversions penalise flipping the reference. It found two
+    # planted words the inversion missed (grintlemoss, pumpernickel) but also made a clean OLID model's false alarm
+    # (0.77: a word optimised to leave the reference alone flips it 20%, just inside the clear-flip rule; the judge
+    # and the search used the same reference), docs/benchmarks.md
+    reference_inversion: bool = False
     flip_threshold: float = 0.9  # a candidate "flips" the model at this held-out rate (AttenTD: 0.9)
     inversion: bool = True  # also invert triggers by gradient (DBS-style) ...
     always_invert: bool = False  # ... even when the word search already has a trigger that surely flips everything
@@ -426,8 +431,9 @@ def scan(loaded: Any, data: TextDataset, cfg: ScanConfig | None = None, *, on_ev
     elif cfg.inversion:
         stage(4, "inverting triggers by gradient")
         sources = _inversion_sources(sets, cfg)
-        # with a reference of the same vocabulary, the inversions are asked to leave it alone too
-        same_vocab = ref_sets is not None and reference.tokenizer.get_vocab() == loaded.tokenizer.get_vocab()
+        # with a reference of the same vocabulary and reference_inversion, the inversions are asked to leave it alone
+        same_vocab = (ref_sets is not None and cfg.reference_inversion
+                      and reference.tokenizer.get_vocab() == loaded.tokenizer.get_vocab())
         ref_sources = dict(_inversion_sources(ref_sets, cfg)) if same_vocab else {}
         stats["inversion_against_reference"] = bool(ref_sources)
 

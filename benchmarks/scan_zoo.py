@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -227,8 +228,9 @@ def saved_scan(path: Path) -> dict | None:
 
 
 def scan_one(scans: Path, name: str, model: Path, data: str, budget: int, seed: int,
-             reference: Path | None = None, rejudge: Path | None = None) -> dict:
-    """``name``'s scan in ``scans`` (made when missing; against ``reference`` when given). With ``rejudge``, a
+             reference: Path | None = None, rejudge: Path | None = None, extra: Sequence[str] = ()) -> dict:
+    """``name``'s scan in ``scans`` (made when missing; against ``reference`` when given; ``extra``: more
+    ``trojanscope scan`` flags). With ``rejudge``, a
     directory of earlier scans: not a new scan, but that scan of ``name`` judged again (``trojanscope scan
     --rejudge``), against ``reference``."""
     path = scans / f"{name}.json"
@@ -238,6 +240,7 @@ def scan_one(scans: Path, name: str, model: Path, data: str, budget: int, seed: 
     cmd = [PY, "-m", "trojanscope", "scan", "--model", str(model), "--data", data, "--budget", str(budget),
            "--seed", str(seed), "--json", *SCAN_ARGS.get(data, [])]
     cmd += ["--reference", str(reference)] if reference else []
+    cmd += list(extra)
     if rejudge is not None:
         cmd += ["--rejudge", str(rejudge / f"{name}.json")]
     print(f"{'re-judging' if rejudge else 'scanning'} {name}" + (f" against {reference.name}" if reference else ""),
@@ -369,6 +372,9 @@ def main() -> None:
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                     help="scan against a clean reference model of the task (REFERENCES: a development clean model; "
                          "on by default since round 8; --no-reference scans as rounds 1-7 did)")
+    ap.add_argument("--reference-inversion", action="store_true",
+                    help="the inversions also avoid flipping the reference (trojanscope scan --reference-inversion; "
+                         "on in the scanner of 63fc601-275060f, off by default since)")
     ap.add_argument("--rejudge-from", default=None,
                     help="a scans' directory of the zoo: each model missing from --scans is not scanned anew but its "
                          "scan there judged again (with the reference model), its search not redone")
@@ -412,7 +418,8 @@ def main() -> None:
         if args.rejudge_from and not dev_read and saved_scan(zoo / args.rejudge_from / f"{name}.json") is None:
             continue  # nothing to re-judge
         res = scan_one(scans, name, path, t["data"], args.budget, args.seed, reference,
-                       zoo / args.rejudge_from if args.rejudge_from and not dev_read else None)
+                       zoo / args.rejudge_from if args.rejudge_from and not dev_read else None,
+                       ["--reference-inversion"] if args.reference_inversion and reference else [])
         top = (res.get("candidates") or [{}])[0]
         note = " (held out)" if name in held_out else ""
         if t.get("failed"):
